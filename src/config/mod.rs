@@ -1,0 +1,702 @@
+//! Configuration: reads `db-sync.json`, substitutes `${ENV_VAR}` secrets, and validates it
+//! once into typed values ([`Config`]). Validation is pure (no database, no file access
+//! beyond reading the config itself); every error names the key and what to do.
+
+pub mod file;
+
+use std::collections::HashSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value as Json;
+
+pub use file::{ConfigFile, ConnectionFile, ConnectionKind, TableFile};
+
+use crate::model::Value;
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}; create it or pass --config PATH")]
+    Read {
+        /// Config path.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid JSON.
+    #[error("config file {path} is not valid JSON at line {line}, column {column}: {message}")]
+    Syntax {
+        /// Config path.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// Parser message.
+        message: String,
+    },
+    /// A key that db-sync does not know.
+    #[error("config file {path}: unknown key `{key}` at `{location}`{}", suggestion_text(.suggestion))]
+    UnknownKey {
+        /// Config path.
+        path: PathBuf,
+        /// The unknown key.
+        key: String,
+        /// JSON path of the object holding it.
+        location: String,
+        /// Closest valid key.
+        suggestion: Option<String>,
+    },
+    /// A `${VAR}` reference to an unset environment variable.
+    #[error(
+        "config file {path}: `{location}` refers to environment variable {var}, which is not set; export it before running"
+    )]
+    MissingEnv {
+        /// Config path.
+        path: PathBuf,
+        /// JSON path of the string.
+        location: String,
+        /// Variable name.
+        var: String,
+    },
+    /// A value of the wrong shape or out of range.
+    #[error("config file {path}: `{location}`: {message}")]
+    Invalid {
+        /// Config path.
+        path: PathBuf,
+        /// JSON path of the value.
+        location: String,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+}
+
+fn suggestion_text(s: &Option<String>) -> String {
+    match s {
+        Some(s) => format!(" (did you mean `{s}`?)"),
+        None => String::new(),
+    }
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The config file.
+    pub path: PathBuf,
+    /// Folder that relative paths resolve against.
+    pub base_dir: PathBuf,
+    /// Where rows come from.
+    pub source: Endpoint,
+    /// Where rows go to.
+    pub target: Endpoint,
+    /// Tables in config order.
+    pub tables: Vec<TableSpec>,
+    /// Run-wide settings.
+    pub run: RunSettings,
+    /// Fingerprint of the file's meaning (after env substitution of non-secret keys),
+    /// used to tell whether a stored plan still fits.
+    pub fingerprint: u64,
+}
+
+/// Run-wide settings.
+#[derive(Debug, Clone)]
+pub struct RunSettings {
+    /// Print the plan and stop.
+    pub only_sync_plan: bool,
+    /// Check every table even when `min_rows_to_sync` would skip it.
+    pub check_all_tables: bool,
+    /// Table names to sync; empty = all.
+    pub sync_table: Vec<String>,
+    /// Stop once this many errors were recorded.
+    pub max_error_count: usize,
+    /// Stop after this many consecutive failing batches.
+    pub max_error_loop: usize,
+    /// Keep going after data errors.
+    pub continue_on_error: bool,
+    /// Log SQL statements.
+    pub show_sql: bool,
+    /// Daemon interval.
+    pub sleep_seconds: Option<u64>,
+    /// Daemon time of day, `(hour, minute)`.
+    pub run_at_time: Option<(u8, u8)>,
+    /// Longest single sleep.
+    pub max_sleep_chunk_seconds: u64,
+    /// State store folder.
+    pub state_dir: PathBuf,
+    /// Finished runs to keep.
+    pub keep_runs: usize,
+}
+
+/// A validated connection.
+#[derive(Clone)]
+pub struct Endpoint {
+    /// Backend.
+    pub kind: ConnectionKind,
+    /// SQLite file, resolved against the config folder.
+    pub path: Option<PathBuf>,
+    /// The raw connection settings (may hold secrets; never printed).
+    pub raw: ConnectionFile,
+}
+
+impl fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Deliberately omits `raw`: it may hold a password.
+        f.debug_struct("Endpoint").field("kind", &self.kind).field("path", &self.path).finish()
+    }
+}
+
+impl Endpoint {
+    /// A description safe to print (no secrets).
+    pub fn describe(&self) -> String {
+        match (&self.path, &self.raw.url) {
+            (Some(p), _) => format!("{} {}", self.kind.name(), p.display()),
+            (None, Some(url)) => format!("{} {}", self.kind.name(), redact_url(url)),
+            (None, None) => self.kind.name().to_string(),
+        }
+    }
+
+    /// True for 4D, whose batch sizes have their own keys.
+    pub fn is_4d(&self) -> bool {
+        self.kind == ConnectionKind::FourD
+    }
+}
+
+/// Removes a password from `scheme://user:password@host` URLs.
+pub fn redact_url(url: &str) -> String {
+    if let Some(scheme_end) = url.find("://") {
+        let rest = &url[scheme_end + 3..];
+        if let Some(at) = rest.find('@') {
+            let creds = &rest[..at];
+            if let Some(colon) = creds.find(':') {
+                return format!("{}{}:***{}", &url[..scheme_end + 3], &creds[..colon], &rest[at..]);
+            }
+        }
+    }
+    url.to_string()
+}
+
+/// Per-table settings after applying table overrides to the global values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TableSettings {
+    /// Rows per batch (non-4D sides).
+    pub batch_size: usize,
+    /// Rows per batch when a side is 4D.
+    pub batch_size_4d: usize,
+    /// Keys per delete batch.
+    pub delete_batch_size: usize,
+    /// Keys per delete batch on a 4D target.
+    pub delete_batch_size_4d: usize,
+    /// Keys per key-list read.
+    pub id_array_batch_size: usize,
+    /// Trust modify IDs.
+    pub trust_modify_id: bool,
+    /// Skip threshold.
+    pub min_rows_to_sync: u64,
+    /// Delete guard, percent of the target table.
+    pub max_delete_percent: f64,
+    /// Fill NOT NULL columns without source values.
+    pub set_default_value: bool,
+    /// Copy all JSON keys.
+    pub copy_all_json_keys: bool,
+    /// Binary search for adds.
+    pub binary_search_for_add: bool,
+    /// Smallest table searched by bisection.
+    pub binary_search_min_table_size: u64,
+    /// Directly compared range size.
+    pub binary_search_read_batch: u64,
+    /// Newest keys searched first.
+    pub binary_search_recent_first: u64,
+    /// Full compare when a binary search leaves counts unequal.
+    pub fallback_full_compare_on_mismatch: bool,
+}
+
+/// One validated table entry.
+#[derive(Debug, Clone)]
+pub struct TableSpec {
+    /// Entry name (e.g. `product-work`).
+    pub name: String,
+    /// Source table.
+    pub source_table: String,
+    /// Target table.
+    pub target_table: String,
+    /// Source key column.
+    pub key_field: String,
+    /// Source modify-ID column.
+    pub modify_field: Option<String>,
+    /// Record-type filter, in source column names.
+    pub filter: Vec<(String, Value)>,
+    /// Source -> target column renames.
+    pub field_mapping: Vec<(String, String)>,
+    /// Source columns not synced.
+    pub exclude_fields: Vec<String>,
+    /// Effective settings.
+    pub settings: TableSettings,
+}
+
+impl TableSpec {
+    /// Target name of a source column.
+    pub fn target_column<'a>(&'a self, source: &'a str) -> &'a str {
+        self.field_mapping
+            .iter()
+            .find(|(s, _)| s == source)
+            .map(|(_, t)| t.as_str())
+            .unwrap_or(source)
+    }
+}
+
+impl Config {
+    /// Reads, substitutes and validates the config file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        Self::from_str_at(&text, path, &|name| std::env::var(name).ok())
+    }
+
+    /// Parses config text as if read from `path`, reading environment variables through
+    /// `env` (tests pass a closure instead of touching the process environment).
+    pub fn from_str_at(
+        text: &str,
+        path: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let mut json: Json = serde_json::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: path.to_path_buf(),
+            line: e.line(),
+            column: e.column(),
+            message: strip_position(&e.to_string()),
+        })?;
+        strip_comments(&mut json);
+        let fingerprint = fingerprint(&json);
+        interpolate(&mut json, "", path, env)?;
+        let file: ConfigFile = serde_path_to_error::deserialize(json)
+            .map_err(|e| deserialize_error(path, e))?;
+        let base_dir = path
+            .parent()
+            .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+        validate(file, path, &base_dir, fingerprint)
+    }
+}
+
+fn strip_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(i) => message[..i].to_string(),
+        None => message.to_string(),
+    }
+}
+
+/// FNV-1a over the canonical JSON text. Secrets are hashed as written (`${VAR}`), so a
+/// rotated password does not count as a changed config.
+fn fingerprint(json: &Json) -> u64 {
+    let text = json.to_string();
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in text.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
+}
+
+fn join_path(parent: &str, key: &str) -> String {
+    if parent.is_empty() { key.to_string() } else { format!("{parent}.{key}") }
+}
+
+/// Drops comment keys: those starting with `//` (JSON has no comments of its own).
+fn strip_comments(json: &mut Json) {
+    match json {
+        Json::Array(items) => items.iter_mut().for_each(strip_comments),
+        Json::Object(map) => {
+            map.retain(|key, _| !key.starts_with("//"));
+            map.values_mut().for_each(strip_comments);
+        }
+        _ => {}
+    }
+}
+
+/// Replaces `${NAME}` in every string with the environment variable's value (`$${` is a
+/// literal `${`).
+fn interpolate(
+    json: &mut Json,
+    location: &str,
+    path: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), ConfigError> {
+    match json {
+        Json::String(s) if s.contains("${") => {
+            *s = substitute(s, location, path, env)?;
+        }
+        Json::Array(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                interpolate(item, &format!("{location}[{i}]"), path, env)?;
+            }
+        }
+        Json::Object(map) => {
+            for (key, value) in map.iter_mut() {
+                interpolate(value, &join_path(location, key), path, env)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn substitute(
+    s: &str,
+    location: &str,
+    path: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, ConfigError> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(pos) = rest.find('$') {
+        out.push_str(&rest[..pos]);
+        let tail = &rest[pos..];
+        if let Some(after) = tail.strip_prefix("$${") {
+            out.push_str("${");
+            rest = after;
+        } else if let Some(after) = tail.strip_prefix("${") {
+            let end = after.find('}').ok_or_else(|| ConfigError::Invalid {
+                path: path.to_path_buf(),
+                location: location.to_string(),
+                message: "`${` without a closing `}`; write `$${` for a literal `${`".into(),
+            })?;
+            let var = &after[..end];
+            if var.is_empty() || !var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(ConfigError::Invalid {
+                    path: path.to_path_buf(),
+                    location: location.to_string(),
+                    message: format!("`${{{var}}}` is not a valid environment variable name"),
+                });
+            }
+            let value = env(var).ok_or_else(|| ConfigError::MissingEnv {
+                path: path.to_path_buf(),
+                location: location.to_string(),
+                var: var.to_string(),
+            })?;
+            out.push_str(&value);
+            rest = &after[end + 1..];
+        } else {
+            out.push('$');
+            rest = &tail[1..];
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Turns serde's "unknown field `x`, expected one of `a`, `b`" into a key error with the
+/// closest valid key; other errors keep their message with the JSON path.
+fn deserialize_error(path: &Path, e: serde_path_to_error::Error<serde_json::Error>) -> ConfigError {
+    let location = e.path().to_string();
+    let message = strip_position(&e.inner().to_string());
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        let key = rest.split('`').next().unwrap_or_default().to_string();
+        let expected: Vec<&str> = rest.split('`').skip(1).skip(1).step_by(2).collect();
+        let suggestion = closest(&key, &expected);
+        let location = location
+            .rsplit_once('.')
+            .map(|(parent, _)| parent.to_string())
+            .unwrap_or_else(|| "(top level)".to_string());
+        return ConfigError::UnknownKey { path: path.to_path_buf(), key, location, suggestion };
+    }
+    ConfigError::Invalid { path: path.to_path_buf(), location, message }
+}
+
+/// The candidate most like `key`, if any is close enough to be a likely typo.
+pub fn closest(key: &str, candidates: &[&str]) -> Option<String> {
+    candidates
+        .iter()
+        .map(|c| (strsim::jaro_winkler(key, c), *c))
+        .filter(|(score, _)| *score > 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| c.to_string())
+}
+
+fn invalid(path: &Path, location: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        path: path.to_path_buf(),
+        location: location.into(),
+        message: message.into(),
+    }
+}
+
+fn validate(
+    file: ConfigFile,
+    path: &Path,
+    base_dir: &Path,
+    fingerprint: u64,
+) -> Result<Config, ConfigError> {
+    let positive = |value: usize, key: &str| -> Result<(), ConfigError> {
+        if value == 0 {
+            Err(invalid(path, key, "must be at least 1"))
+        } else {
+            Ok(())
+        }
+    };
+    positive(file.batch_size, "batch_size")?;
+    positive(file.batch_size_4d, "batch_size_4d")?;
+    positive(file.delete_batch_size, "delete_batch_size")?;
+    positive(file.delete_batch_size_4d, "delete_batch_size_4d")?;
+    positive(file.id_array_batch_size, "id_array_batch_size")?;
+    positive(file.max_sleep_chunk_seconds as usize, "max_sleep_chunk_seconds")?;
+    check_percent(path, "max_delete_percent", file.max_delete_percent)?;
+    if file.binary_search_read_batch == 0 {
+        return Err(invalid(path, "binary_search_read_batch", "must be at least 1"));
+    }
+
+    let source = endpoint(&file.source, "source", path, base_dir)?;
+    let target = endpoint(&file.target, "target", path, base_dir)?;
+
+    if file.tables.is_empty() {
+        return Err(invalid(path, "tables", "lists no table; add at least one entry"));
+    }
+    let mut names = HashSet::new();
+    let mut tables = Vec::with_capacity(file.tables.len());
+    for (i, table) in file.tables.iter().enumerate() {
+        let location = format!("tables[{i}]");
+        let spec = table_spec(&file, table, &location, path)?;
+        if !names.insert(spec.name.clone()) {
+            return Err(invalid(
+                path,
+                format!("{location}.name"),
+                format!("table name `{}` appears twice; names must be unique", spec.name),
+            ));
+        }
+        tables.push(spec);
+    }
+    let known: Vec<&str> = tables.iter().map(|t| t.name.as_str()).collect();
+    for (i, name) in file.sync_table.iter().enumerate() {
+        if !known.contains(&name.as_str()) {
+            let hint = closest(name, &known)
+                .map(|s| format!(" (did you mean `{s}`?)"))
+                .unwrap_or_default();
+            return Err(invalid(
+                path,
+                format!("sync_table[{i}]"),
+                format!("`{name}` is not a table `name` in `tables`{hint}"),
+            ));
+        }
+    }
+
+    if file.sleep_seconds.is_some() && file.run_at_time.is_some() {
+        return Err(invalid(
+            path,
+            "run_at_time",
+            "set either `sleep_seconds` or `run_at_time`, not both",
+        ));
+    }
+    let run_at_time = match &file.run_at_time {
+        Some(text) => Some(parse_hh_mm(text).ok_or_else(|| {
+            invalid(path, "run_at_time", format!("`{text}` is not a time of day like \"02:00\""))
+        })?),
+        None => None,
+    };
+    let state_dir = match &file.state_dir {
+        Some(dir) => base_dir.join(dir),
+        None => base_dir.join(".db-sync"),
+    };
+
+    Ok(Config {
+        path: path.to_path_buf(),
+        base_dir: base_dir.to_path_buf(),
+        source,
+        target,
+        tables,
+        run: RunSettings {
+            only_sync_plan: file.only_sync_plan,
+            check_all_tables: file.check_all_tables,
+            sync_table: file.sync_table.clone(),
+            max_error_count: file.max_error_count,
+            max_error_loop: file.max_error_loop,
+            continue_on_error: file.continue_on_error,
+            show_sql: file.show_sql || file.debug_sql || file.show_save_sql,
+            sleep_seconds: file.sleep_seconds,
+            run_at_time,
+            max_sleep_chunk_seconds: file.max_sleep_chunk_seconds,
+            state_dir,
+            keep_runs: file.keep_runs,
+        },
+        fingerprint,
+    })
+}
+
+fn check_percent(path: &Path, location: &str, value: f64) -> Result<(), ConfigError> {
+    if !(0.0..=100.0).contains(&value) {
+        return Err(invalid(path, location, format!("{value} is not a percentage from 0 to 100")));
+    }
+    Ok(())
+}
+
+fn parse_hh_mm(text: &str) -> Option<(u8, u8)> {
+    let (h, m) = text.split_once(':')?;
+    let (h, m): (u8, u8) = (h.parse().ok()?, m.parse().ok()?);
+    (h < 24 && m < 60).then_some((h, m))
+}
+
+fn endpoint(
+    conn: &ConnectionFile,
+    location: &str,
+    path: &Path,
+    base_dir: &Path,
+) -> Result<Endpoint, ConfigError> {
+    let mut resolved = None;
+    match conn.kind {
+        ConnectionKind::Sqlite => {
+            let file = conn.path.as_deref().filter(|p| !p.is_empty()).ok_or_else(|| {
+                invalid(path, location, "a sqlite connection needs \"path\": \"file.sqlite\"")
+            })?;
+            resolved = Some(base_dir.join(file));
+        }
+        ConnectionKind::Postgres | ConnectionKind::Rest => {
+            if conn.url.as_deref().is_none_or(str::is_empty) {
+                return Err(invalid(
+                    path,
+                    location,
+                    format!("a {} connection needs \"url\"", conn.kind.name()),
+                ));
+            }
+        }
+        ConnectionKind::FourD => {
+            if conn.url.is_none() && conn.host.is_none() {
+                return Err(invalid(
+                    path,
+                    location,
+                    "a 4d connection needs \"url\" (REST) or \"host\" (SQL server)",
+                ));
+            }
+        }
+    }
+    Ok(Endpoint { kind: conn.kind, path: resolved, raw: conn.clone() })
+}
+
+fn table_spec(
+    file: &ConfigFile,
+    table: &TableFile,
+    location: &str,
+    path: &Path,
+) -> Result<TableSpec, ConfigError> {
+    let non_empty = |value: &str, key: &str| -> Result<(), ConfigError> {
+        if value.trim().is_empty() {
+            Err(invalid(path, format!("{location}.{key}"), "must not be empty"))
+        } else {
+            Ok(())
+        }
+    };
+    non_empty(&table.name, "name")?;
+    let source_table = table.source_table.clone().unwrap_or_else(|| table.name.clone());
+    let target_table = table.target_table.clone().unwrap_or_else(|| table.name.clone());
+    non_empty(&source_table, "source_table")?;
+    non_empty(&target_table, "target_table")?;
+    let key_field = table.primary_key_field.clone().unwrap_or_else(|| "id".to_string());
+    non_empty(&key_field, "primary_key_field")?;
+    if let Some(m) = &table.modify_id_field {
+        non_empty(m, "modify_id_field")?;
+    }
+
+    let mut filter = Vec::new();
+    for (column, value) in table.where_filter.iter().flatten() {
+        let value = match value {
+            Json::String(s) => Value::Text(s.clone()),
+            Json::Bool(b) => Value::Bool(*b),
+            Json::Number(n) => match n.as_i64() {
+                Some(i) => Value::Int(i),
+                None => Value::Float(n.as_f64().unwrap_or(f64::NAN)),
+            },
+            _ => {
+                return Err(invalid(
+                    path,
+                    format!("{location}.where.{column}"),
+                    "must be a string, number or boolean",
+                ));
+            }
+        };
+        filter.push((column.clone(), value));
+    }
+
+    let mut field_mapping = Vec::new();
+    let mut targets = HashSet::new();
+    for (source, target) in table.field_mapping.iter().flatten() {
+        let Json::String(target) = target else {
+            return Err(invalid(
+                path,
+                format!("{location}.field_mapping.{source}"),
+                "must be the target column name as a string",
+            ));
+        };
+        if !targets.insert(target.clone()) {
+            return Err(invalid(
+                path,
+                format!("{location}.field_mapping.{source}"),
+                format!("two source columns map to target column `{target}`"),
+            ));
+        }
+        field_mapping.push((source.clone(), target.clone()));
+    }
+    if table.exclude_fields.contains(&key_field) {
+        return Err(invalid(
+            path,
+            format!("{location}.exclude_fields"),
+            format!("the primary key `{key_field}` cannot be excluded"),
+        ));
+    }
+
+    let max_delete_percent = table.max_delete_percent.unwrap_or(file.max_delete_percent);
+    check_percent(path, &format!("{location}.max_delete_percent"), max_delete_percent)?;
+    let settings = TableSettings {
+        batch_size: table.batch_size.unwrap_or(file.batch_size),
+        batch_size_4d: file.batch_size_4d,
+        delete_batch_size: table.delete_batch_size.unwrap_or(file.delete_batch_size),
+        delete_batch_size_4d: file.delete_batch_size_4d,
+        id_array_batch_size: table.id_array_batch_size.unwrap_or(file.id_array_batch_size),
+        trust_modify_id: table.trust_modify_id.unwrap_or(file.trust_modify_id),
+        min_rows_to_sync: table.min_rows_to_sync.unwrap_or(file.min_rows_to_sync),
+        max_delete_percent,
+        set_default_value: table.set_default_value.unwrap_or(file.set_default_value),
+        copy_all_json_keys: table.copy_all_json_keys.unwrap_or(file.copy_all_json_keys),
+        binary_search_for_add: table.binary_search_for_add.unwrap_or(file.binary_search_for_add),
+        binary_search_min_table_size: table
+            .binary_search_min_table_size
+            .unwrap_or(file.binary_search_min_table_size),
+        binary_search_read_batch: table
+            .binary_search_read_batch
+            .unwrap_or(file.binary_search_read_batch),
+        binary_search_recent_first: table
+            .binary_search_recent_first
+            .unwrap_or(file.binary_search_recent_first),
+        fallback_full_compare_on_mismatch: table
+            .fallback_full_compare_on_mismatch
+            .unwrap_or(file.fallback_full_compare_on_mismatch),
+    };
+    for (value, key) in [
+        (settings.batch_size, "batch_size"),
+        (settings.delete_batch_size, "delete_batch_size"),
+        (settings.id_array_batch_size, "id_array_batch_size"),
+    ] {
+        if value == 0 {
+            return Err(invalid(path, format!("{location}.{key}"), "must be at least 1"));
+        }
+    }
+    if settings.binary_search_read_batch == 0 {
+        return Err(invalid(path, format!("{location}.binary_search_read_batch"), "must be at least 1"));
+    }
+
+    Ok(TableSpec {
+        name: table.name.clone(),
+        source_table,
+        target_table,
+        key_field,
+        modify_field: table.modify_id_field.clone(),
+        filter,
+        field_mapping,
+        exclude_fields: table.exclude_fields.clone(),
+        settings,
+    })
+}
+
+#[cfg(test)]
+mod tests;

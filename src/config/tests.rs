@@ -1,0 +1,181 @@
+use std::path::Path;
+
+use super::*;
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::from_str_at(text, Path::new("/cfg/db-sync.json"), &no_env)
+}
+
+const MINIMAL: &str = r#"{
+  "source": {"type": "sqlite", "path": "source.sqlite"},
+  "target": {"type": "sqlite", "path": "target.sqlite"},
+  "tables": [
+    {"name": "items", "primary_key_field": "id", "modify_id_field": "modify_id"},
+    {"name": "product-work", "source_table": "product", "target_table": "product",
+     "where": {"product_type": "work"}, "field_mapping": {"descr": "description"}}
+  ],
+  "batch_size": 5000,
+  "trust_modify_id": false
+}"#;
+
+/// The issue's minimal config is accepted, with relative paths resolved against the
+/// config's folder and the manual's defaults filled in.
+#[test]
+fn minimal_config_is_accepted_with_defaults() {
+    let config = parse(MINIMAL).unwrap();
+    assert_eq!(config.source.path.as_deref(), Some(Path::new("/cfg/source.sqlite")));
+    assert_eq!(config.target.path.as_deref(), Some(Path::new("/cfg/target.sqlite")));
+    assert_eq!(config.tables.len(), 2);
+    let items = &config.tables[0];
+    assert_eq!(items.source_table, "items");
+    assert_eq!(items.modify_field.as_deref(), Some("modify_id"));
+    assert_eq!(items.settings.batch_size, 5000);
+    assert_eq!(items.settings.delete_batch_size, 1000);
+    assert_eq!(items.settings.id_array_batch_size, 25000);
+    assert_eq!(items.settings.binary_search_read_batch, 500);
+    let work = &config.tables[1];
+    assert_eq!(work.source_table, "product");
+    assert_eq!(work.target_table, "product");
+    assert_eq!(work.key_field, "id");
+    assert_eq!(work.filter.len(), 1);
+    assert_eq!(work.filter[0].0, "product_type");
+    assert!(matches!(&work.filter[0].1, Value::Text(s) if s == "work"));
+    assert_eq!(work.target_column("descr"), "description");
+    assert_eq!(work.target_column("name"), "name");
+    assert_eq!(config.run.max_error_count, 25);
+    assert_eq!(config.run.state_dir, Path::new("/cfg/.db-sync"));
+}
+
+/// A misspelt key is an error naming the key, where it is, and the closest valid key.
+#[test]
+fn unknown_key_names_key_and_suggestion() {
+    let text = MINIMAL.replace("\"batch_size\": 5000", "\"batch_sise\": 5000");
+    let err = parse(&text).unwrap_err();
+    let message = err.to_string();
+    assert!(message.contains("unknown key `batch_sise`"), "{message}");
+    assert!(message.contains("did you mean `batch_size`"), "{message}");
+
+    let text = MINIMAL.replace("\"primary_key_field\"", "\"primary_key_feild\"");
+    let message = parse(&text).unwrap_err().to_string();
+    assert!(message.contains("`primary_key_feild` at `tables[0]`"), "{message}");
+    assert!(message.contains("did you mean `primary_key_field`"), "{message}");
+}
+
+/// Malformed JSON reports line and column.
+#[test]
+fn malformed_json_reports_line_and_column() {
+    let text = "{\n  \"source\": {\"type\": \"sqlite\",, }\n}";
+    match parse(text).unwrap_err() {
+        ConfigError::Syntax { line, column, .. } => {
+            assert_eq!(line, 2);
+            assert!(column > 20, "column {column}");
+        }
+        other => panic!("expected a syntax error, got {other}"),
+    }
+}
+
+/// `${VAR}` is replaced in any string; an unset variable is an error naming it; `$${`
+/// stays literal.
+#[test]
+fn env_interpolation() {
+    let text = MINIMAL.replace("source.sqlite", "${DATA_DIR}/src-$${x}.sqlite");
+    let env = |name: &str| (name == "DATA_DIR").then(|| "/data".to_string());
+    let config = Config::from_str_at(&text, Path::new("/cfg/db-sync.json"), &env).unwrap();
+    assert_eq!(config.source.path.as_deref(), Some(Path::new("/data/src-${x}.sqlite")));
+
+    let err = parse(&text).unwrap_err();
+    assert!(matches!(&err, ConfigError::MissingEnv { var, location, .. }
+        if var == "DATA_DIR" && location == "source.path"), "{err}");
+}
+
+/// Unsupported connection types and missing connection keys are clear errors.
+#[test]
+fn connection_errors() {
+    let text = MINIMAL.replace("{\"type\": \"sqlite\", \"path\": \"source.sqlite\"}", "{\"type\": \"mysql\"}");
+    let message = parse(&text).unwrap_err().to_string();
+    assert!(message.contains("source.type") && message.contains("mysql"), "{message}");
+
+    let text = MINIMAL.replace("{\"type\": \"sqlite\", \"path\": \"target.sqlite\"}", "{\"type\": \"postgres\"}");
+    let message = parse(&text).unwrap_err().to_string();
+    assert!(message.contains("needs \"url\""), "{message}");
+}
+
+/// Values out of range, duplicate names and unknown `sync_table` entries are rejected.
+#[test]
+fn semantic_errors() {
+    let message = parse(&MINIMAL.replace("\"batch_size\": 5000", "\"batch_size\": 0"))
+        .unwrap_err()
+        .to_string();
+    assert!(message.contains("batch_size") && message.contains("at least 1"), "{message}");
+
+    let message = parse(&MINIMAL.replace("\"name\": \"product-work\"", "\"name\": \"items\""))
+        .unwrap_err()
+        .to_string();
+    assert!(message.contains("appears twice"), "{message}");
+
+    let text = MINIMAL.replace("\"batch_size\": 5000", "\"sync_table\": [\"product-wrok\"]");
+    let message = parse(&text).unwrap_err().to_string();
+    assert!(message.contains("did you mean `product-work`"), "{message}");
+
+    let text = MINIMAL.replace("\"batch_size\": 5000", "\"run_at_time\": \"25:00\"");
+    assert!(parse(&text).unwrap_err().to_string().contains("time of day"));
+}
+
+/// Comment keys (`//...`) are ignored and do not change the fingerprint; real changes do.
+#[test]
+fn comments_and_fingerprint() {
+    let a = parse(MINIMAL).unwrap();
+    let b = parse(&MINIMAL.replacen('{', "{\"//\": \"a comment\",", 1)).unwrap();
+    assert_eq!(a.fingerprint, b.fingerprint);
+    let c = parse(&MINIMAL.replace("5000", "4000")).unwrap();
+    assert_ne!(a.fingerprint, c.fingerprint);
+}
+
+/// The reference config parses and documents every key db-sync accepts, at the top level,
+/// in connections and in table entries; so the reference cannot drift from the code.
+#[test]
+fn reference_config_documents_every_key() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/db-sync.reference.json");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let env = |_: &str| Some("secret".to_string());
+    Config::from_str_at(&text, &path, &env).unwrap();
+    let json: Json = serde_json::from_str(&text).unwrap();
+
+    // serde lists every accepted key when it meets an unknown one: use that as the truth.
+    fn accepted<T: serde::de::DeserializeOwned>(probe: Json) -> Vec<String> {
+        let err = serde_json::from_value::<T>(probe).unwrap_err().to_string();
+        let rest = err.split("expected one of ").nth(1).expect(&err);
+        rest.split('`').skip(1).step_by(2).map(str::to_string).collect()
+    }
+    let probe = serde_json::json!({"zz_probe": 1});
+    let top = accepted::<ConfigFile>(probe.clone());
+    let conn = accepted::<ConnectionFile>(serde_json::json!({"type": "sqlite", "zz_probe": 1}));
+    let table = accepted::<TableFile>(serde_json::json!({"name": "t", "zz_probe": 1}));
+    assert!(top.len() > 30 && conn.len() > 10 && table.len() > 15);
+
+    let documented = |object: &Json, key: &str| {
+        let map = object.as_object().unwrap();
+        map.contains_key(key) && map.contains_key(&format!("// {key}"))
+    };
+    for key in &top {
+        assert!(documented(&json, key), "reference config lacks top-level `{key}` or its `// {key}` comment");
+    }
+    let connections = [&json["source"], &json["target"], &json["// examples"]["postgres"], &json["// examples"]["4d"], &json["// examples"]["rest"]];
+    for key in &conn {
+        assert!(
+            connections.iter().any(|c| c.is_object() && documented(c, key)),
+            "reference config lacks connection key `{key}` or its comment"
+        );
+    }
+    let tables = json["tables"].as_array().unwrap();
+    for key in &table {
+        assert!(
+            tables.iter().any(|t| documented(t, key)),
+            "reference config lacks table key `{key}` or its comment"
+        );
+    }
+}

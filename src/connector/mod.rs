@@ -1,0 +1,247 @@
+//! The boundary to databases. [`Connector`] is the only way the engine reads or writes
+//! rows; one file per backend implements it and holds all of that backend's SQL or HTTP.
+//! Connectors never decide what to sync: they count, read in key order, upsert and delete.
+
+pub mod sqlite;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+
+use crate::config::{ConnectionKind, Endpoint};
+use crate::model::{Key, KeyRange, Row, TableScope, TableSchema, Value};
+
+/// A connector failure, classified the way the manual's error handling needs it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectorError {
+    /// The database cannot be reached, or the connection broke. Retryable.
+    #[error("connection error on {endpoint}: {message}")]
+    Connection {
+        /// Which database (no secrets).
+        endpoint: String,
+        /// What happened.
+        message: String,
+    },
+    /// The database is busy or locked by another process. Retryable.
+    #[error("{endpoint} is busy or locked: {message}")]
+    Busy {
+        /// Which database.
+        endpoint: String,
+        /// What happened.
+        message: String,
+    },
+    /// A table or column is missing or unusable.
+    #[error("schema error: {0}")]
+    Schema(String),
+    /// Rows were refused (constraint, conversion). The batch can be split to isolate them.
+    #[error("data error: {0}")]
+    Data(String),
+    /// The backend cannot do this.
+    #[error("{backend} does not support {operation}")]
+    Unsupported {
+        /// Backend name.
+        backend: &'static str,
+        /// The operation.
+        operation: &'static str,
+    },
+    /// Anything else: a bug or an unexpected answer.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl ConnectorError {
+    /// Whether retrying the same operation later may succeed. Decided here only.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, ConnectorError::Connection { .. } | ConnectorError::Busy { .. })
+    }
+}
+
+/// What a backend can do; the planner checks these before a run starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Capabilities {
+    /// `key_at` (OFFSET within a key range) is efficient, so binary search may be used.
+    pub offset_in_range: bool,
+    /// The backend can be written to.
+    pub writable: bool,
+    /// Writes of one batch are atomic.
+    pub transactional_batches: bool,
+}
+
+/// Counters every connector keeps, for the report's metrics.
+#[derive(Debug, Default)]
+pub struct IoCounters {
+    /// Statements or requests sent.
+    pub queries: AtomicU64,
+    /// Rows (or keys) read.
+    pub rows_read: AtomicU64,
+    /// Approximate bytes of values read.
+    pub bytes_read: AtomicU64,
+    /// Rows written or deleted.
+    pub rows_written: AtomicU64,
+}
+
+impl IoCounters {
+    /// Adds one query that returned `rows` rows of `bytes` bytes.
+    pub fn record_read(&self, rows: usize, bytes: usize) {
+        self.queries.fetch_add(1, Ordering::Relaxed);
+        self.rows_read.fetch_add(rows as u64, Ordering::Relaxed);
+        self.bytes_read.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    /// A snapshot `(queries, rows_read, bytes_read, rows_written)`.
+    pub fn snapshot(&self) -> (u64, u64, u64, u64) {
+        (
+            self.queries.load(Ordering::Relaxed),
+            self.rows_read.load(Ordering::Relaxed),
+            self.bytes_read.load(Ordering::Relaxed),
+            self.rows_written.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// Position of an incremental read: rows after `(modify_id, key)` in that order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModifyCursor {
+    /// Last modify ID read, or `None` to start from the beginning.
+    pub modify_id: Option<Value>,
+    /// Last key read among rows with that modify ID; `None` reads rows with exactly
+    /// `modify_id` again (from the first key).
+    pub key: Option<Key>,
+}
+
+/// A database the engine can read from and write to. Object-safe: the engine holds
+/// `Arc<dyn Connector>`. Reads are in ascending key order (see [`Key`]'s ordering).
+#[async_trait]
+pub trait Connector: Send + Sync {
+    /// Printable description (no secrets).
+    fn describe_endpoint(&self) -> String;
+
+    /// What this backend supports.
+    fn capabilities(&self) -> Capabilities;
+
+    /// I/O counters.
+    fn counters(&self) -> &IoCounters;
+
+    /// The table's schema, or `None` when it does not exist.
+    async fn describe(&self, table: &str) -> Result<Option<TableSchema>, ConnectorError>;
+
+    /// Rows of the scope inside `range`.
+    async fn count(&self, scope: &TableScope, range: &KeyRange) -> Result<u64, ConnectorError>;
+
+    /// The key at zero-based `offset` in key order inside `range`, if there is one.
+    async fn key_at(
+        &self,
+        scope: &TableScope,
+        range: &KeyRange,
+        offset: u64,
+    ) -> Result<Option<Key>, ConnectorError> {
+        let _ = (scope, range, offset);
+        Err(ConnectorError::Unsupported { backend: "this backend", operation: "key_at" })
+    }
+
+    /// Up to `limit` keys inside `range`, ascending.
+    async fn read_keys(
+        &self,
+        scope: &TableScope,
+        range: &KeyRange,
+        limit: usize,
+    ) -> Result<Vec<Key>, ConnectorError>;
+
+    /// Up to `limit` rows inside `range`, ascending by key.
+    async fn read_rows(
+        &self,
+        scope: &TableScope,
+        range: &KeyRange,
+        limit: usize,
+    ) -> Result<Vec<Row>, ConnectorError>;
+
+    /// The rows with these keys (any order; missing keys are simply absent).
+    async fn read_rows_by_keys(
+        &self,
+        scope: &TableScope,
+        keys: &[Key],
+    ) -> Result<Vec<Row>, ConnectorError>;
+
+    /// Up to `limit` rows after `cursor` in `(modify_id, key)` order. Rows whose modify ID
+    /// is NULL are not returned (see [`Connector::count_null_modify`]).
+    async fn read_changed_since(
+        &self,
+        scope: &TableScope,
+        cursor: &ModifyCursor,
+        limit: usize,
+    ) -> Result<Vec<Row>, ConnectorError>;
+
+    /// Rows whose modify ID is greater than `modify_id` (all non-NULL ones when `None`).
+    async fn count_changed_since(
+        &self,
+        scope: &TableScope,
+        modify_id: Option<&Value>,
+    ) -> Result<u64, ConnectorError>;
+
+    /// Rows whose modify ID is NULL.
+    async fn count_null_modify(&self, scope: &TableScope) -> Result<u64, ConnectorError>;
+
+    /// The largest modify ID of the scope.
+    async fn max_modify(&self, scope: &TableScope) -> Result<Option<Value>, ConnectorError>;
+
+    /// Inserts or updates `rows` by key, in one transaction. Returns rows written.
+    async fn upsert(&self, scope: &TableScope, rows: &[Row]) -> Result<u64, ConnectorError> {
+        let _ = (scope, rows);
+        Err(ConnectorError::Unsupported { backend: "this backend", operation: "writes" })
+    }
+
+    /// Deletes the rows of the scope with these keys, in one transaction. Returns rows
+    /// deleted.
+    async fn delete(&self, scope: &TableScope, keys: &[Key]) -> Result<u64, ConnectorError> {
+        let _ = (scope, keys);
+        Err(ConnectorError::Unsupported { backend: "this backend", operation: "deletes" })
+    }
+}
+
+/// Which side a connector serves; SQLite opens the source read-only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// Rows come from here.
+    Source,
+    /// Rows go here.
+    Target,
+}
+
+impl Side {
+    /// `source` or `target`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Side::Source => "source",
+            Side::Target => "target",
+        }
+    }
+}
+
+/// Options that change how a connector behaves but not what it returns.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ConnectOptions {
+    /// Log each statement (never values).
+    pub show_sql: bool,
+}
+
+/// Opens the connector for an endpoint.
+pub async fn open(
+    endpoint: &Endpoint,
+    side: Side,
+    options: ConnectOptions,
+) -> Result<Arc<dyn Connector>, ConnectorError> {
+    match endpoint.kind {
+        ConnectionKind::Sqlite => {
+            let path = endpoint.path.clone().expect("validated sqlite endpoint has a path");
+            let connector = sqlite::SqliteConnector::open(path, side, options).await?;
+            Ok(Arc::new(connector))
+        }
+        kind => Err(ConnectorError::Other(format!(
+            "{} connection type `{}` is not supported yet; db-sync currently syncs sqlite databases",
+            side.name(),
+            kind.name()
+        ))),
+    }
+}

@@ -1,0 +1,631 @@
+//! SQLite connector (rusqlite, bundled SQLite). All SQLite calls run on tokio's blocking
+//! pool: rusqlite is synchronous and would otherwise stall the async executor. The source
+//! is opened read-only, so a sync can never modify it.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::types::{ToSqlOutput, ValueRef};
+use rusqlite::{Connection, ErrorCode, OpenFlags, ToSql, params_from_iter};
+
+use super::{Capabilities, ConnectOptions, Connector, ConnectorError, IoCounters, ModifyCursor, Side};
+use crate::model::{ColumnSchema, ColumnType, Key, KeyRange, Row, TableScope, TableSchema, Value};
+
+/// Most values bound in one statement (SQLite's limit is 32766 since 3.32).
+const MAX_PARAMS: usize = 30_000;
+
+/// A SQLite database file.
+pub struct SqliteConnector {
+    /// One connection, used by one blocking task at a time: rusqlite connections are not
+    /// `Sync`, and the engine issues one operation at a time per side anyway.
+    conn: Arc<Mutex<Connection>>,
+    path: PathBuf,
+    side: Side,
+    options: ConnectOptions,
+    counters: IoCounters,
+}
+
+impl SqliteConnector {
+    /// Opens an existing database file (read-only for the source).
+    pub async fn open(
+        path: PathBuf,
+        side: Side,
+        options: ConnectOptions,
+    ) -> Result<SqliteConnector, ConnectorError> {
+        let endpoint = format!("{} sqlite {}", side.name(), path.display());
+        if !path.exists() {
+            return Err(ConnectorError::Connection {
+                endpoint,
+                message: "the database file does not exist; check `path` in the config".into(),
+            });
+        }
+        let open_path = path.clone();
+        let conn = tokio::task::spawn_blocking(move || -> rusqlite::Result<Connection> {
+            let flags = match side {
+                Side::Source => OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                Side::Target => OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            };
+            let conn = Connection::open_with_flags(&open_path, flags)?;
+            conn.busy_timeout(Duration::from_secs(5))?;
+            // Touch the schema so an unreadable, encrypted or locked file fails here, not
+            // in the middle of a run.
+            conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get::<_, i64>(0))?;
+            Ok(conn)
+        })
+        .await
+        .map_err(|e| ConnectorError::Other(format!("sqlite open task failed: {e}")))?
+        .map_err(|e| classify(&endpoint, e))?;
+        Ok(SqliteConnector {
+            conn: Arc::new(Mutex::new(conn)),
+            path,
+            side,
+            options,
+            counters: IoCounters::default(),
+        })
+    }
+
+    fn endpoint(&self) -> String {
+        format!("{} sqlite {}", self.side.name(), self.path.display())
+    }
+
+    /// Runs `f` with the connection on the blocking pool.
+    async fn with_conn<T, F>(&self, f: F) -> Result<T, ConnectorError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let conn = Arc::clone(&self.conn);
+        let endpoint = self.endpoint();
+        tokio::task::spawn_blocking(move || {
+            // A poisoned lock means a panic mid-statement; the connection itself is still
+            // consistent (SQLite rolls back an unfinished transaction), so keep using it.
+            let mut guard = conn.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| ConnectorError::Other(format!("sqlite task failed: {e}")))?
+        .map_err(|e| classify(&endpoint, e))
+    }
+
+    fn log_sql(&self, sql: &str) {
+        if self.options.show_sql {
+            tracing::info!(target: "db_sync::sql", side = self.side.name(), "{sql}");
+        }
+    }
+}
+
+/// Maps a rusqlite error onto the connector's classes.
+fn classify(endpoint: &str, e: rusqlite::Error) -> ConnectorError {
+    let message = e.to_string();
+    if let rusqlite::Error::SqliteFailure(ref failure, _) = e {
+        match failure.code {
+            ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => {
+                return ConnectorError::Busy {
+                    endpoint: endpoint.to_string(),
+                    message: format!("{message}; another process holds a lock on the file"),
+                };
+            }
+            ErrorCode::ConstraintViolation | ErrorCode::TypeMismatch | ErrorCode::TooBig => {
+                return ConnectorError::Data(message);
+            }
+            ErrorCode::CannotOpen
+            | ErrorCode::NotADatabase
+            | ErrorCode::PermissionDenied
+            | ErrorCode::ReadOnly
+            | ErrorCode::SystemIoFailure
+            | ErrorCode::DiskFull
+            | ErrorCode::DatabaseCorrupt => {
+                return ConnectorError::Connection { endpoint: endpoint.to_string(), message };
+            }
+            _ => {}
+        }
+    }
+    if message.contains("no such table") || message.contains("no such column") {
+        return ConnectorError::Schema(format!("{endpoint}: {message}"));
+    }
+    ConnectorError::Other(format!("{endpoint}: {message}"))
+}
+
+/// Quotes an identifier for SQLite.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+struct Bind<'a>(&'a Value);
+
+impl ToSql for Bind<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(match self.0 {
+            Value::Null => ToSqlOutput::Borrowed(ValueRef::Null),
+            Value::Bool(b) => ToSqlOutput::Borrowed(ValueRef::Integer(i64::from(*b))),
+            Value::Int(i) => ToSqlOutput::Borrowed(ValueRef::Integer(*i)),
+            Value::Float(f) => ToSqlOutput::Borrowed(ValueRef::Real(*f)),
+            Value::Text(s) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
+            Value::Bytes(b) => ToSqlOutput::Borrowed(ValueRef::Blob(b)),
+        })
+    }
+}
+
+fn read_value(v: ValueRef<'_>) -> Value {
+    match v {
+        ValueRef::Null => Value::Null,
+        ValueRef::Integer(i) => Value::Int(i),
+        ValueRef::Real(f) => Value::Float(f),
+        ValueRef::Text(t) => Value::Text(String::from_utf8_lossy(t).into_owned()),
+        ValueRef::Blob(b) => Value::Bytes(b.to_vec()),
+    }
+}
+
+fn read_key(v: ValueRef<'_>) -> rusqlite::Result<Key> {
+    Key::from_value(&read_value(v)).ok_or_else(|| {
+        rusqlite::Error::InvalidColumnType(0, "key".into(), rusqlite::types::Type::Null)
+    })
+}
+
+/// A WHERE clause and its bound values, built from a scope's filter and a key range.
+struct Where {
+    sql: String,
+    params: Vec<Value>,
+}
+
+impl Where {
+    fn new(scope: &TableScope, range: &KeyRange) -> Where {
+        let mut parts = Vec::new();
+        let mut params = Vec::new();
+        for (column, value) in &scope.filter {
+            parts.push(format!("{} = ?", quote_ident(column)));
+            params.push(value.clone());
+        }
+        let key = quote_ident(scope.key_column());
+        if let Some(after) = &range.after {
+            parts.push(format!("{key} > ?"));
+            params.push(after.to_value());
+        }
+        if let Some(upto) = &range.upto {
+            parts.push(format!("{key} <= ?"));
+            params.push(upto.to_value());
+        }
+        Where { sql: Self::join(parts), params }
+    }
+
+    fn join(parts: Vec<String>) -> String {
+        if parts.is_empty() { String::new() } else { format!(" WHERE {}", parts.join(" AND ")) }
+    }
+
+    fn and(mut self, clause: String, params: impl IntoIterator<Item = Value>) -> Where {
+        self.sql = if self.sql.is_empty() {
+            format!(" WHERE {clause}")
+        } else {
+            format!("{} AND {clause}", self.sql)
+        };
+        self.params.extend(params);
+        self
+    }
+}
+
+fn column_list(scope: &TableScope) -> String {
+    scope.columns.iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(", ")
+}
+
+fn query_rows(
+    conn: &Connection,
+    sql: &str,
+    params: &[Value],
+    width: usize,
+) -> rusqlite::Result<(Vec<Row>, usize)> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let mut rows = stmt.query(params_from_iter(params.iter().map(Bind)))?;
+    let mut out = Vec::new();
+    let mut bytes = 0;
+    while let Some(row) = rows.next()? {
+        let mut values = Vec::with_capacity(width);
+        for i in 0..width {
+            let value = read_value(row.get_ref(i)?);
+            bytes += value.wire_size();
+            values.push(value);
+        }
+        out.push(values);
+    }
+    Ok((out, bytes))
+}
+
+fn query_keys(conn: &Connection, sql: &str, params: &[Value]) -> rusqlite::Result<Vec<Key>> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let mut rows = stmt.query(params_from_iter(params.iter().map(Bind)))?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        out.push(read_key(row.get_ref(0)?)?);
+    }
+    Ok(out)
+}
+
+/// Maps a declared SQLite type onto a type family (SQLite affinity rules plus the common
+/// names for dates, booleans and JSON).
+pub fn column_type(declared: &str) -> ColumnType {
+    let t = declared.to_ascii_uppercase();
+    if t.contains("INT") {
+        ColumnType::Integer
+    } else if t.contains("BOOL") {
+        ColumnType::Boolean
+    } else if t.contains("CHAR") || t.contains("CLOB") || t.contains("TEXT") {
+        ColumnType::Text
+    } else if t.contains("BLOB") || t.is_empty() {
+        if t.is_empty() { ColumnType::Other } else { ColumnType::Blob }
+    } else if t.contains("REAL") || t.contains("FLOA") || t.contains("DOUB") {
+        ColumnType::Float
+    } else if t.contains("DATETIME") || t.contains("TIMESTAMP") {
+        ColumnType::Timestamp
+    } else if t.contains("DATE") {
+        ColumnType::Date
+    } else if t.contains("TIME") {
+        ColumnType::Time
+    } else if t.contains("JSON") {
+        ColumnType::Json
+    } else if t.contains("DEC") || t.contains("NUMERIC") {
+        ColumnType::Decimal
+    } else {
+        ColumnType::Other
+    }
+}
+
+#[async_trait]
+impl Connector for SqliteConnector {
+    fn describe_endpoint(&self) -> String {
+        self.endpoint()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            offset_in_range: true,
+            writable: self.side == Side::Target,
+            transactional_batches: true,
+        }
+    }
+
+    fn counters(&self) -> &IoCounters {
+        &self.counters
+    }
+
+    async fn describe(&self, table: &str) -> Result<Option<TableSchema>, ConnectorError> {
+        let table = table.to_string();
+        self.counters.record_read(0, 0);
+        self.with_conn(move |conn| {
+            let exists: bool = conn.query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type IN ('table', 'view') AND name = ?1",
+                [&table],
+                |r| r.get::<_, i64>(0),
+            )? > 0;
+            if !exists {
+                return Ok(None);
+            }
+            let mut stmt = conn.prepare(&format!("PRAGMA table_info({})", quote_ident(&table)))?;
+            let mut columns = Vec::new();
+            let mut pk = Vec::new();
+            let mut rows = stmt.query([])?;
+            while let Some(row) = rows.next()? {
+                let name: String = row.get(1)?;
+                let declared: String = row.get(2)?;
+                let not_null: i64 = row.get(3)?;
+                let default: Option<String> = row.get(4)?;
+                let pk_pos: i64 = row.get(5)?;
+                if pk_pos > 0 {
+                    pk.push(name.clone());
+                }
+                columns.push(ColumnSchema {
+                    column_type: column_type(&declared),
+                    name,
+                    declared_type: declared,
+                    // SQLite lets an INTEGER PRIMARY KEY be NULL on insert (it assigns a
+                    // rowid), but the sync always provides the key.
+                    nullable: not_null == 0,
+                    has_default: default.is_some(),
+                });
+            }
+            let mut unique_columns = Vec::new();
+            if pk.len() == 1 {
+                unique_columns.push(pk[0].clone());
+            }
+            let mut stmt = conn.prepare(&format!("PRAGMA index_list({})", quote_ident(&table)))?;
+            let indexes: Vec<(String, bool, bool)> = stmt
+                .query_map([], |r| {
+                    let partial: i64 = r.get(4).unwrap_or(0);
+                    Ok((r.get::<_, String>(1)?, r.get::<_, i64>(2)? == 1, partial == 1))
+                })?
+                .collect::<Result<_, _>>()?;
+            for (index, unique, partial) in indexes {
+                if !unique || partial {
+                    continue;
+                }
+                let mut stmt = conn.prepare(&format!("PRAGMA index_info({})", quote_ident(&index)))?;
+                let cols: Vec<Option<String>> =
+                    stmt.query_map([], |r| r.get::<_, Option<String>>(2))?.collect::<Result<_, _>>()?;
+                if let [Some(col)] = cols.as_slice() {
+                    if !unique_columns.contains(col) {
+                        unique_columns.push(col.clone());
+                    }
+                }
+            }
+            Ok(Some(TableSchema { name: table, columns, unique_columns }))
+        })
+        .await
+    }
+
+    async fn count(&self, scope: &TableScope, range: &KeyRange) -> Result<u64, ConnectorError> {
+        let w = Where::new(scope, range);
+        let sql = format!("SELECT count(*) FROM {}{}", quote_ident(&scope.table), w.sql);
+        self.log_sql(&sql);
+        self.counters.record_read(1, 8);
+        self.with_conn(move |conn| {
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let n: i64 = stmt.query_row(params_from_iter(w.params.iter().map(Bind)), |r| r.get(0))?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn key_at(
+        &self,
+        scope: &TableScope,
+        range: &KeyRange,
+        offset: u64,
+    ) -> Result<Option<Key>, ConnectorError> {
+        let w = Where::new(scope, range);
+        let key = quote_ident(scope.key_column());
+        let sql = format!(
+            "SELECT {key} FROM {}{} ORDER BY {key} LIMIT 1 OFFSET {offset}",
+            quote_ident(&scope.table),
+            w.sql
+        );
+        self.log_sql(&sql);
+        self.counters.record_read(1, 8);
+        let keys = self.with_conn(move |conn| query_keys(conn, &sql, &w.params)).await?;
+        Ok(keys.into_iter().next())
+    }
+
+    async fn read_keys(
+        &self,
+        scope: &TableScope,
+        range: &KeyRange,
+        limit: usize,
+    ) -> Result<Vec<Key>, ConnectorError> {
+        let w = Where::new(scope, range);
+        let key = quote_ident(scope.key_column());
+        let sql = format!(
+            "SELECT {key} FROM {}{} ORDER BY {key} LIMIT {limit}",
+            quote_ident(&scope.table),
+            w.sql
+        );
+        self.log_sql(&sql);
+        let keys = self.with_conn(move |conn| query_keys(conn, &sql, &w.params)).await?;
+        self.counters.record_read(keys.len(), keys.len() * 8);
+        Ok(keys)
+    }
+
+    async fn read_rows(
+        &self,
+        scope: &TableScope,
+        range: &KeyRange,
+        limit: usize,
+    ) -> Result<Vec<Row>, ConnectorError> {
+        let w = Where::new(scope, range);
+        let key = quote_ident(scope.key_column());
+        let sql = format!(
+            "SELECT {} FROM {}{} ORDER BY {key} LIMIT {limit}",
+            column_list(scope),
+            quote_ident(&scope.table),
+            w.sql
+        );
+        self.log_sql(&sql);
+        let width = scope.columns.len();
+        let (rows, bytes) = self.with_conn(move |conn| query_rows(conn, &sql, &w.params, width)).await?;
+        self.counters.record_read(rows.len(), bytes);
+        Ok(rows)
+    }
+
+    async fn read_rows_by_keys(
+        &self,
+        scope: &TableScope,
+        keys: &[Key],
+    ) -> Result<Vec<Row>, ConnectorError> {
+        let mut out = Vec::with_capacity(keys.len());
+        let chunk_size = MAX_PARAMS - scope.filter.len();
+        for chunk in keys.chunks(chunk_size) {
+            let placeholders = vec!["?"; chunk.len()].join(", ");
+            let w = Where::new(scope, &KeyRange::all()).and(
+                format!("{} IN ({placeholders})", quote_ident(scope.key_column())),
+                chunk.iter().map(Key::to_value),
+            );
+            let sql = format!("SELECT {} FROM {}{}", column_list(scope), quote_ident(&scope.table), w.sql);
+            if self.options.show_sql {
+                self.log_sql(&format!(
+                    "SELECT {} FROM {} WHERE ... IN ({} keys)",
+                    column_list(scope),
+                    quote_ident(&scope.table),
+                    chunk.len()
+                ));
+            }
+            let width = scope.columns.len();
+            let (rows, bytes) =
+                self.with_conn(move |conn| query_rows(conn, &sql, &w.params, width)).await?;
+            self.counters.record_read(rows.len(), bytes);
+            out.extend(rows);
+        }
+        Ok(out)
+    }
+
+    async fn read_changed_since(
+        &self,
+        scope: &TableScope,
+        cursor: &ModifyCursor,
+        limit: usize,
+    ) -> Result<Vec<Row>, ConnectorError> {
+        let modify = quote_ident(scope.modify_column().ok_or_else(|| {
+            ConnectorError::Schema(format!("table {} has no modify_id_field", scope.table))
+        })?);
+        let key = quote_ident(scope.key_column());
+        let mut w = Where::new(scope, &KeyRange::all()).and(format!("{modify} IS NOT NULL"), []);
+        match (&cursor.modify_id, &cursor.key) {
+            (Some(m), Some(k)) => {
+                w = w.and(
+                    format!("({modify} > ? OR ({modify} = ? AND {key} > ?))"),
+                    [m.clone(), m.clone(), k.to_value()],
+                );
+            }
+            // No key yet: rows with exactly this modify ID may be only partly copied.
+            (Some(m), None) => w = w.and(format!("{modify} >= ?"), [m.clone()]),
+            (None, _) => {}
+        }
+        let sql = format!(
+            "SELECT {} FROM {}{} ORDER BY {modify}, {key} LIMIT {limit}",
+            column_list(scope),
+            quote_ident(&scope.table),
+            w.sql
+        );
+        self.log_sql(&sql);
+        let width = scope.columns.len();
+        let (rows, bytes) = self.with_conn(move |conn| query_rows(conn, &sql, &w.params, width)).await?;
+        self.counters.record_read(rows.len(), bytes);
+        Ok(rows)
+    }
+
+    async fn count_changed_since(
+        &self,
+        scope: &TableScope,
+        modify_id: Option<&Value>,
+    ) -> Result<u64, ConnectorError> {
+        let Some(column) = scope.modify_column() else { return Ok(0) };
+        let modify = quote_ident(column);
+        let w = Where::new(scope, &KeyRange::all());
+        let w = match modify_id {
+            Some(m) => w.and(format!("{modify} > ?"), [m.clone()]),
+            None => w.and(format!("{modify} IS NOT NULL"), []),
+        };
+        let sql = format!("SELECT count(*) FROM {}{}", quote_ident(&scope.table), w.sql);
+        self.log_sql(&sql);
+        self.counters.record_read(1, 8);
+        self.with_conn(move |conn| {
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let n: i64 = stmt.query_row(params_from_iter(w.params.iter().map(Bind)), |r| r.get(0))?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn count_null_modify(&self, scope: &TableScope) -> Result<u64, ConnectorError> {
+        let Some(column) = scope.modify_column() else { return Ok(0) };
+        let w = Where::new(scope, &KeyRange::all()).and(format!("{} IS NULL", quote_ident(column)), []);
+        let sql = format!("SELECT count(*) FROM {}{}", quote_ident(&scope.table), w.sql);
+        self.log_sql(&sql);
+        self.counters.record_read(1, 8);
+        self.with_conn(move |conn| {
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let n: i64 = stmt.query_row(params_from_iter(w.params.iter().map(Bind)), |r| r.get(0))?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn max_modify(&self, scope: &TableScope) -> Result<Option<Value>, ConnectorError> {
+        let Some(column) = scope.modify_column() else { return Ok(None) };
+        let w = Where::new(scope, &KeyRange::all());
+        let sql = format!("SELECT max({}) FROM {}{}", quote_ident(column), quote_ident(&scope.table), w.sql);
+        self.log_sql(&sql);
+        self.counters.record_read(1, 8);
+        self.with_conn(move |conn| {
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let v = stmt.query_row(params_from_iter(w.params.iter().map(Bind)), |r| {
+                Ok(read_value(r.get_ref(0)?))
+            })?;
+            Ok(if v.is_null() { None } else { Some(v) })
+        })
+        .await
+    }
+
+    async fn upsert(&self, scope: &TableScope, rows: &[Row]) -> Result<u64, ConnectorError> {
+        if self.side != Side::Target {
+            return Err(ConnectorError::Other("refusing to write to the source".into()));
+        }
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let key = quote_ident(scope.key_column());
+        let placeholders = vec!["?"; scope.columns.len()].join(", ");
+        let updates: Vec<String> = scope
+            .columns
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != scope.key_index)
+            .map(|(_, c)| format!("{0} = excluded.{0}", quote_ident(c)))
+            .collect();
+        let conflict = if updates.is_empty() {
+            "DO NOTHING".to_string()
+        } else {
+            format!("DO UPDATE SET {}", updates.join(", "))
+        };
+        let sql = format!(
+            "INSERT INTO {} ({}) VALUES ({placeholders}) ON CONFLICT({key}) {conflict}",
+            quote_ident(&scope.table),
+            column_list(scope),
+        );
+        self.log_sql(&sql);
+        let rows = rows.to_vec();
+        let n = rows.len() as u64;
+        self.counters.queries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.with_conn(move |conn| {
+            let tx = conn.transaction()?;
+            {
+                let mut stmt = tx.prepare_cached(&sql)?;
+                for row in &rows {
+                    stmt.execute(params_from_iter(row.iter().map(Bind)))?;
+                }
+            }
+            tx.commit()
+        })
+        .await?;
+        self.counters.rows_written.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        Ok(n)
+    }
+
+    async fn delete(&self, scope: &TableScope, keys: &[Key]) -> Result<u64, ConnectorError> {
+        if self.side != Side::Target {
+            return Err(ConnectorError::Other("refusing to delete from the source".into()));
+        }
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let chunk_size = MAX_PARAMS - scope.filter.len();
+        let mut statements = Vec::new();
+        for chunk in keys.chunks(chunk_size) {
+            let placeholders = vec!["?"; chunk.len()].join(", ");
+            let w = Where::new(scope, &KeyRange::all()).and(
+                format!("{} IN ({placeholders})", quote_ident(scope.key_column())),
+                chunk.iter().map(Key::to_value),
+            );
+            let sql = format!("DELETE FROM {}{}", quote_ident(&scope.table), w.sql);
+            if self.options.show_sql {
+                self.log_sql(&format!(
+                    "DELETE FROM {} WHERE ... IN ({} keys)",
+                    quote_ident(&scope.table),
+                    chunk.len()
+                ));
+            }
+            statements.push((sql, w.params));
+        }
+        self.counters.queries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let deleted = self
+            .with_conn(move |conn| {
+                let tx = conn.transaction()?;
+                let mut deleted = 0;
+                for (sql, params) in &statements {
+                    deleted += tx.execute(sql, params_from_iter(params.iter().map(Bind)))?;
+                }
+                tx.commit()?;
+                Ok(deleted as u64)
+            })
+            .await?;
+        self.counters.rows_written.fetch_add(deleted, std::sync::atomic::Ordering::Relaxed);
+        Ok(deleted)
+    }
+}

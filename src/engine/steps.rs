@@ -1,0 +1,599 @@
+//! The four step kinds as resumable state machines. Each step advances an explicit
+//! [`StepCursor`] and hands it to the [`Observer`] after every committed batch, so a run
+//! can continue from the last cursor: everything at or before it is done.
+//!
+//! Comparisons stream both sides in key order over bounded windows (`id_array_batch_size`
+//! keys or `batch_size` rows); no step holds a whole table in memory.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::{EngineError, ErrorLog, Observer, RunOptions, TableJob, TableSurvey, Timers};
+use crate::connector::{Connector, ConnectorError, ModifyCursor};
+use crate::model::{Key, KeyRange, Row, Value};
+use crate::plan::StepKind;
+use crate::report::{ErrorKind, StepProgress, TableReport};
+
+/// Where a step stands. Everything at or before the cursor is done.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum StepCursor {
+    /// Key-ordered steps (`add`, `delete`, `changed`): keys up to `after` are done;
+    /// `None` = nothing done yet.
+    Keys {
+        /// Last key done.
+        after: Option<Key>,
+    },
+    /// `incremental`: rows up to `(modify_id, key)` are done. With `key: None`, rows
+    /// with exactly `modify_id` are read again (they may be only partly copied).
+    Modify {
+        /// Modify ID of the last row done (or the starting watermark).
+        modify_id: Option<Value>,
+        /// Key of the last row done among those with `modify_id`.
+        key: Option<Key>,
+    },
+}
+
+impl StepCursor {
+    /// The cursor a fresh step starts from.
+    pub fn start(kind: StepKind, survey: &TableSurvey) -> StepCursor {
+        match kind {
+            StepKind::Incremental => StepCursor::Modify { modify_id: survey.watermark.clone(), key: None },
+            _ => StepCursor::Keys { after: None },
+        }
+    }
+
+    fn after_key(&self) -> Option<Key> {
+        match self {
+            StepCursor::Keys { after } => after.clone(),
+            StepCursor::Modify { .. } => None,
+        }
+    }
+}
+
+/// Everything a step needs, borrowed from the engine for the step's duration.
+pub struct StepContext<'a> {
+    /// Source connector.
+    pub source: &'a dyn Connector,
+    /// Target connector.
+    pub target: &'a dyn Connector,
+    /// The table.
+    pub job: &'a TableJob,
+    /// What the planner saw.
+    pub survey: &'a TableSurvey,
+    /// Statistics of the table, updated as batches commit.
+    pub report: &'a mut TableReport,
+    /// The run's error log and policy.
+    pub errors: &'a mut ErrorLog,
+    /// Metric timers.
+    pub timers: &'a mut Timers,
+    /// Receives committed cursors.
+    pub observer: &'a mut dyn Observer,
+    /// Run options.
+    pub options: &'a RunOptions,
+    /// The source is 4D (its batch size keys apply).
+    pub source_is_4d: bool,
+    /// The target is 4D.
+    pub target_is_4d: bool,
+}
+
+/// Attempts of an operation that failed with a retryable (connection or lock) error.
+const RETRIES: u32 = 3;
+
+/// Runs `op`, retrying retryable errors with a doubling delay.
+async fn retry<T, F, Fut>(what: &str, mut op: F) -> Result<T, ConnectorError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, ConnectorError>>,
+{
+    let mut delay = Duration::from_millis(500);
+    let mut attempt = 0;
+    loop {
+        match op().await {
+            Err(e) if e.is_retryable() && attempt < RETRIES => {
+                attempt += 1;
+                tracing::warn!("{what} failed ({e}); retry {attempt}/{RETRIES} in {delay:?}");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+            other => return other,
+        }
+    }
+}
+
+impl StepContext<'_> {
+    fn name(&self) -> &str {
+        &self.job.spec.name
+    }
+
+    fn batch_size(&self) -> usize {
+        let s = &self.job.spec.settings;
+        if self.source_is_4d || self.target_is_4d { s.batch_size_4d } else { s.batch_size }
+    }
+
+    fn delete_batch_size(&self) -> usize {
+        let s = &self.job.spec.settings;
+        if self.target_is_4d { s.delete_batch_size_4d } else { s.delete_batch_size }
+    }
+
+    fn check_stop(&self) -> Result<(), EngineError> {
+        if self.options.stop.load(Ordering::Relaxed) { Err(EngineError::Interrupted) } else { Ok(()) }
+    }
+
+    fn db(&self, what: &str) -> impl FnOnce(ConnectorError) -> EngineError + use<> {
+        let context = format!("{what} ({})", self.job.spec.name);
+        move |source| EngineError::Database { context, source }
+    }
+
+    fn commit(&mut self, kind: StepKind, cursor: &StepCursor) -> Result<(), EngineError> {
+        self.observer.committed(&self.job.spec.name, kind, cursor, self.report)
+    }
+
+    /// Reads a window of keys `(after, upper]` that is complete on both sides: every
+    /// source and target key in it is returned. `upper == None` means the window reaches
+    /// the end of the table.
+    async fn key_window(
+        &mut self,
+        after: &Option<Key>,
+        limit: usize,
+    ) -> Result<(Vec<Key>, Vec<Key>, Option<Key>), EngineError> {
+        let started = Instant::now();
+        let (src_scope, tgt_scope) = (&self.job.mapping.source, &self.job.mapping.target);
+        let range = KeyRange::after(after.clone());
+        let (source, target) = (self.source, self.target);
+        let mut src = retry("reading source keys", || source.read_keys(src_scope, &range, limit))
+            .await
+            .map_err(self.db("reading source keys"))?;
+        let mut upper = if src.len() < limit { None } else { src.last().cloned() };
+        let tgt_range = KeyRange { after: after.clone(), upto: upper.clone() };
+        let tgt = retry("reading target keys", || target.read_keys(tgt_scope, &tgt_range, limit))
+            .await
+            .map_err(self.db("reading target keys"))?;
+        if tgt.len() == limit {
+            let last = tgt.last().cloned();
+            if upper.is_none() || last < upper {
+                upper = last;
+                let bound = upper.clone().expect("target window is not empty");
+                src.retain(|k| *k <= bound);
+            }
+        }
+        self.timers.read += started.elapsed();
+        Ok((src, tgt, upper))
+    }
+
+    /// Like [`Self::key_window`], with whole rows.
+    async fn row_window(
+        &mut self,
+        after: &Option<Key>,
+        limit: usize,
+    ) -> Result<(Vec<Row>, Vec<Row>, Option<Key>), EngineError> {
+        let started = Instant::now();
+        let (src_scope, tgt_scope) = (&self.job.mapping.source, &self.job.mapping.target);
+        let range = KeyRange::after(after.clone());
+        let (source, target) = (self.source, self.target);
+        let mut src = retry("reading source rows", || source.read_rows(src_scope, &range, limit))
+            .await
+            .map_err(self.db("reading source rows"))?;
+        let mut upper = if src.len() < limit { None } else { src.last().and_then(|r| src_scope.key_of(r)) };
+        let tgt_range = KeyRange { after: after.clone(), upto: upper.clone() };
+        let tgt = retry("reading target rows", || target.read_rows(tgt_scope, &tgt_range, limit))
+            .await
+            .map_err(self.db("reading target rows"))?;
+        if tgt.len() == limit {
+            let last = tgt.last().and_then(|r| tgt_scope.key_of(r));
+            if upper.is_none() || last < upper {
+                upper = last;
+                let bound = upper.clone().expect("target window is not empty");
+                src.retain(|r| src_scope.key_of(r).is_some_and(|k| k <= bound));
+            }
+        }
+        self.timers.read += started.elapsed();
+        Ok((src, tgt, upper))
+    }
+
+    /// Converts source rows to target rows; rows that fail are recorded as data errors
+    /// and left out.
+    fn convert(&mut self, rows: &[Row]) -> Result<(Vec<Row>, bool), EngineError> {
+        let started = Instant::now();
+        let mut out = Vec::with_capacity(rows.len());
+        let mut had_errors = false;
+        for row in rows {
+            match self.job.mapping.convert(row) {
+                Ok(r) => out.push(r),
+                Err(e) => {
+                    had_errors = true;
+                    let key = self.job.mapping.source.key_of(row).map_or("?".into(), |k| k.to_string());
+                    self.report.errors += 1;
+                    let name = self.name().to_string();
+                    self.errors.record(ErrorKind::Data, &name, format!("row {key} cannot be converted: {e}"))?;
+                }
+            }
+        }
+        self.timers.compare += started.elapsed();
+        Ok((out, had_errors))
+    }
+
+    /// Upserts rows in `batch_size` transactions. A batch the target refuses as bad data
+    /// is split in halves until the bad rows are isolated; they are recorded as data
+    /// errors and the rest lands. Returns `(rows written, any errors)`.
+    async fn write(&mut self, rows: Vec<Row>) -> Result<(u64, bool), EngineError> {
+        let mut written = 0;
+        let mut had_errors = false;
+        let batch = self.batch_size();
+        let mut pending: Vec<Vec<Row>> = rows.chunks(batch).rev().map(<[Row]>::to_vec).collect();
+        while let Some(chunk) = pending.pop() {
+            let started = Instant::now();
+            let (target, scope) = (self.target, &self.job.mapping.target);
+            let result = retry("writing rows", || target.upsert(scope, &chunk)).await;
+            self.timers.write += started.elapsed();
+            match result {
+                Ok(n) => written += n,
+                Err(ConnectorError::Data(message)) => {
+                    had_errors = true;
+                    if chunk.len() == 1 {
+                        let key = scope.key_of(&chunk[0]).map_or("?".into(), |k| k.to_string());
+                        self.report.errors += 1;
+                        let name = self.name().to_string();
+                        self.errors.record(ErrorKind::Data, &name, format!("row {key} was refused: {message}"))?;
+                    } else {
+                        let (a, b) = chunk.split_at(chunk.len() / 2);
+                        pending.push(b.to_vec());
+                        pending.push(a.to_vec());
+                    }
+                }
+                Err(e) => return Err(self.db("writing rows")(e)),
+            }
+        }
+        Ok((written, had_errors))
+    }
+
+    /// Deletes keys in `delete_batch_size` transactions, within the delete guard.
+    async fn delete_keys(&mut self, keys: &[Key]) -> Result<u64, EngineError> {
+        let mut deleted = 0;
+        for chunk in keys.chunks(self.delete_batch_size()) {
+            self.guard_deletes(self.report.deleted + chunk.len() as u64)?;
+            let started = Instant::now();
+            let (target, scope) = (self.target, &self.job.mapping.target);
+            let n = retry("deleting rows", || target.delete(scope, chunk))
+                .await
+                .map_err(self.db("deleting rows"))?;
+            self.timers.delete += started.elapsed();
+            self.report.deleted += n;
+            deleted += n;
+        }
+        Ok(deleted)
+    }
+
+    /// Deletes target rows whose keys are not in the source scope. With a record-type
+    /// filter, a key may still exist in the source under another record type: such rows
+    /// moved, so they are rewritten from the source (and counted as modified) instead of
+    /// deleted, which also keeps foreign keys that point at them intact.
+    async fn remove_extras(&mut self, extras: &[Key]) -> Result<bool, EngineError> {
+        if extras.is_empty() {
+            return Ok(false);
+        }
+        if self.job.mapping.source.filter.is_empty() {
+            self.delete_keys(extras).await?;
+            return Ok(false);
+        }
+        let started = Instant::now();
+        let mut unscoped = self.job.mapping.source.clone();
+        unscoped.filter.clear();
+        let source = self.source;
+        let moved = retry("reading source rows", || source.read_rows_by_keys(&unscoped, extras))
+            .await
+            .map_err(self.db("reading source rows"))?;
+        self.timers.read += started.elapsed();
+        let moved_keys: std::collections::HashSet<Key> = moved.iter().filter_map(|r| unscoped.key_of(r)).collect();
+        let gone: Vec<Key> = extras.iter().filter(|k| !moved_keys.contains(*k)).cloned().collect();
+        self.delete_keys(&gone).await?;
+        if moved.is_empty() {
+            return Ok(false);
+        }
+        tracing::info!(table = %self.job.spec.name, rows = moved.len(), "rows moved to another record type");
+        let (converted, conversion_errors) = self.convert(&moved)?;
+        let (written, write_errors) = self.write(converted).await?;
+        self.report.modified += written;
+        Ok(conversion_errors || write_errors)
+    }
+
+    /// Refuses to delete more than `max_delete_percent` of the target table: a partial
+    /// or failed source read looks exactly like a mass delete.
+    fn guard_deletes(&self, total: u64) -> Result<(), EngineError> {
+        if self.options.allow_mass_delete {
+            return Ok(());
+        }
+        let base = self.survey.target_count;
+        let percent = self.job.spec.settings.max_delete_percent;
+        let limit = (base as f64 * percent / 100.0).floor() as u64;
+        if total > limit {
+            return Err(EngineError::DeleteGuard(format!(
+                "table {}: refusing to delete {total} of {base} target rows (more than max_delete_percent \
+                 {percent}%); if the source really lost these rows, rerun with --allow-mass-delete",
+                self.name()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Runs one step from `cursor` to its end.
+pub async fn run_step(ctx: &mut StepContext<'_>, kind: StepKind, cursor: StepCursor) -> Result<(), EngineError> {
+    let total = match kind {
+        StepKind::Delete => ctx.survey.target_count,
+        StepKind::Add | StepKind::Changed => ctx.survey.source_count,
+        StepKind::Incremental => ctx.survey.changed.unwrap_or(0),
+    };
+    let mut progress = StepProgress::start(ctx.options.progress, format!("{} {}", ctx.job.spec.name, kind), total);
+    tracing::info!(table = %ctx.job.spec.name, step = %kind, "step start");
+    let result = match kind {
+        StepKind::Delete => delete_step(ctx, cursor, &mut progress).await,
+        StepKind::Add => add_step(ctx, cursor, &mut progress).await,
+        StepKind::Changed => changed_step(ctx, cursor, &mut progress).await,
+        StepKind::Incremental => incremental_step(ctx, cursor, &mut progress).await,
+    };
+    progress.finish();
+    result
+}
+
+/// Sorted-merge difference: `(in a only, in b only)`.
+fn key_diff(a: &[Key], b: &[Key]) -> (Vec<Key>, Vec<Key>) {
+    let (mut only_a, mut only_b) = (Vec::new(), Vec::new());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() || j < b.len() {
+        match (a.get(i), b.get(j)) {
+            (Some(x), Some(y)) if x == y => {
+                i += 1;
+                j += 1;
+            }
+            (Some(x), Some(y)) if x < y => {
+                only_a.push(x.clone());
+                i += 1;
+            }
+            (Some(x), None) => {
+                only_a.push(x.clone());
+                i += 1;
+            }
+            (_, Some(y)) => {
+                only_b.push(y.clone());
+                j += 1;
+            }
+            (None, None) => unreachable!(),
+        }
+    }
+    (only_a, only_b)
+}
+
+async fn delete_step(ctx: &mut StepContext<'_>, cursor: StepCursor, progress: &mut StepProgress) -> Result<(), EngineError> {
+    let expected = ctx.survey.target_count.saturating_sub(ctx.survey.source_count);
+    ctx.guard_deletes(ctx.report.deleted + expected)?;
+    let limit = ctx.job.spec.settings.id_array_batch_size;
+    let mut after = cursor.after_key();
+    loop {
+        ctx.check_stop()?;
+        let (src, tgt, upper) = ctx.key_window(&after, limit).await?;
+        let compare = Instant::now();
+        let (_, extra) = key_diff(&src, &tgt);
+        ctx.timers.compare += compare.elapsed();
+        for chunk in extra.chunks(ctx.delete_batch_size()) {
+            let had_errors = ctx.remove_extras(chunk).await?;
+            ctx.errors.batch_done(had_errors)?;
+            let cursor = StepCursor::Keys { after: chunk.last().cloned() };
+            ctx.commit(StepKind::Delete, &cursor)?;
+        }
+        progress.advance(tgt.len() as u64);
+        match upper {
+            Some(u) => {
+                after = Some(u);
+                ctx.commit(StepKind::Delete, &StepCursor::Keys { after: after.clone() })?;
+            }
+            None => return Ok(()),
+        }
+    }
+}
+
+async fn add_step(ctx: &mut StepContext<'_>, cursor: StepCursor, progress: &mut StepProgress) -> Result<(), EngineError> {
+    let limit = ctx.job.spec.settings.id_array_batch_size;
+    let batch = ctx.batch_size();
+    let mut after = cursor.after_key();
+    loop {
+        ctx.check_stop()?;
+        let window_start = after.clone();
+        let (src, tgt, upper) = ctx.key_window(&after, limit).await?;
+        let compare = Instant::now();
+        let (missing, _) = key_diff(&src, &tgt);
+        ctx.timers.compare += compare.elapsed();
+        // Positions of missing keys in `src`, to read contiguous runs by range.
+        let mut position = 0usize;
+        for chunk in missing.chunks(batch) {
+            ctx.check_stop()?;
+            let first = src[position..].iter().position(|k| *k == chunk[0]).expect("missing ⊆ src") + position;
+            let last = src[first..].iter().position(|k| *k == chunk[chunk.len() - 1]).expect("ordered") + first;
+            position = last + 1;
+            let started = Instant::now();
+            let (source, scope) = (ctx.source, &ctx.job.mapping.source);
+            let rows = if last - first + 1 == chunk.len() {
+                let range = KeyRange {
+                    after: if first == 0 { window_start.clone() } else { Some(src[first - 1].clone()) },
+                    upto: Some(chunk[chunk.len() - 1].clone()),
+                };
+                retry("reading source rows", || source.read_rows(scope, &range, chunk.len())).await
+            } else {
+                retry("reading source rows", || source.read_rows_by_keys(scope, chunk)).await
+            }
+            .map_err(ctx.db("reading source rows"))?;
+            ctx.timers.read += started.elapsed();
+            let (converted, conversion_errors) = ctx.convert(&rows)?;
+            let (written, write_errors) = ctx.write(converted).await?;
+            ctx.report.added += written;
+            ctx.errors.batch_done(conversion_errors || write_errors)?;
+            ctx.commit(StepKind::Add, &StepCursor::Keys { after: chunk.last().cloned() })?;
+        }
+        progress.advance(src.len() as u64);
+        match upper {
+            Some(u) => {
+                after = Some(u);
+                ctx.commit(StepKind::Add, &StepCursor::Keys { after: after.clone() })?;
+            }
+            None => return Ok(()),
+        }
+    }
+}
+
+async fn changed_step(ctx: &mut StepContext<'_>, cursor: StepCursor, progress: &mut StepProgress) -> Result<(), EngineError> {
+    let batch = ctx.batch_size();
+    let mut after = cursor.after_key();
+    loop {
+        ctx.check_stop()?;
+        let (src, tgt, upper) = ctx.row_window(&after, batch).await?;
+        let (converted, conversion_errors) = ctx.convert(&src)?;
+        let compare = Instant::now();
+        let (src_scope, tgt_scope) = (&ctx.job.mapping.target, &ctx.job.mapping.target);
+        let mut upserts = Vec::new();
+        let mut extras = Vec::new();
+        let (mut added, mut modified, mut same) = (0u64, 0u64, 0u64);
+        let (mut i, mut j) = (0, 0);
+        while i < converted.len() || j < tgt.len() {
+            let sk = converted.get(i).and_then(|r| src_scope.key_of(r));
+            let tk = tgt.get(j).and_then(|r| tgt_scope.key_of(r));
+            match (sk, tk) {
+                (Some(s), Some(t)) if s == t => {
+                    if ctx.job.mapping.rows_equal(&converted[i], &tgt[j]) {
+                        same += 1;
+                    } else {
+                        modified += 1;
+                        upserts.push(converted[i].clone());
+                    }
+                    i += 1;
+                    j += 1;
+                }
+                (Some(s), Some(t)) if s < t => {
+                    added += 1;
+                    upserts.push(converted[i].clone());
+                    i += 1;
+                }
+                (Some(_), None) => {
+                    added += 1;
+                    upserts.push(converted[i].clone());
+                    i += 1;
+                }
+                (_, Some(t)) => {
+                    extras.push(t);
+                    j += 1;
+                }
+                (None, None) => break,
+            }
+        }
+        ctx.timers.compare += compare.elapsed();
+        let move_errors = ctx.remove_extras(&extras).await?;
+        let (written, write_errors) = ctx.write(upserts).await?;
+        // Rows refused by the target are neither added nor modified; take them off the
+        // modified count first (an update is the likelier to hit a constraint).
+        let refused = (added + modified).saturating_sub(written);
+        let refused_mod = refused.min(modified);
+        ctx.report.modified += modified - refused_mod;
+        ctx.report.added += added - (refused - refused_mod);
+        ctx.report.skipped += same;
+        ctx.errors.batch_done(conversion_errors || write_errors || move_errors)?;
+        progress.advance(src.len() as u64);
+        match upper {
+            Some(u) => {
+                after = Some(u);
+                ctx.commit(StepKind::Changed, &StepCursor::Keys { after: after.clone() })?;
+            }
+            None => {
+                ctx.commit(StepKind::Changed, &StepCursor::Keys { after: None })?;
+                return Ok(());
+            }
+        }
+    }
+}
+
+async fn incremental_step(
+    ctx: &mut StepContext<'_>,
+    cursor: StepCursor,
+    progress: &mut StepProgress,
+) -> Result<(), EngineError> {
+    let StepCursor::Modify { modify_id, key } = cursor else {
+        return Err(EngineError::Database {
+            context: "incremental step".into(),
+            source: ConnectorError::Other("incremental step resumed with a key cursor".into()),
+        });
+    };
+    let batch = ctx.batch_size();
+    let mut position = ModifyCursor { modify_id, key };
+    let modify_index = ctx.job.mapping.source.modify_index.expect("planned only with a modify column");
+    loop {
+        ctx.check_stop()?;
+        let started = Instant::now();
+        let (source, target) = (ctx.source, ctx.target);
+        let (src_scope, tgt_scope) = (&ctx.job.mapping.source, &ctx.job.mapping.target);
+        let rows = retry("reading changed rows", || source.read_changed_since(src_scope, &position, batch))
+            .await
+            .map_err(ctx.db("reading changed rows"))?;
+        if rows.is_empty() {
+            ctx.timers.read += started.elapsed();
+            return Ok(());
+        }
+        let keys: Vec<Key> = rows.iter().filter_map(|r| src_scope.key_of(r)).collect();
+        let existing = retry("reading target rows", || target.read_rows_by_keys(tgt_scope, &keys))
+            .await
+            .map_err(ctx.db("reading target rows"))?;
+        ctx.timers.read += started.elapsed();
+        let (converted, conversion_errors) = ctx.convert(&rows)?;
+        let compare = Instant::now();
+        let existing: HashMap<Key, Row> =
+            existing.into_iter().filter_map(|r| Some((tgt_scope.key_of(&r)?, r))).collect();
+        let (mut added, mut modified, mut same) = (0u64, 0u64, 0u64);
+        let mut upserts = Vec::new();
+        for row in converted {
+            match tgt_scope.key_of(&row).and_then(|k| existing.get(&k)) {
+                None => {
+                    added += 1;
+                    upserts.push(row);
+                }
+                Some(old) if ctx.job.mapping.rows_equal(&row, old) => same += 1,
+                Some(_) => {
+                    modified += 1;
+                    upserts.push(row);
+                }
+            }
+        }
+        ctx.timers.compare += compare.elapsed();
+        let (written, write_errors) = ctx.write(upserts).await?;
+        let refused = (added + modified).saturating_sub(written);
+        let refused_mod = refused.min(modified);
+        ctx.report.modified += modified - refused_mod;
+        ctx.report.added += added - (refused - refused_mod);
+        ctx.report.skipped += same;
+        ctx.errors.batch_done(conversion_errors || write_errors)?;
+        let last = rows.last().expect("not empty");
+        position = ModifyCursor { modify_id: Some(last[modify_index].clone()), key: src_scope.key_of(last) };
+        ctx.commit(
+            StepKind::Incremental,
+            &StepCursor::Modify { modify_id: position.modify_id.clone(), key: position.key.clone() },
+        )?;
+        progress.advance(rows.len() as u64);
+        if rows.len() < batch {
+            return Ok(());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The merge difference finds keys present on one side only.
+    #[test]
+    fn key_diff_finds_both_sides() {
+        let k = |v: &[i64]| v.iter().map(|i| Key::Int(*i)).collect::<Vec<_>>();
+        let (a, b) = key_diff(&k(&[1, 2, 4, 7, 9]), &k(&[2, 3, 4, 8, 9, 10]));
+        assert_eq!(a, k(&[1, 7]));
+        assert_eq!(b, k(&[3, 8, 10]));
+        assert_eq!(key_diff(&[], &k(&[1])), (vec![], k(&[1])));
+    }
+}

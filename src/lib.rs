@@ -1,0 +1,23 @@
+//! db-sync keeps tables of a target database equal to those of a source database.
+//!
+//! Layout (pure core, I/O at the edges):
+//!
+//! - [`config`]    `db-sync.json`: serde model, `${ENV}` secrets, validation into typed values
+//! - [`model`]     keys, values, rows, key ranges, table scopes and schemas; no I/O
+//! - [`connector`] the [`connector::Connector`] trait and one module per backend; all SQL lives here
+//! - [`plan`]      the manual's decision matrix: counts and modify IDs to steps and a reason
+//! - [`transform`] column mapping and type conversion between unlike schemas
+//! - [`engine`]    one run: discover, plan, execute the resumable steps, verify
+//! - [`report`]    per-table statistics, the manual's metrics, progress display
+//! - [`cli`]       clap commands and exit codes
+//! - [`demo`]      the ERP-like demo data set used by `db-sync demo`, the tests and the benchmark
+
+pub mod cli;
+pub mod config;
+pub mod connector;
+pub mod demo;
+pub mod engine;
+pub mod model;
+pub mod plan;
+pub mod report;
+pub mod transform;

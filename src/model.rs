@@ -1,0 +1,365 @@
+//! Plain data shared by every layer: keys, values, rows, key ranges, table scopes and
+//! schemas. Nothing here does I/O; connectors turn these into SQL or HTTP, the engine
+//! compares them.
+
+use std::cmp::Ordering;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// A primary-key value. Keys are compared by the engine, never by a database, so both
+/// sides agree on order: integers numerically, text by UTF-8 bytes (what SQLite's BINARY
+/// collation and PostgreSQL's `COLLATE "C"` do). Integers sort before text.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Key {
+    /// An integer key.
+    Int(i64),
+    /// A text key, ordered by its UTF-8 bytes.
+    Text(String),
+}
+
+impl Key {
+    /// The key as a bindable value.
+    pub fn to_value(&self) -> Value {
+        match self {
+            Key::Int(i) => Value::Int(*i),
+            Key::Text(s) => Value::Text(s.clone()),
+        }
+    }
+
+    /// The key held by a value, if the value can be a key.
+    pub fn from_value(value: &Value) -> Option<Key> {
+        match value {
+            Value::Int(i) => Some(Key::Int(*i)),
+            Value::Text(s) => Some(Key::Text(s.clone())),
+            Value::Float(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Some(Key::Int(*f as i64)),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Key::Int(i) => write!(f, "{i}"),
+            Key::Text(s) => write!(f, "{s:?}"),
+        }
+    }
+}
+
+/// A cell value, independent of any backend. Connectors map their native types onto
+/// these variants and back.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Value {
+    /// SQL NULL.
+    Null,
+    /// A boolean.
+    Bool(bool),
+    /// A 64-bit signed integer.
+    Int(i64),
+    /// A 64-bit float.
+    Float(f64),
+    /// Text (also dates, times and decimals that a backend stores as text).
+    Text(String),
+    /// Raw bytes.
+    Bytes(Vec<u8>),
+}
+
+impl Value {
+    /// True for SQL NULL.
+    pub fn is_null(&self) -> bool {
+        matches!(self, Value::Null)
+    }
+
+    /// A short name of the variant, for error messages.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Value::Null => "null",
+            Value::Bool(_) => "boolean",
+            Value::Int(_) => "integer",
+            Value::Float(_) => "float",
+            Value::Text(_) => "text",
+            Value::Bytes(_) => "bytes",
+        }
+    }
+
+    /// Total order used for modify IDs and cursors: NULL first, then numbers (integers and
+    /// floats compared numerically), then text, then bytes.
+    pub fn cmp_total(&self, other: &Value) -> Ordering {
+        fn rank(v: &Value) -> u8 {
+            match v {
+                Value::Null => 0,
+                Value::Bool(_) | Value::Int(_) | Value::Float(_) => 1,
+                Value::Text(_) => 2,
+                Value::Bytes(_) => 3,
+            }
+        }
+        match (self, other) {
+            (Value::Int(a), Value::Int(b)) => a.cmp(b),
+            (Value::Text(a), Value::Text(b)) => a.as_bytes().cmp(b.as_bytes()),
+            (Value::Bytes(a), Value::Bytes(b)) => a.cmp(b),
+            (a, b) if rank(a) == 1 && rank(b) == 1 => {
+                a.as_f64().unwrap_or(0.0).total_cmp(&b.as_f64().unwrap_or(0.0))
+            }
+            (a, b) => rank(a).cmp(&rank(b)),
+        }
+    }
+
+    fn as_f64(&self) -> Option<f64> {
+        match self {
+            Value::Bool(b) => Some(f64::from(u8::from(*b))),
+            Value::Int(i) => Some(*i as f64),
+            Value::Float(f) => Some(*f),
+            _ => None,
+        }
+    }
+
+    /// Equality as the sync sees it: the same data, whatever the storage class. An
+    /// integer 1 equals a float 1.0 (SQLite stores REAL columns holding whole numbers
+    /// either way); NaN equals NaN so that an unchanged NaN is not rewritten forever.
+    pub fn same_as(&self, other: &Value) -> bool {
+        match (self, other) {
+            (Value::Null, Value::Null) => true,
+            (Value::Bool(a), Value::Bool(b)) => a == b,
+            (Value::Int(a), Value::Int(b)) => a == b,
+            (Value::Float(a), Value::Float(b)) => a == b || (a.is_nan() && b.is_nan()),
+            (Value::Text(a), Value::Text(b)) => a == b,
+            (Value::Bytes(a), Value::Bytes(b)) => a == b,
+            (Value::Int(a), Value::Float(b)) | (Value::Float(b), Value::Int(a)) => {
+                (*a as f64) == *b && b.fract() == 0.0
+            }
+            (Value::Bool(a), Value::Int(b)) | (Value::Int(b), Value::Bool(a)) => {
+                i64::from(*a) == *b
+            }
+            _ => false,
+        }
+    }
+
+    /// Approximate bytes this value occupies on the wire, for the byte counters.
+    pub fn wire_size(&self) -> usize {
+        match self {
+            Value::Null => 1,
+            Value::Bool(_) => 1,
+            Value::Int(_) | Value::Float(_) => 8,
+            Value::Text(s) => s.len(),
+            Value::Bytes(b) => b.len(),
+        }
+    }
+}
+
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Null => write!(f, "NULL"),
+            Value::Bool(b) => write!(f, "{b}"),
+            Value::Int(i) => write!(f, "{i}"),
+            Value::Float(x) => write!(f, "{x}"),
+            Value::Text(s) => write!(f, "{s:?}"),
+            Value::Bytes(b) => write!(f, "<{} bytes>", b.len()),
+        }
+    }
+}
+
+/// One row: values in the order of the [`TableScope::columns`] it was read with.
+pub type Row = Vec<Value>;
+
+/// A half-open key interval `(after, upto]`: keys greater than `after` (or all, when
+/// `None`) and at most `upto` (or all, when `None`). Splitting at a midpoint `m` gives
+/// `(after, m]` and `(m, upto]` with nothing lost or counted twice.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRange {
+    /// Exclusive lower bound.
+    pub after: Option<Key>,
+    /// Inclusive upper bound.
+    pub upto: Option<Key>,
+}
+
+impl KeyRange {
+    /// Every key.
+    pub fn all() -> Self {
+        Self::default()
+    }
+
+    /// Keys strictly after `after`.
+    pub fn after(after: Option<Key>) -> Self {
+        Self { after, upto: None }
+    }
+
+    /// True when `key` lies inside the range.
+    pub fn contains(&self, key: &Key) -> bool {
+        self.after.as_ref().is_none_or(|a| key > a) && self.upto.as_ref().is_none_or(|u| key <= u)
+    }
+}
+
+/// What a connector needs to address one side of a synced table: the table, the columns
+/// to read or write (in order), the key and modify-ID columns, and the record-type filter.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TableScope {
+    /// Table name on this side (quoted by the connector).
+    pub table: String,
+    /// Columns in row order. Always contains the key column.
+    pub columns: Vec<String>,
+    /// Index of the primary-key column in `columns`.
+    pub key_index: usize,
+    /// Index of the modify-ID column in `columns`, if the table has one.
+    pub modify_index: Option<usize>,
+    /// Equality filters (`column = value`) selecting one record type; applied to every
+    /// read, count and delete on this side.
+    pub filter: Vec<(String, Value)>,
+}
+
+impl TableScope {
+    /// Name of the key column.
+    pub fn key_column(&self) -> &str {
+        &self.columns[self.key_index]
+    }
+
+    /// Name of the modify-ID column.
+    pub fn modify_column(&self) -> Option<&str> {
+        self.modify_index.map(|i| self.columns[i].as_str())
+    }
+
+    /// The key of a row read with this scope.
+    pub fn key_of(&self, row: &Row) -> Option<Key> {
+        Key::from_value(&row[self.key_index])
+    }
+}
+
+/// Broad type family of a column, enough to decide whether values convert safely.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ColumnType {
+    /// Whole numbers.
+    Integer,
+    /// Floating point.
+    Float,
+    /// Exact decimal.
+    Decimal,
+    /// Boolean.
+    Boolean,
+    /// Text of any length.
+    Text,
+    /// Raw bytes.
+    Blob,
+    /// Calendar date.
+    Date,
+    /// Time of day.
+    Time,
+    /// Date and time.
+    Timestamp,
+    /// JSON document.
+    Json,
+    /// Anything else; passed through unchanged.
+    Other,
+}
+
+impl fmt::Display for ColumnType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = match self {
+            ColumnType::Integer => "integer",
+            ColumnType::Float => "float",
+            ColumnType::Decimal => "decimal",
+            ColumnType::Boolean => "boolean",
+            ColumnType::Text => "text",
+            ColumnType::Blob => "blob",
+            ColumnType::Date => "date",
+            ColumnType::Time => "time",
+            ColumnType::Timestamp => "timestamp",
+            ColumnType::Json => "json",
+            ColumnType::Other => "other",
+        };
+        f.write_str(name)
+    }
+}
+
+/// One column as a connector describes it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ColumnSchema {
+    /// Column name as stored.
+    pub name: String,
+    /// Declared type as the backend spells it.
+    pub declared_type: String,
+    /// Type family.
+    pub column_type: ColumnType,
+    /// False when the column is NOT NULL.
+    pub nullable: bool,
+    /// True when the column has a default value.
+    pub has_default: bool,
+}
+
+/// A table as a connector describes it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TableSchema {
+    /// Table name.
+    pub name: String,
+    /// Columns in table order.
+    pub columns: Vec<ColumnSchema>,
+    /// Primary-key or unique columns usable as the sync key (single-column only).
+    pub unique_columns: Vec<String>,
+}
+
+impl TableSchema {
+    /// The column with this name, if any.
+    pub fn column(&self, name: &str) -> Option<&ColumnSchema> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Integer keys sort numerically, text keys by bytes, and integers before text.
+    #[test]
+    fn key_order_is_backend_independent() {
+        let mut keys = vec![
+            Key::Text("b".into()),
+            Key::Int(10),
+            Key::Text("B".into()),
+            Key::Int(-3),
+            Key::Text("é".into()),
+        ];
+        keys.sort();
+        assert_eq!(
+            keys,
+            vec![
+                Key::Int(-3),
+                Key::Int(10),
+                Key::Text("B".into()),
+                Key::Text("b".into()),
+                Key::Text("é".into()),
+            ]
+        );
+    }
+
+    /// A range split at a midpoint covers every key exactly once.
+    #[test]
+    fn range_split_is_exact() {
+        let whole = KeyRange { after: Some(Key::Int(0)), upto: Some(Key::Int(100)) };
+        let lower = KeyRange { after: whole.after.clone(), upto: Some(Key::Int(50)) };
+        let upper = KeyRange { after: Some(Key::Int(50)), upto: whole.upto.clone() };
+        for k in -5..110 {
+            let key = Key::Int(k);
+            let hits = usize::from(lower.contains(&key)) + usize::from(upper.contains(&key));
+            assert_eq!(hits, usize::from(whole.contains(&key)), "key {k}");
+        }
+    }
+
+    /// Values that hold the same data in different storage classes compare equal.
+    #[test]
+    fn same_as_crosses_storage_classes() {
+        assert!(Value::Int(3).same_as(&Value::Float(3.0)));
+        assert!(!Value::Int(3).same_as(&Value::Float(3.5)));
+        assert!(!Value::Int(3).same_as(&Value::Text("3".into())));
+        assert!(Value::Null.same_as(&Value::Null));
+        assert!(!Value::Null.same_as(&Value::Int(0)));
+        assert!(Value::Float(f64::NAN).same_as(&Value::Float(f64::NAN)));
+    }
+
+    /// Modify IDs order numerically across integer and float storage.
+    #[test]
+    fn cmp_total_orders_numbers_numerically() {
+        assert_eq!(Value::Int(2).cmp_total(&Value::Float(10.0)), Ordering::Less);
+        assert_eq!(Value::Null.cmp_total(&Value::Int(-1)), Ordering::Less);
+        assert_eq!(Value::Text("a".into()).cmp_total(&Value::Int(5)), Ordering::Greater);
+    }
+}

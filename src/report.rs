@@ -1,0 +1,304 @@
+//! What a run tells its user: per-table statistics, the manual's metrics, the error list,
+//! and live progress. Progress goes to stderr (a bar on a terminal, a plain line every few
+//! seconds otherwise); the final summary goes to stdout.
+
+use std::fmt::Write as _;
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+
+use crate::plan::Plan;
+
+/// Class of an error, as in the manual's "Error Categories".
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorKind {
+    /// Database unavailable, network issues.
+    Connection,
+    /// Missing tables, incompatible field types.
+    Schema,
+    /// Constraint violations, invalid values.
+    Data,
+    /// Unexpected conditions, algorithm failures, failed verification.
+    Logic,
+}
+
+impl ErrorKind {
+    /// Lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorKind::Connection => "connection",
+            ErrorKind::Schema => "schema",
+            ErrorKind::Data => "data",
+            ErrorKind::Logic => "logic",
+        }
+    }
+}
+
+/// One recorded error.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ErrorEntry {
+    /// Category.
+    pub kind: ErrorKind,
+    /// Table entry name, when the error belongs to one.
+    pub table: Option<String>,
+    /// Description (never contains secrets or row values beyond the key).
+    pub message: String,
+}
+
+/// Per-table statistics of one run.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct TableReport {
+    /// Table entry name.
+    pub name: String,
+    /// Source rows before the run.
+    pub source_before: u64,
+    /// Target rows before the run.
+    pub target_before: u64,
+    /// Source rows after the run.
+    pub source_after: Option<u64>,
+    /// Target rows after the run.
+    pub target_after: Option<u64>,
+    /// Changed rows the planner saw.
+    pub changed: Option<u64>,
+    /// The plan.
+    pub plan: Option<Plan>,
+    /// Steps run after the plan because the verification found counts that differ.
+    pub repair: Vec<crate::plan::StepKind>,
+    /// Rows inserted.
+    pub added: u64,
+    /// Rows updated.
+    pub modified: u64,
+    /// Rows deleted.
+    pub deleted: u64,
+    /// Rows compared and found equal (not rewritten).
+    pub skipped: u64,
+    /// Errors recorded for this table.
+    pub errors: u64,
+    /// Wall time spent on the table.
+    pub duration_ms: u64,
+    /// Counts matched after the run.
+    pub verified: Option<bool>,
+}
+
+/// The manual's metrics (times in milliseconds).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[allow(non_snake_case)]
+pub struct Metrics {
+    /// Total time reading data.
+    pub readTimeAll: u64,
+    /// Total time writing data.
+    pub writeTimeAll: u64,
+    /// Total time deleting data.
+    pub deleteTimeAll: u64,
+    /// Total time comparing data.
+    pub dataCompareTimeAll: u64,
+    /// Total database queries.
+    pub queryCountAll: u64,
+    /// Total records processed (source rows of every checked table).
+    pub recordCountAllTables: u64,
+    /// Total records added.
+    pub recordCountAllAdded: u64,
+    /// Total records modified.
+    pub recordCountAllModified: u64,
+    /// Total records deleted.
+    pub recordCountAllDeleted: u64,
+    /// Total records skipped (compared equal).
+    pub recordCountAllSkipped: u64,
+}
+
+impl Metrics {
+    /// `(name, value)` pairs in the manual's order.
+    pub fn pairs(&self) -> [(&'static str, u64); 10] {
+        [
+            ("readTimeAll", self.readTimeAll),
+            ("writeTimeAll", self.writeTimeAll),
+            ("deleteTimeAll", self.deleteTimeAll),
+            ("dataCompareTimeAll", self.dataCompareTimeAll),
+            ("queryCountAll", self.queryCountAll),
+            ("recordCountAllTables", self.recordCountAllTables),
+            ("recordCountAllAdded", self.recordCountAllAdded),
+            ("recordCountAllModified", self.recordCountAllModified),
+            ("recordCountAllDeleted", self.recordCountAllDeleted),
+            ("recordCountAllSkipped", self.recordCountAllSkipped),
+        ]
+    }
+}
+
+/// Everything a run did.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct RunReport {
+    /// Tables in config order.
+    pub tables: Vec<TableReport>,
+    /// Aggregated metrics.
+    pub metrics: Metrics,
+    /// Errors in the order they happened.
+    pub errors: Vec<ErrorEntry>,
+    /// Wall time of the run.
+    pub duration_ms: u64,
+    /// Only planned; nothing written.
+    pub plan_only: bool,
+}
+
+fn seconds(ms: u64) -> String {
+    format!("{:.2}s", ms as f64 / 1000.0)
+}
+
+impl RunReport {
+    /// The summary printed at the end of a run.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let width = self.tables.iter().map(|t| t.name.len()).max().unwrap_or(5).max(5);
+        if self.plan_only {
+            let _ = writeln!(out, "{:<width$}  {:>10} {:>10} {:>9}  plan / reason", "table", "source", "target", "changed");
+            for t in &self.tables {
+                let changed = t.changed.map_or("-".to_string(), |c| c.to_string());
+                let (steps, reason) = t.plan.as_ref().map_or(("[]".into(), ""), |p| (p.steps_text(), p.reason.as_str()));
+                let _ = writeln!(
+                    out,
+                    "{:<width$}  {:>10} {:>10} {:>9}  {steps}  {reason}",
+                    t.name, t.source_before, t.target_before, changed
+                );
+            }
+            return out;
+        }
+        let _ = writeln!(
+            out,
+            "{:<width$}  {:>19} {:>19} {:>8} {:>8} {:>8} {:>8} {:>6} {:>8}  plan",
+            "table", "source before>after", "target before>after", "added", "modified", "deleted", "skipped", "errors", "time"
+        );
+        for t in &self.tables {
+            let after = |v: Option<u64>| v.map_or("?".to_string(), |v| v.to_string());
+            let mut steps = t.plan.as_ref().map_or("[]".into(), |p| p.steps_text());
+            if !t.repair.is_empty() {
+                let repair: Vec<&str> = t.repair.iter().map(|s| s.name()).collect();
+                steps.push_str(&format!(" + repair {}", repair.join(", ")));
+            }
+            let flag = match t.verified {
+                Some(false) => "  COUNT MISMATCH",
+                _ => "",
+            };
+            let _ = writeln!(
+                out,
+                "{:<width$}  {:>19} {:>19} {:>8} {:>8} {:>8} {:>8} {:>6} {:>8}  {steps}{flag}",
+                t.name,
+                format!("{}>{}", t.source_before, after(t.source_after)),
+                format!("{}>{}", t.target_before, after(t.target_after)),
+                t.added,
+                t.modified,
+                t.deleted,
+                t.skipped,
+                t.errors,
+                seconds(t.duration_ms),
+            );
+        }
+        let _ = writeln!(out);
+        let metrics: Vec<String> = self
+            .metrics
+            .pairs()
+            .iter()
+            .map(|(k, v)| if k.ends_with("TimeAll") { format!("{k}={}", seconds(*v)) } else { format!("{k}={v}") })
+            .collect();
+        let _ = writeln!(out, "metrics: {}", metrics[..5].join(" "));
+        let _ = writeln!(out, "         {}", metrics[5..].join(" "));
+        let _ = writeln!(out, "run time: {}", seconds(self.duration_ms));
+        if self.errors.is_empty() {
+            let _ = writeln!(out, "Sync completed without errors.");
+        } else {
+            let _ = writeln!(out, "Sync completed with {} errors:", self.errors.len());
+            for (i, e) in self.errors.iter().enumerate() {
+                let table = e.table.as_deref().map(|t| format!("{t}: ")).unwrap_or_default();
+                let _ = writeln!(out, "  {}. [{}] {table}{}", i + 1, e.kind.name(), e.message);
+            }
+        }
+        out
+    }
+}
+
+/// How live progress is shown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProgressMode {
+    /// A bar on a terminal, plain lines otherwise.
+    Auto,
+    /// Plain lines every few seconds.
+    Lines,
+    /// Nothing.
+    Off,
+}
+
+/// Progress of one step of one table.
+pub struct StepProgress {
+    bar: Option<ProgressBar>,
+    label: String,
+    total: u64,
+    done: u64,
+    started: Instant,
+    last_line: Instant,
+    lines: bool,
+}
+
+/// Seconds between plain progress lines.
+const LINE_INTERVAL: Duration = Duration::from_secs(5);
+
+impl StepProgress {
+    /// Starts progress for `label` with an expected `total` (rows or keys).
+    pub fn start(mode: ProgressMode, label: String, total: u64) -> StepProgress {
+        let terminal = std::io::stderr().is_terminal();
+        let bar = (mode == ProgressMode::Auto && terminal).then(|| {
+            let bar = ProgressBar::new(total);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{msg:30} [{bar:30}] {pos:>9}/{len:9} {per_sec:>12} ETA {eta}",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
+            );
+            bar.set_message(label.clone());
+            bar
+        });
+        let now = Instant::now();
+        StepProgress {
+            lines: bar.is_none() && mode != ProgressMode::Off,
+            bar,
+            label,
+            total,
+            done: 0,
+            started: now,
+            last_line: now,
+        }
+    }
+
+    /// Advances by `n` rows.
+    pub fn advance(&mut self, n: u64) {
+        self.done += n;
+        if let Some(bar) = &self.bar {
+            if self.done > bar.length().unwrap_or(0) {
+                bar.set_length(self.done);
+            }
+            bar.set_position(self.done);
+        } else if self.lines && self.last_line.elapsed() >= LINE_INTERVAL {
+            self.last_line = Instant::now();
+            eprintln!("{}", self.line());
+        }
+    }
+
+    fn line(&self) -> String {
+        let elapsed = self.started.elapsed().as_secs_f64().max(1e-3);
+        let rate = self.done as f64 / elapsed;
+        let pct = if self.total == 0 { 100.0 } else { 100.0 * self.done as f64 / self.total as f64 };
+        let eta = if rate > 0.0 && self.total > self.done {
+            format!(", ETA {:.0}s", (self.total - self.done) as f64 / rate)
+        } else {
+            String::new()
+        };
+        format!("{}: {}/{} rows ({pct:.1}%), {rate:.0} rows/s{eta}", self.label, self.done, self.total)
+    }
+
+    /// Ends the step's progress display.
+    pub fn finish(self) {
+        if let Some(bar) = self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}

@@ -1,0 +1,399 @@
+//! Schema translation: which source column feeds which target column, whether its values
+//! convert, and the conversion itself. Built once per table from the two schemas (pure,
+//! no I/O); applied to every row the engine moves.
+
+use crate::config::TableSpec;
+use crate::model::{ColumnType, Row, TableSchema, TableScope, Value};
+
+/// How a target column gets its value.
+#[derive(Clone, Debug, PartialEq)]
+enum ColumnSource {
+    /// From this source column (index into the source scope), converted to `to`.
+    Source { index: usize, to: ColumnType },
+    /// A fixed default for a NOT NULL target column that no source column feeds.
+    Default(Value),
+}
+
+/// The mapping of one table entry between its two sides.
+#[derive(Clone, Debug)]
+pub struct TableMapping {
+    /// Columns read from the source.
+    pub source: TableScope,
+    /// Columns written to the target, in the order [`TableMapping::convert`] produces.
+    pub target: TableScope,
+    columns: Vec<ColumnSource>,
+    /// Lossy or skipped columns worth telling the user about.
+    pub warnings: Vec<String>,
+}
+
+/// Whether values of one type family convert to another.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Convertibility {
+    /// Always exact.
+    Exact,
+    /// Converts, but some values may lose precision or fail (reported per row).
+    Lossy,
+    /// Cannot convert.
+    Impossible,
+}
+
+/// The conversion matrix between type families.
+pub fn convertibility(from: ColumnType, to: ColumnType) -> Convertibility {
+    use ColumnType::*;
+    use Convertibility::*;
+    if from == to || from == Other || to == Other {
+        return Exact;
+    }
+    match (from, to) {
+        (Blob, Text) | (Text, Blob) => Lossy,
+        (Blob, _) | (_, Blob) => Impossible,
+        (_, Text) => Exact,
+        (Integer, Float | Decimal) | (Boolean, Integer | Float | Decimal) => Exact,
+        (Float, Decimal) | (Decimal, Float) => Lossy,
+        (Float | Decimal, Integer) | (Integer, Boolean) => Lossy,
+        (Text, Date | Time | Timestamp | Json) => Lossy,
+        (Date, Timestamp) | (Timestamp, Date) => Lossy,
+        _ => Impossible,
+    }
+}
+
+impl TableMapping {
+    /// Builds the mapping and checks it against both schemas. Returns every problem found
+    /// (not just the first), each naming the table, the column and the fix.
+    pub fn build(
+        spec: &TableSpec,
+        source_schema: &TableSchema,
+        target_schema: &TableSchema,
+    ) -> Result<TableMapping, Vec<String>> {
+        let mut problems = Vec::new();
+        let mut warnings = Vec::new();
+        let t = &spec.name;
+        let src_table = &spec.source_table;
+        let tgt_table = &spec.target_table;
+
+        let need_source = |column: &str, what: &str, problems: &mut Vec<String>| {
+            if source_schema.column(column).is_none() {
+                let names: Vec<&str> = source_schema.columns.iter().map(|c| c.name.as_str()).collect();
+                let hint = crate::config::closest(column, &names)
+                    .map(|s| format!(" (did you mean `{s}`?)"))
+                    .unwrap_or_default();
+                problems.push(format!(
+                    "table {t}: {what} `{column}` is not a column of source table `{src_table}`{hint}"
+                ));
+            }
+        };
+        need_source(&spec.key_field, "primary_key_field", &mut problems);
+        if let Some(m) = &spec.modify_field {
+            need_source(m, "modify_id_field", &mut problems);
+        }
+        for (column, _) in &spec.filter {
+            need_source(column, "`where` column", &mut problems);
+            let target = spec.target_column(column);
+            if target_schema.column(target).is_none() {
+                problems.push(format!(
+                    "table {t}: `where` column `{target}` is not a column of target table `{tgt_table}`; \
+                     the target needs it to tell record types apart"
+                ));
+            }
+        }
+        for (source, target) in &spec.field_mapping {
+            need_source(source, "field_mapping source", &mut problems);
+            if target_schema.column(target).is_none() {
+                problems.push(format!(
+                    "table {t}: field_mapping target `{target}` is not a column of target table `{tgt_table}`"
+                ));
+            }
+        }
+        for column in &spec.exclude_fields {
+            need_source(column, "exclude_fields entry", &mut problems);
+        }
+        let target_key = spec.target_column(&spec.key_field).to_string();
+        if target_schema.column(&target_key).is_none() {
+            problems.push(format!(
+                "table {t}: key column `{target_key}` is not a column of target table `{tgt_table}`"
+            ));
+        } else if !target_schema.unique_columns.contains(&target_key) {
+            problems.push(format!(
+                "table {t}: target table `{tgt_table}` needs a primary key or unique index on `{target_key}` \
+                 so that writes are idempotent upserts"
+            ));
+        }
+
+        let mut source_columns = Vec::new();
+        let mut target_columns = Vec::new();
+        let mut columns = Vec::new();
+        for column in &source_schema.columns {
+            if spec.exclude_fields.contains(&column.name) {
+                continue;
+            }
+            let target_name = spec.target_column(&column.name);
+            let Some(target_column) = target_schema.column(target_name) else {
+                warnings.push(format!(
+                    "table {t}: source column `{}` has no target column `{target_name}` and is not synced",
+                    column.name
+                ));
+                continue;
+            };
+            match convertibility(column.column_type, target_column.column_type) {
+                Convertibility::Impossible => problems.push(format!(
+                    "table {t}: source column `{}` ({}) cannot convert to target column `{}` ({}); \
+                     map it to a compatible column with field_mapping or list it in exclude_fields",
+                    column.name, column.declared_type, target_name, target_column.declared_type
+                )),
+                Convertibility::Lossy => warnings.push(format!(
+                    "table {t}: source column `{}` ({}) -> target `{}` ({}) may lose data; \
+                     rows that do not convert are reported as data errors",
+                    column.name, column.declared_type, target_name, target_column.declared_type
+                )),
+                Convertibility::Exact => {}
+            }
+            columns.push(ColumnSource::Source {
+                index: source_columns.len(),
+                to: target_column.column_type,
+            });
+            source_columns.push(column.name.clone());
+            target_columns.push(target_name.to_string());
+        }
+        for column in &target_schema.columns {
+            if target_columns.contains(&column.name) || column.nullable || column.has_default {
+                continue;
+            }
+            if spec.settings.set_default_value {
+                columns.push(ColumnSource::Default(default_for(column.column_type)));
+                target_columns.push(column.name.clone());
+            } else {
+                problems.push(format!(
+                    "table {t}: target column `{}` is NOT NULL without a default and no source column \
+                     feeds it; map one with field_mapping or set \"set_default_value\": true",
+                    column.name
+                ));
+            }
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+
+        let index_of = |columns: &[String], name: &str| columns.iter().position(|c| c == name);
+        let key_index = index_of(&source_columns, &spec.key_field).expect("key checked above");
+        let modify_index = spec.modify_field.as_deref().and_then(|m| index_of(&source_columns, m));
+        let source = TableScope {
+            table: spec.source_table.clone(),
+            columns: source_columns,
+            key_index,
+            modify_index,
+            filter: spec.filter.clone(),
+        };
+        let target = TableScope {
+            table: spec.target_table.clone(),
+            key_index: index_of(&target_columns, &target_key).expect("key checked above"),
+            modify_index: spec
+                .modify_field
+                .as_deref()
+                .and_then(|m| index_of(&target_columns, spec.target_column(m))),
+            filter: spec
+                .filter
+                .iter()
+                .map(|(c, v)| (spec.target_column(c).to_string(), v.clone()))
+                .collect(),
+            columns: target_columns,
+        };
+        Ok(TableMapping { source, target, columns, warnings })
+    }
+
+    /// Converts a source row into a target row. An error names the column and value type.
+    pub fn convert(&self, row: &Row) -> Result<Row, String> {
+        self.columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| match c {
+                ColumnSource::Source { index, to } => convert_value(&row[*index], *to)
+                    .map_err(|e| format!("column `{}`: {e}", self.target.columns[i])),
+                ColumnSource::Default(v) => Ok(v.clone()),
+            })
+            .collect()
+    }
+
+    /// True when a converted source row and a target row hold the same data (columns
+    /// filled with defaults are not compared: the target may legitimately hold others).
+    pub fn rows_equal(&self, converted: &Row, target: &Row) -> bool {
+        self.columns.iter().enumerate().all(|(i, c)| match c {
+            ColumnSource::Source { .. } => converted[i].same_as(&target[i]),
+            ColumnSource::Default(_) => true,
+        })
+    }
+}
+
+fn default_for(t: ColumnType) -> Value {
+    match t {
+        ColumnType::Integer | ColumnType::Decimal => Value::Int(0),
+        ColumnType::Float => Value::Float(0.0),
+        ColumnType::Boolean => Value::Bool(false),
+        ColumnType::Blob => Value::Bytes(Vec::new()),
+        ColumnType::Date => Value::Text("0001-01-01".into()),
+        ColumnType::Time => Value::Text("00:00:00".into()),
+        ColumnType::Timestamp => Value::Text("0001-01-01 00:00:00".into()),
+        ColumnType::Json => Value::Text("{}".into()),
+        ColumnType::Text | ColumnType::Other => Value::Text(String::new()),
+    }
+}
+
+/// Converts one value to a target type family.
+pub fn convert_value(value: &Value, to: ColumnType) -> Result<Value, String> {
+    use ColumnType as T;
+    Ok(match (value, to) {
+        (Value::Null, _) | (_, T::Other) => value.clone(),
+        (Value::Int(_), T::Integer) => value.clone(),
+        (Value::Float(f), T::Integer) if f.fract() == 0.0 && f.abs() < 9.2e18 => Value::Int(*f as i64),
+        (Value::Bool(b), T::Integer) => Value::Int(i64::from(*b)),
+        (Value::Text(s), T::Integer) => Value::Int(
+            s.trim().parse().map_err(|_| format!("text {s:?} is not an integer"))?,
+        ),
+        (Value::Int(i), T::Float | T::Decimal) => Value::Float(*i as f64),
+        (Value::Float(_), T::Float | T::Decimal) => value.clone(),
+        (Value::Text(s), T::Float | T::Decimal) => Value::Float(
+            s.trim().parse().map_err(|_| format!("text {s:?} is not a number"))?,
+        ),
+        (Value::Bool(_), T::Boolean) => value.clone(),
+        (Value::Int(i @ (0 | 1)), T::Boolean) => Value::Bool(*i == 1),
+        (Value::Text(_), T::Text | T::Date | T::Time | T::Timestamp | T::Json) => value.clone(),
+        (Value::Int(i), T::Text) => Value::Text(i.to_string()),
+        (Value::Float(f), T::Text) => Value::Text(f.to_string()),
+        (Value::Bool(b), T::Text) => Value::Text(b.to_string()),
+        (Value::Bytes(b), T::Text) => Value::Text(
+            String::from_utf8(b.clone()).map_err(|_| "bytes are not valid UTF-8 text".to_string())?,
+        ),
+        (Value::Bytes(_), T::Blob) => value.clone(),
+        (Value::Text(s), T::Blob) => Value::Bytes(s.as_bytes().to_vec()),
+        // Dates and times kept as integers (unix time) or floats (julian days) pass through.
+        (Value::Int(_) | Value::Float(_), T::Date | T::Time | T::Timestamp) => value.clone(),
+        (v, t) => return Err(format!("{} value cannot convert to {t}", v.kind())),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, TableSpec};
+    use crate::model::ColumnSchema;
+
+    fn col(name: &str, declared: &str, nullable: bool) -> ColumnSchema {
+        ColumnSchema {
+            name: name.into(),
+            declared_type: declared.into(),
+            column_type: crate::connector::sqlite::column_type(declared),
+            nullable,
+            has_default: false,
+        }
+    }
+
+    fn schema(name: &str, columns: Vec<ColumnSchema>) -> TableSchema {
+        TableSchema { name: name.into(), columns, unique_columns: vec!["id".into()] }
+    }
+
+    fn spec(extra: &str) -> TableSpec {
+        let text = format!(
+            r#"{{"source": {{"type": "sqlite", "path": "a"}}, "target": {{"type": "sqlite", "path": "b"}},
+                "tables": [{{"name": "product", "modify_id_field": "modify_id" {extra}}}]}}"#
+        );
+        let config = Config::from_str_at(&text, std::path::Path::new("c.json"), &|_| None).unwrap();
+        config.tables[0].clone()
+    }
+
+    fn source() -> TableSchema {
+        schema(
+            "product",
+            vec![
+                col("id", "INTEGER", false),
+                col("descr", "TEXT", true),
+                col("price", "REAL", true),
+                col("modify_id", "INTEGER", false),
+                col("legacy", "TEXT", true),
+            ],
+        )
+    }
+
+    /// Renamed columns map by name, unmatched source columns are skipped with a warning,
+    /// and converted rows land in target column order.
+    #[test]
+    fn mapping_renames_and_skips() {
+        let target = schema(
+            "product",
+            vec![
+                col("id", "INTEGER", false),
+                col("modify_id", "INTEGER", false),
+                col("description", "TEXT", true),
+                col("price", "NUMERIC(10,2)", true),
+            ],
+        );
+        let m = TableMapping::build(&spec(r#", "field_mapping": {"descr": "description"}"#), &source(), &target)
+            .unwrap();
+        assert_eq!(m.source.columns, vec!["id", "descr", "price", "modify_id"]);
+        assert_eq!(m.target.columns, vec!["id", "description", "price", "modify_id"]);
+        assert_eq!(m.target.modify_index, Some(3));
+        assert!(m.warnings.iter().any(|w| w.contains("`legacy`")), "{:?}", m.warnings);
+        let row = vec![Value::Int(1), Value::Text("x".into()), Value::Int(3), Value::Int(9)];
+        let out = m.convert(&row).unwrap();
+        assert!(matches!(out[2], Value::Float(f) if f == 3.0));
+    }
+
+    /// A text column feeding an integer column cannot convert and is reported; so are a
+    /// missing key column and a NOT NULL target column that nothing feeds.
+    #[test]
+    fn impossible_mappings_are_reported_together() {
+        let target = TableSchema {
+            name: "product".into(),
+            columns: vec![
+                col("id", "INTEGER", false),
+                col("descr", "INTEGER", true),
+                col("modify_id", "INTEGER", false),
+                col("mandatory", "TEXT", false),
+            ],
+            unique_columns: vec![],
+        };
+        let problems = TableMapping::build(&spec(""), &source(), &target).unwrap_err();
+        let text = problems.join("\n");
+        assert!(text.contains("`descr` (TEXT) cannot convert"), "{text}");
+        assert!(text.contains("needs a primary key or unique index on `id`"), "{text}");
+        assert!(text.contains("`mandatory` is NOT NULL"), "{text}");
+    }
+
+    /// `set_default_value` fills NOT NULL target columns nothing feeds, and those columns
+    /// are not compared.
+    #[test]
+    fn set_default_value_fills_and_is_not_compared() {
+        let target = schema(
+            "product",
+            vec![col("id", "INTEGER", false), col("modify_id", "INTEGER", true), col("flag", "INTEGER", false)],
+        );
+        let m = TableMapping::build(&spec(r#", "set_default_value": true"#), &source(), &target).unwrap();
+        let out = m.convert(&vec![
+            Value::Int(1),
+            Value::Null,
+            Value::Null,
+            Value::Int(5),
+            Value::Null,
+        ])
+        .unwrap();
+        assert!(matches!(out[2], Value::Int(0)));
+        let stored = vec![Value::Int(1), Value::Int(5), Value::Int(7)];
+        assert!(m.rows_equal(&out, &stored));
+    }
+
+    /// Unknown columns in the config are reported with a suggestion.
+    #[test]
+    fn typo_in_key_field_is_reported() {
+        let problems = TableMapping::build(&spec(r#", "primary_key_field": "idd""#), &source(), &source())
+            .unwrap_err();
+        assert!(problems[0].contains("`idd`") && problems[0].contains("did you mean `id`"), "{problems:?}");
+    }
+
+    /// Value conversions succeed where exact and fail with a reason otherwise.
+    #[test]
+    fn value_conversion() {
+        assert!(matches!(convert_value(&Value::Text(" 42".into()), ColumnType::Integer), Ok(Value::Int(42))));
+        assert!(convert_value(&Value::Text("4x".into()), ColumnType::Integer).is_err());
+        assert!(convert_value(&Value::Float(1.5), ColumnType::Integer).is_err());
+        assert!(matches!(convert_value(&Value::Int(7), ColumnType::Text), Ok(Value::Text(s)) if s == "7"));
+        assert!(convert_value(&Value::Bytes(vec![0xff]), ColumnType::Text).is_err());
+    }
+}
