@@ -169,6 +169,7 @@ fn check_tables(config: &Config, tables: &[String]) -> Result<(), u8> {
 /// Exit code and message for an engine error.
 pub fn engine_exit(e: &EngineError) -> u8 {
     match e {
+        EngineError::Connect(crate::connector::ConnectorError::Config(_)) => exit::CONFIG,
         EngineError::Connect(_) => exit::CONNECTION,
         EngineError::Schema(_) => exit::SCHEMA,
         EngineError::Interrupted => exit::INTERRUPTED,

@@ -65,9 +65,8 @@ const COUNTRIES: [&str; 8] = ["FI", "SE", "DE", "FR", "US", "GB", "EE", "NO"];
 const TYPES: [&str; 3] = ["work", "material", "service"];
 const UNITS: [&str; 4] = ["h", "pcs", "kg", "m"];
 const STATUS: [&str; 4] = ["open", "confirmed", "delivered", "invoiced"];
-const WORDS: [&str; 12] = [
-    "steel", "oak", "design", "install", "repair", "copper", "survey", "paint", "cable", "audit", "glass", "pump",
-];
+const WORDS: [&str; 12] =
+    ["steel", "oak", "design", "install", "repair", "copper", "survey", "paint", "cable", "audit", "glass", "pump"];
 
 fn size(table: &str, scale: f64) -> i64 {
     let base = SIZES.iter().find(|(t, _)| *t == table).map_or(0, |(_, n)| *n);
@@ -241,15 +240,15 @@ pub fn mutate_source(conn: &mut Connection, seed: u64) -> rusqlite::Result<Mutat
         modify += 1;
         modify
     };
-    let (orders, order_rows, products, companies) = (max("orders")?, max("order_row")?, max("product")?, max("company")?);
+    let (orders, order_rows, products, companies) =
+        (max("orders")?, max("order_row")?, max("product")?, max("company")?);
 
     // Cancelled orders: delete 40 orders and their rows.
     for _ in 0..40 {
         let id = 1 + rng.below(orders);
-        m.updated += tx.execute(
-            "UPDATE invoice SET order_id = NULL, modify_id = ?2 WHERE order_id = ?1",
-            params![id, next()],
-        )? as u64;
+        m.updated += tx
+            .execute("UPDATE invoice SET order_id = NULL, modify_id = ?2 WHERE order_id = ?1", params![id, next()])?
+            as u64;
         m.deleted += tx.execute("DELETE FROM order_row WHERE order_id = ?1", [id])? as u64;
         m.deleted += tx.execute("DELETE FROM orders WHERE id = ?1", [id])? as u64;
     }
@@ -298,7 +297,8 @@ pub fn mutate_source(conn: &mut Connection, seed: u64) -> rusqlite::Result<Mutat
     // Company edits by a tool that forgets the modify ID.
     for _ in 0..25 {
         let id = 1 + rng.below(companies);
-        m.silent_updates += tx.execute("UPDATE company SET country = 'FI', name = name || '.' WHERE id = ?1", [id])? as u64;
+        m.silent_updates +=
+            tx.execute("UPDATE company SET country = 'FI', name = name || '.' WHERE id = ?1", [id])? as u64;
     }
     // Removed invoice rows.
     m.deleted += tx.execute("DELETE FROM invoice_row WHERE id % 997 = 0", [])? as u64;

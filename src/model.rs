@@ -98,9 +98,7 @@ impl Value {
             (Value::Int(a), Value::Int(b)) => a.cmp(b),
             (Value::Text(a), Value::Text(b)) => a.as_bytes().cmp(b.as_bytes()),
             (Value::Bytes(a), Value::Bytes(b)) => a.cmp(b),
-            (a, b) if rank(a) == 1 && rank(b) == 1 => {
-                a.as_f64().unwrap_or(0.0).total_cmp(&b.as_f64().unwrap_or(0.0))
-            }
+            (a, b) if rank(a) == 1 && rank(b) == 1 => a.as_f64().unwrap_or(0.0).total_cmp(&b.as_f64().unwrap_or(0.0)),
             (a, b) => rank(a).cmp(&rank(b)),
         }
     }
@@ -128,9 +126,7 @@ impl Value {
             (Value::Int(a), Value::Float(b)) | (Value::Float(b), Value::Int(a)) => {
                 (*a as f64) == *b && b.fract() == 0.0
             }
-            (Value::Bool(a), Value::Int(b)) | (Value::Int(b), Value::Bool(a)) => {
-                i64::from(*a) == *b
-            }
+            (Value::Bool(a), Value::Int(b)) | (Value::Int(b), Value::Bool(a)) => i64::from(*a) == *b,
             _ => false,
         }
     }
@@ -311,23 +307,12 @@ mod tests {
     /// Integer keys sort numerically, text keys by bytes, and integers before text.
     #[test]
     fn key_order_is_backend_independent() {
-        let mut keys = vec![
-            Key::Text("b".into()),
-            Key::Int(10),
-            Key::Text("B".into()),
-            Key::Int(-3),
-            Key::Text("é".into()),
-        ];
+        let mut keys =
+            vec![Key::Text("b".into()), Key::Int(10), Key::Text("B".into()), Key::Int(-3), Key::Text("é".into())];
         keys.sort();
         assert_eq!(
             keys,
-            vec![
-                Key::Int(-3),
-                Key::Int(10),
-                Key::Text("B".into()),
-                Key::Text("b".into()),
-                Key::Text("é".into()),
-            ]
+            vec![Key::Int(-3), Key::Int(10), Key::Text("B".into()), Key::Text("b".into()), Key::Text("é".into()),]
         );
     }
 

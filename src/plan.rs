@@ -82,7 +82,7 @@ impl Plan {
 pub fn decide(input: PlanInput) -> Plan {
     use StepKind::*;
     let PlanInput { source_count: source, target_count: target, changed_count, .. } = input;
-    let trusted = input.trust_modify_id && input.has_previous_modify_id;
+    let trusted = input.trust_modify_id && input.has_previous_modify_id && changed_count.is_some();
     let has_changes = changed_count.is_none_or(|c| c > 0);
     let incremental_possible = changed_count.is_some();
 

@@ -151,10 +151,12 @@ impl RunReport {
         let mut out = String::new();
         let width = self.tables.iter().map(|t| t.name.len()).max().unwrap_or(5).max(5);
         if self.plan_only {
-            let _ = writeln!(out, "{:<width$}  {:>10} {:>10} {:>9}  plan / reason", "table", "source", "target", "changed");
+            let _ =
+                writeln!(out, "{:<width$}  {:>10} {:>10} {:>9}  plan / reason", "table", "source", "target", "changed");
             for t in &self.tables {
                 let changed = t.changed.map_or("-".to_string(), |c| c.to_string());
-                let (steps, reason) = t.plan.as_ref().map_or(("[]".into(), ""), |p| (p.steps_text(), p.reason.as_str()));
+                let (steps, reason) =
+                    t.plan.as_ref().map_or(("[]".into(), ""), |p| (p.steps_text(), p.reason.as_str()));
                 let _ = writeln!(
                     out,
                     "{:<width$}  {:>10} {:>10} {:>9}  {steps}  {reason}",
@@ -166,7 +168,15 @@ impl RunReport {
         let _ = writeln!(
             out,
             "{:<width$}  {:>19} {:>19} {:>8} {:>8} {:>8} {:>8} {:>6} {:>8}  plan",
-            "table", "source before>after", "target before>after", "added", "modified", "deleted", "skipped", "errors", "time"
+            "table",
+            "source before>after",
+            "target before>after",
+            "added",
+            "modified",
+            "deleted",
+            "skipped",
+            "errors",
+            "time"
         );
         for t in &self.tables {
             let after = |v: Option<u64>| v.map_or("?".to_string(), |v| v.to_string());
@@ -248,11 +258,9 @@ impl StepProgress {
         let bar = (mode == ProgressMode::Auto && terminal).then(|| {
             let bar = ProgressBar::new(total);
             bar.set_style(
-                ProgressStyle::with_template(
-                    "{msg:30} [{bar:30}] {pos:>9}/{len:9} {per_sec:>12} ETA {eta}",
-                )
-                .expect("valid template")
-                .progress_chars("=> "),
+                ProgressStyle::with_template("{msg:30} [{bar:30}] {pos:>9}/{len:9} {per_sec:>12} ETA {eta}")
+                    .expect("valid template")
+                    .progress_chars("=> "),
             );
             bar.set_message(label.clone());
             bar

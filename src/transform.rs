@@ -77,9 +77,8 @@ impl TableMapping {
                 let hint = crate::config::closest(column, &names)
                     .map(|s| format!(" (did you mean `{s}`?)"))
                     .unwrap_or_default();
-                problems.push(format!(
-                    "table {t}: {what} `{column}` is not a column of source table `{src_table}`{hint}"
-                ));
+                problems
+                    .push(format!("table {t}: {what} `{column}` is not a column of source table `{src_table}`{hint}"));
             }
         };
         need_source(&spec.key_field, "primary_key_field", &mut problems);
@@ -109,9 +108,8 @@ impl TableMapping {
         }
         let target_key = spec.target_column(&spec.key_field).to_string();
         if target_schema.column(&target_key).is_none() {
-            problems.push(format!(
-                "table {t}: key column `{target_key}` is not a column of target table `{tgt_table}`"
-            ));
+            problems
+                .push(format!("table {t}: key column `{target_key}` is not a column of target table `{tgt_table}`"));
         } else if !target_schema.unique_columns.contains(&target_key) {
             problems.push(format!(
                 "table {t}: target table `{tgt_table}` needs a primary key or unique index on `{target_key}` \
@@ -147,10 +145,7 @@ impl TableMapping {
                 )),
                 Convertibility::Exact => {}
             }
-            columns.push(ColumnSource::Source {
-                index: source_columns.len(),
-                to: target_column.column_type,
-            });
+            columns.push(ColumnSource::Source { index: source_columns.len(), to: target_column.column_type });
             source_columns.push(column.name.clone());
             target_columns.push(target_name.to_string());
         }
@@ -186,15 +181,8 @@ impl TableMapping {
         let target = TableScope {
             table: spec.target_table.clone(),
             key_index: index_of(&target_columns, &target_key).expect("key checked above"),
-            modify_index: spec
-                .modify_field
-                .as_deref()
-                .and_then(|m| index_of(&target_columns, spec.target_column(m))),
-            filter: spec
-                .filter
-                .iter()
-                .map(|(c, v)| (spec.target_column(c).to_string(), v.clone()))
-                .collect(),
+            modify_index: spec.modify_field.as_deref().and_then(|m| index_of(&target_columns, spec.target_column(m))),
+            filter: spec.filter.iter().map(|(c, v)| (spec.target_column(c).to_string(), v.clone())).collect(),
             columns: target_columns,
         };
         Ok(TableMapping { source, target, columns, warnings })
@@ -206,8 +194,9 @@ impl TableMapping {
             .iter()
             .enumerate()
             .map(|(i, c)| match c {
-                ColumnSource::Source { index, to } => convert_value(&row[*index], *to)
-                    .map_err(|e| format!("column `{}`: {e}", self.target.columns[i])),
+                ColumnSource::Source { index, to } => {
+                    convert_value(&row[*index], *to).map_err(|e| format!("column `{}`: {e}", self.target.columns[i]))
+                }
                 ColumnSource::Default(v) => Ok(v.clone()),
             })
             .collect()
@@ -245,23 +234,23 @@ pub fn convert_value(value: &Value, to: ColumnType) -> Result<Value, String> {
         (Value::Int(_), T::Integer) => value.clone(),
         (Value::Float(f), T::Integer) if f.fract() == 0.0 && f.abs() < 9.2e18 => Value::Int(*f as i64),
         (Value::Bool(b), T::Integer) => Value::Int(i64::from(*b)),
-        (Value::Text(s), T::Integer) => Value::Int(
-            s.trim().parse().map_err(|_| format!("text {s:?} is not an integer"))?,
-        ),
+        (Value::Text(s), T::Integer) => {
+            Value::Int(s.trim().parse().map_err(|_| format!("text {s:?} is not an integer"))?)
+        }
         (Value::Int(i), T::Float | T::Decimal) => Value::Float(*i as f64),
         (Value::Float(_), T::Float | T::Decimal) => value.clone(),
-        (Value::Text(s), T::Float | T::Decimal) => Value::Float(
-            s.trim().parse().map_err(|_| format!("text {s:?} is not a number"))?,
-        ),
+        (Value::Text(s), T::Float | T::Decimal) => {
+            Value::Float(s.trim().parse().map_err(|_| format!("text {s:?} is not a number"))?)
+        }
         (Value::Bool(_), T::Boolean) => value.clone(),
         (Value::Int(i @ (0 | 1)), T::Boolean) => Value::Bool(*i == 1),
         (Value::Text(_), T::Text | T::Date | T::Time | T::Timestamp | T::Json) => value.clone(),
         (Value::Int(i), T::Text) => Value::Text(i.to_string()),
         (Value::Float(f), T::Text) => Value::Text(f.to_string()),
         (Value::Bool(b), T::Text) => Value::Text(b.to_string()),
-        (Value::Bytes(b), T::Text) => Value::Text(
-            String::from_utf8(b.clone()).map_err(|_| "bytes are not valid UTF-8 text".to_string())?,
-        ),
+        (Value::Bytes(b), T::Text) => {
+            Value::Text(String::from_utf8(b.clone()).map_err(|_| "bytes are not valid UTF-8 text".to_string())?)
+        }
         (Value::Bytes(_), T::Blob) => value.clone(),
         (Value::Text(s), T::Blob) => Value::Bytes(s.as_bytes().to_vec()),
         // Dates and times kept as integers (unix time) or floats (julian days) pass through.
@@ -325,8 +314,8 @@ mod tests {
                 col("price", "NUMERIC(10,2)", true),
             ],
         );
-        let m = TableMapping::build(&spec(r#", "field_mapping": {"descr": "description"}"#), &source(), &target)
-            .unwrap();
+        let m =
+            TableMapping::build(&spec(r#", "field_mapping": {"descr": "description"}"#), &source(), &target).unwrap();
         assert_eq!(m.source.columns, vec!["id", "descr", "price", "modify_id"]);
         assert_eq!(m.target.columns, vec!["id", "description", "price", "modify_id"]);
         assert_eq!(m.target.modify_index, Some(3));
@@ -366,14 +355,8 @@ mod tests {
             vec![col("id", "INTEGER", false), col("modify_id", "INTEGER", true), col("flag", "INTEGER", false)],
         );
         let m = TableMapping::build(&spec(r#", "set_default_value": true"#), &source(), &target).unwrap();
-        let out = m.convert(&vec![
-            Value::Int(1),
-            Value::Null,
-            Value::Null,
-            Value::Int(5),
-            Value::Null,
-        ])
-        .unwrap();
+        assert_eq!(m.source.columns, vec!["id", "modify_id"]);
+        let out = m.convert(&vec![Value::Int(1), Value::Int(5)]).unwrap();
         assert!(matches!(out[2], Value::Int(0)));
         let stored = vec![Value::Int(1), Value::Int(5), Value::Int(7)];
         assert!(m.rows_equal(&out, &stored));
@@ -382,8 +365,7 @@ mod tests {
     /// Unknown columns in the config are reported with a suggestion.
     #[test]
     fn typo_in_key_field_is_reported() {
-        let problems = TableMapping::build(&spec(r#", "primary_key_field": "idd""#), &source(), &source())
-            .unwrap_err();
+        let problems = TableMapping::build(&spec(r#", "primary_key_field": "idd""#), &source(), &source()).unwrap_err();
         assert!(problems[0].contains("`idd`") && problems[0].contains("did you mean `id`"), "{problems:?}");
     }
 

@@ -240,29 +240,21 @@ pub struct TableSpec {
 impl TableSpec {
     /// Target name of a source column.
     pub fn target_column<'a>(&'a self, source: &'a str) -> &'a str {
-        self.field_mapping
-            .iter()
-            .find(|(s, _)| s == source)
-            .map(|(_, t)| t.as_str())
-            .unwrap_or(source)
+        self.field_mapping.iter().find(|(s, _)| s == source).map(|(_, t)| t.as_str()).unwrap_or(source)
     }
 }
 
 impl Config {
     /// Reads, substitutes and validates the config file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
         Self::from_str_at(&text, path, &|name| std::env::var(name).ok())
     }
 
     /// Parses config text as if read from `path`, reading environment variables through
     /// `env` (tests pass a closure instead of touching the process environment).
-    pub fn from_str_at(
-        text: &str,
-        path: &Path,
-        env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<Config, ConfigError> {
+    pub fn from_str_at(text: &str, path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         let mut json: Json = serde_json::from_str(text).map_err(|e| ConfigError::Syntax {
             path: path.to_path_buf(),
             line: e.line(),
@@ -272,8 +264,7 @@ impl Config {
         strip_comments(&mut json);
         let fingerprint = fingerprint(&json);
         interpolate(&mut json, "", path, env)?;
-        let file: ConfigFile = serde_path_to_error::deserialize(json)
-            .map_err(|e| deserialize_error(path, e))?;
+        let file: ConfigFile = serde_path_to_error::deserialize(json).map_err(|e| deserialize_error(path, e))?;
         let base_dir = path
             .parent()
             .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })
@@ -418,25 +409,12 @@ pub fn closest(key: &str, candidates: &[&str]) -> Option<String> {
 }
 
 fn invalid(path: &Path, location: impl Into<String>, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        path: path.to_path_buf(),
-        location: location.into(),
-        message: message.into(),
-    }
+    ConfigError::Invalid { path: path.to_path_buf(), location: location.into(), message: message.into() }
 }
 
-fn validate(
-    file: ConfigFile,
-    path: &Path,
-    base_dir: &Path,
-    fingerprint: u64,
-) -> Result<Config, ConfigError> {
+fn validate(file: ConfigFile, path: &Path, base_dir: &Path, fingerprint: u64) -> Result<Config, ConfigError> {
     let positive = |value: usize, key: &str| -> Result<(), ConfigError> {
-        if value == 0 {
-            Err(invalid(path, key, "must be at least 1"))
-        } else {
-            Ok(())
-        }
+        if value == 0 { Err(invalid(path, key, "must be at least 1")) } else { Ok(()) }
     };
     positive(file.batch_size, "batch_size")?;
     positive(file.batch_size_4d, "batch_size_4d")?;
@@ -472,9 +450,7 @@ fn validate(
     let known: Vec<&str> = tables.iter().map(|t| t.name.as_str()).collect();
     for (i, name) in file.sync_table.iter().enumerate() {
         if !known.contains(&name.as_str()) {
-            let hint = closest(name, &known)
-                .map(|s| format!(" (did you mean `{s}`?)"))
-                .unwrap_or_default();
+            let hint = closest(name, &known).map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default();
             return Err(invalid(
                 path,
                 format!("sync_table[{i}]"),
@@ -484,16 +460,13 @@ fn validate(
     }
 
     if file.sleep_seconds.is_some() && file.run_at_time.is_some() {
-        return Err(invalid(
-            path,
-            "run_at_time",
-            "set either `sleep_seconds` or `run_at_time`, not both",
-        ));
+        return Err(invalid(path, "run_at_time", "set either `sleep_seconds` or `run_at_time`, not both"));
     }
     let run_at_time = match &file.run_at_time {
-        Some(text) => Some(parse_hh_mm(text).ok_or_else(|| {
-            invalid(path, "run_at_time", format!("`{text}` is not a time of day like \"02:00\""))
-        })?),
+        Some(text) => Some(
+            parse_hh_mm(text)
+                .ok_or_else(|| invalid(path, "run_at_time", format!("`{text}` is not a time of day like \"02:00\"")))?,
+        ),
         None => None,
     };
     let state_dir = match &file.state_dir {
@@ -538,48 +511,32 @@ fn parse_hh_mm(text: &str) -> Option<(u8, u8)> {
     (h < 24 && m < 60).then_some((h, m))
 }
 
-fn endpoint(
-    conn: &ConnectionFile,
-    location: &str,
-    path: &Path,
-    base_dir: &Path,
-) -> Result<Endpoint, ConfigError> {
+fn endpoint(conn: &ConnectionFile, location: &str, path: &Path, base_dir: &Path) -> Result<Endpoint, ConfigError> {
     let mut resolved = None;
     match conn.kind {
         ConnectionKind::Sqlite => {
-            let file = conn.path.as_deref().filter(|p| !p.is_empty()).ok_or_else(|| {
-                invalid(path, location, "a sqlite connection needs \"path\": \"file.sqlite\"")
-            })?;
+            let file = conn
+                .path
+                .as_deref()
+                .filter(|p| !p.is_empty())
+                .ok_or_else(|| invalid(path, location, "a sqlite connection needs \"path\": \"file.sqlite\""))?;
             resolved = Some(base_dir.join(file));
         }
         ConnectionKind::Postgres | ConnectionKind::Rest => {
             if conn.url.as_deref().is_none_or(str::is_empty) {
-                return Err(invalid(
-                    path,
-                    location,
-                    format!("a {} connection needs \"url\"", conn.kind.name()),
-                ));
+                return Err(invalid(path, location, format!("a {} connection needs \"url\"", conn.kind.name())));
             }
         }
         ConnectionKind::FourD => {
             if conn.url.is_none() && conn.host.is_none() {
-                return Err(invalid(
-                    path,
-                    location,
-                    "a 4d connection needs \"url\" (REST) or \"host\" (SQL server)",
-                ));
+                return Err(invalid(path, location, "a 4d connection needs \"url\" (REST) or \"host\" (SQL server)"));
             }
         }
     }
     Ok(Endpoint { kind: conn.kind, path: resolved, raw: conn.clone() })
 }
 
-fn table_spec(
-    file: &ConfigFile,
-    table: &TableFile,
-    location: &str,
-    path: &Path,
-) -> Result<TableSpec, ConfigError> {
+fn table_spec(file: &ConfigFile, table: &TableFile, location: &str, path: &Path) -> Result<TableSpec, ConfigError> {
     let non_empty = |value: &str, key: &str| -> Result<(), ConfigError> {
         if value.trim().is_empty() {
             Err(invalid(path, format!("{location}.{key}"), "must not be empty"))
@@ -608,11 +565,7 @@ fn table_spec(
                 None => Value::Float(n.as_f64().unwrap_or(f64::NAN)),
             },
             _ => {
-                return Err(invalid(
-                    path,
-                    format!("{location}.where.{column}"),
-                    "must be a string, number or boolean",
-                ));
+                return Err(invalid(path, format!("{location}.where.{column}"), "must be a string, number or boolean"));
             }
         };
         filter.push((column.clone(), value));
@@ -659,15 +612,9 @@ fn table_spec(
         set_default_value: table.set_default_value.unwrap_or(file.set_default_value),
         copy_all_json_keys: table.copy_all_json_keys.unwrap_or(file.copy_all_json_keys),
         binary_search_for_add: table.binary_search_for_add.unwrap_or(file.binary_search_for_add),
-        binary_search_min_table_size: table
-            .binary_search_min_table_size
-            .unwrap_or(file.binary_search_min_table_size),
-        binary_search_read_batch: table
-            .binary_search_read_batch
-            .unwrap_or(file.binary_search_read_batch),
-        binary_search_recent_first: table
-            .binary_search_recent_first
-            .unwrap_or(file.binary_search_recent_first),
+        binary_search_min_table_size: table.binary_search_min_table_size.unwrap_or(file.binary_search_min_table_size),
+        binary_search_read_batch: table.binary_search_read_batch.unwrap_or(file.binary_search_read_batch),
+        binary_search_recent_first: table.binary_search_recent_first.unwrap_or(file.binary_search_recent_first),
         fallback_full_compare_on_mismatch: table
             .fallback_full_compare_on_mismatch
             .unwrap_or(file.fallback_full_compare_on_mismatch),

@@ -88,8 +88,11 @@ fn env_interpolation() {
     assert_eq!(config.source.path.as_deref(), Some(Path::new("/data/src-${x}.sqlite")));
 
     let err = parse(&text).unwrap_err();
-    assert!(matches!(&err, ConfigError::MissingEnv { var, location, .. }
-        if var == "DATA_DIR" && location == "source.path"), "{err}");
+    assert!(
+        matches!(&err, ConfigError::MissingEnv { var, location, .. }
+        if var == "DATA_DIR" && location == "source.path"),
+        "{err}"
+    );
 }
 
 /// Unsupported connection types and missing connection keys are clear errors.
@@ -107,14 +110,10 @@ fn connection_errors() {
 /// Values out of range, duplicate names and unknown `sync_table` entries are rejected.
 #[test]
 fn semantic_errors() {
-    let message = parse(&MINIMAL.replace("\"batch_size\": 5000", "\"batch_size\": 0"))
-        .unwrap_err()
-        .to_string();
+    let message = parse(&MINIMAL.replace("\"batch_size\": 5000", "\"batch_size\": 0")).unwrap_err().to_string();
     assert!(message.contains("batch_size") && message.contains("at least 1"), "{message}");
 
-    let message = parse(&MINIMAL.replace("\"name\": \"product-work\"", "\"name\": \"items\""))
-        .unwrap_err()
-        .to_string();
+    let message = parse(&MINIMAL.replace("\"name\": \"product-work\"", "\"name\": \"items\"")).unwrap_err().to_string();
     assert!(message.contains("appears twice"), "{message}");
 
     let text = MINIMAL.replace("\"batch_size\": 5000", "\"sync_table\": [\"product-wrok\"]");
@@ -147,7 +146,8 @@ fn reference_config_documents_every_key() {
 
     // serde lists every accepted key when it meets an unknown one: use that as the truth.
     fn accepted<T: serde::de::DeserializeOwned>(probe: Json) -> Vec<String> {
-        let err = serde_json::from_value::<T>(probe).unwrap_err().to_string();
+        let Err(err) = serde_json::from_value::<T>(probe) else { panic!("probe accepted") };
+        let err = err.to_string();
         let rest = err.split("expected one of ").nth(1).expect(&err);
         rest.split('`').skip(1).step_by(2).map(str::to_string).collect()
     }
@@ -164,7 +164,13 @@ fn reference_config_documents_every_key() {
     for key in &top {
         assert!(documented(&json, key), "reference config lacks top-level `{key}` or its `// {key}` comment");
     }
-    let connections = [&json["source"], &json["target"], &json["// examples"]["postgres"], &json["// examples"]["4d"], &json["// examples"]["rest"]];
+    let connections = [
+        &json["source"],
+        &json["target"],
+        &json["// examples"]["postgres"],
+        &json["// examples"]["4d"],
+        &json["// examples"]["rest"],
+    ];
     for key in &conn {
         assert!(
             connections.iter().any(|c| c.is_object() && documented(c, key)),
@@ -173,9 +179,6 @@ fn reference_config_documents_every_key() {
     }
     let tables = json["tables"].as_array().unwrap();
     for key in &table {
-        assert!(
-            tables.iter().any(|t| documented(t, key)),
-            "reference config lacks table key `{key}` or its comment"
-        );
+        assert!(tables.iter().any(|t| documented(t, key)), "reference config lacks table key `{key}` or its comment");
     }
 }

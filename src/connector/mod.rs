@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use async_trait::async_trait;
 
 use crate::config::{ConnectionKind, Endpoint};
-use crate::model::{Key, KeyRange, Row, TableScope, TableSchema, Value};
+use crate::model::{Key, KeyRange, Row, TableSchema, TableScope, Value};
 
 /// A connector failure, classified the way the manual's error handling needs it.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +46,9 @@ pub enum ConnectorError {
         /// The operation.
         operation: &'static str,
     },
+    /// The connection settings ask for something db-sync cannot do.
+    #[error("{0}")]
+    Config(String),
     /// Anything else: a bug or an unexpected answer.
     #[error("{0}")]
     Other(String),
@@ -131,38 +134,19 @@ pub trait Connector: Send + Sync {
     async fn count(&self, scope: &TableScope, range: &KeyRange) -> Result<u64, ConnectorError>;
 
     /// The key at zero-based `offset` in key order inside `range`, if there is one.
-    async fn key_at(
-        &self,
-        scope: &TableScope,
-        range: &KeyRange,
-        offset: u64,
-    ) -> Result<Option<Key>, ConnectorError> {
+    async fn key_at(&self, scope: &TableScope, range: &KeyRange, offset: u64) -> Result<Option<Key>, ConnectorError> {
         let _ = (scope, range, offset);
         Err(ConnectorError::Unsupported { backend: "this backend", operation: "key_at" })
     }
 
     /// Up to `limit` keys inside `range`, ascending.
-    async fn read_keys(
-        &self,
-        scope: &TableScope,
-        range: &KeyRange,
-        limit: usize,
-    ) -> Result<Vec<Key>, ConnectorError>;
+    async fn read_keys(&self, scope: &TableScope, range: &KeyRange, limit: usize) -> Result<Vec<Key>, ConnectorError>;
 
     /// Up to `limit` rows inside `range`, ascending by key.
-    async fn read_rows(
-        &self,
-        scope: &TableScope,
-        range: &KeyRange,
-        limit: usize,
-    ) -> Result<Vec<Row>, ConnectorError>;
+    async fn read_rows(&self, scope: &TableScope, range: &KeyRange, limit: usize) -> Result<Vec<Row>, ConnectorError>;
 
     /// The rows with these keys (any order; missing keys are simply absent).
-    async fn read_rows_by_keys(
-        &self,
-        scope: &TableScope,
-        keys: &[Key],
-    ) -> Result<Vec<Row>, ConnectorError>;
+    async fn read_rows_by_keys(&self, scope: &TableScope, keys: &[Key]) -> Result<Vec<Row>, ConnectorError>;
 
     /// Up to `limit` rows after `cursor` in `(modify_id, key)` order. Rows whose modify ID
     /// is NULL are not returned (see [`Connector::count_null_modify`]).
@@ -174,11 +158,7 @@ pub trait Connector: Send + Sync {
     ) -> Result<Vec<Row>, ConnectorError>;
 
     /// Rows whose modify ID is greater than `modify_id` (all non-NULL ones when `None`).
-    async fn count_changed_since(
-        &self,
-        scope: &TableScope,
-        modify_id: Option<&Value>,
-    ) -> Result<u64, ConnectorError>;
+    async fn count_changed_since(&self, scope: &TableScope, modify_id: Option<&Value>) -> Result<u64, ConnectorError>;
 
     /// Rows whose modify ID is NULL.
     async fn count_null_modify(&self, scope: &TableScope) -> Result<u64, ConnectorError>;
@@ -238,7 +218,7 @@ pub async fn open(
             let connector = sqlite::SqliteConnector::open(path, side, options).await?;
             Ok(Arc::new(connector))
         }
-        kind => Err(ConnectorError::Other(format!(
+        kind => Err(ConnectorError::Config(format!(
             "{} connection type `{}` is not supported yet; db-sync currently syncs sqlite databases",
             side.name(),
             kind.name()

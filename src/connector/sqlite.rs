@@ -11,7 +11,7 @@ use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, ErrorCode, OpenFlags, ToSql, params_from_iter};
 
 use super::{Capabilities, ConnectOptions, Connector, ConnectorError, IoCounters, ModifyCursor, Side};
-use crate::model::{ColumnSchema, ColumnType, Key, KeyRange, Row, TableScope, TableSchema, Value};
+use crate::model::{ColumnSchema, ColumnType, Key, KeyRange, Row, TableSchema, TableScope, Value};
 
 /// Most values bound in one statement (SQLite's limit is 32766 since 3.32).
 const MAX_PARAMS: usize = 30_000;
@@ -29,11 +29,7 @@ pub struct SqliteConnector {
 
 impl SqliteConnector {
     /// Opens an existing database file (read-only for the source).
-    pub async fn open(
-        path: PathBuf,
-        side: Side,
-        options: ConnectOptions,
-    ) -> Result<SqliteConnector, ConnectorError> {
+    pub async fn open(path: PathBuf, side: Side, options: ConnectOptions) -> Result<SqliteConnector, ConnectorError> {
         let endpoint = format!("{} sqlite {}", side.name(), path.display());
         if !path.exists() {
             return Err(ConnectorError::Connection {
@@ -57,13 +53,7 @@ impl SqliteConnector {
         .await
         .map_err(|e| ConnectorError::Other(format!("sqlite open task failed: {e}")))?
         .map_err(|e| classify(&endpoint, e))?;
-        Ok(SqliteConnector {
-            conn: Arc::new(Mutex::new(conn)),
-            path,
-            side,
-            options,
-            counters: IoCounters::default(),
-        })
+        Ok(SqliteConnector { conn: Arc::new(Mutex::new(conn)), path, side, options, counters: IoCounters::default() })
     }
 
     fn endpoint(&self) -> String {
@@ -159,9 +149,8 @@ fn read_value(v: ValueRef<'_>) -> Value {
 }
 
 fn read_key(v: ValueRef<'_>) -> rusqlite::Result<Key> {
-    Key::from_value(&read_value(v)).ok_or_else(|| {
-        rusqlite::Error::InvalidColumnType(0, "key".into(), rusqlite::types::Type::Null)
-    })
+    Key::from_value(&read_value(v))
+        .ok_or_else(|| rusqlite::Error::InvalidColumnType(0, "key".into(), rusqlite::types::Type::Null))
 }
 
 /// A WHERE clause and its bound values, built from a scope's filter and a key range.
@@ -195,11 +184,7 @@ impl Where {
     }
 
     fn and(mut self, clause: String, params: impl IntoIterator<Item = Value>) -> Where {
-        self.sql = if self.sql.is_empty() {
-            format!(" WHERE {clause}")
-        } else {
-            format!("{} AND {clause}", self.sql)
-        };
+        self.sql = if self.sql.is_empty() { format!(" WHERE {clause}") } else { format!("{} AND {clause}", self.sql) };
         self.params.extend(params);
         self
     }
@@ -209,12 +194,7 @@ fn column_list(scope: &TableScope) -> String {
     scope.columns.iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(", ")
 }
 
-fn query_rows(
-    conn: &Connection,
-    sql: &str,
-    params: &[Value],
-    width: usize,
-) -> rusqlite::Result<(Vec<Row>, usize)> {
+fn query_rows(conn: &Connection, sql: &str, params: &[Value], width: usize) -> rusqlite::Result<(Vec<Row>, usize)> {
     let mut stmt = conn.prepare_cached(sql)?;
     let mut rows = stmt.query(params_from_iter(params.iter().map(Bind)))?;
     let mut out = Vec::new();
@@ -277,11 +257,7 @@ impl Connector for SqliteConnector {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            offset_in_range: true,
-            writable: self.side == Side::Target,
-            transactional_batches: true,
-        }
+        Capabilities { offset_in_range: true, writable: self.side == Side::Target, transactional_batches: true }
     }
 
     fn counters(&self) -> &IoCounters {
@@ -365,50 +341,28 @@ impl Connector for SqliteConnector {
         .await
     }
 
-    async fn key_at(
-        &self,
-        scope: &TableScope,
-        range: &KeyRange,
-        offset: u64,
-    ) -> Result<Option<Key>, ConnectorError> {
+    async fn key_at(&self, scope: &TableScope, range: &KeyRange, offset: u64) -> Result<Option<Key>, ConnectorError> {
         let w = Where::new(scope, range);
         let key = quote_ident(scope.key_column());
-        let sql = format!(
-            "SELECT {key} FROM {}{} ORDER BY {key} LIMIT 1 OFFSET {offset}",
-            quote_ident(&scope.table),
-            w.sql
-        );
+        let sql =
+            format!("SELECT {key} FROM {}{} ORDER BY {key} LIMIT 1 OFFSET {offset}", quote_ident(&scope.table), w.sql);
         self.log_sql(&sql);
         self.counters.record_read(1, 8);
         let keys = self.with_conn(move |conn| query_keys(conn, &sql, &w.params)).await?;
         Ok(keys.into_iter().next())
     }
 
-    async fn read_keys(
-        &self,
-        scope: &TableScope,
-        range: &KeyRange,
-        limit: usize,
-    ) -> Result<Vec<Key>, ConnectorError> {
+    async fn read_keys(&self, scope: &TableScope, range: &KeyRange, limit: usize) -> Result<Vec<Key>, ConnectorError> {
         let w = Where::new(scope, range);
         let key = quote_ident(scope.key_column());
-        let sql = format!(
-            "SELECT {key} FROM {}{} ORDER BY {key} LIMIT {limit}",
-            quote_ident(&scope.table),
-            w.sql
-        );
+        let sql = format!("SELECT {key} FROM {}{} ORDER BY {key} LIMIT {limit}", quote_ident(&scope.table), w.sql);
         self.log_sql(&sql);
         let keys = self.with_conn(move |conn| query_keys(conn, &sql, &w.params)).await?;
         self.counters.record_read(keys.len(), keys.len() * 8);
         Ok(keys)
     }
 
-    async fn read_rows(
-        &self,
-        scope: &TableScope,
-        range: &KeyRange,
-        limit: usize,
-    ) -> Result<Vec<Row>, ConnectorError> {
+    async fn read_rows(&self, scope: &TableScope, range: &KeyRange, limit: usize) -> Result<Vec<Row>, ConnectorError> {
         let w = Where::new(scope, range);
         let key = quote_ident(scope.key_column());
         let sql = format!(
@@ -424,11 +378,7 @@ impl Connector for SqliteConnector {
         Ok(rows)
     }
 
-    async fn read_rows_by_keys(
-        &self,
-        scope: &TableScope,
-        keys: &[Key],
-    ) -> Result<Vec<Row>, ConnectorError> {
+    async fn read_rows_by_keys(&self, scope: &TableScope, keys: &[Key]) -> Result<Vec<Row>, ConnectorError> {
         let mut out = Vec::with_capacity(keys.len());
         let chunk_size = MAX_PARAMS - scope.filter.len();
         for chunk in keys.chunks(chunk_size) {
@@ -447,8 +397,7 @@ impl Connector for SqliteConnector {
                 ));
             }
             let width = scope.columns.len();
-            let (rows, bytes) =
-                self.with_conn(move |conn| query_rows(conn, &sql, &w.params, width)).await?;
+            let (rows, bytes) = self.with_conn(move |conn| query_rows(conn, &sql, &w.params, width)).await?;
             self.counters.record_read(rows.len(), bytes);
             out.extend(rows);
         }
@@ -461,9 +410,11 @@ impl Connector for SqliteConnector {
         cursor: &ModifyCursor,
         limit: usize,
     ) -> Result<Vec<Row>, ConnectorError> {
-        let modify = quote_ident(scope.modify_column().ok_or_else(|| {
-            ConnectorError::Schema(format!("table {} has no modify_id_field", scope.table))
-        })?);
+        let modify = quote_ident(
+            scope
+                .modify_column()
+                .ok_or_else(|| ConnectorError::Schema(format!("table {} has no modify_id_field", scope.table)))?,
+        );
         let key = quote_ident(scope.key_column());
         let mut w = Where::new(scope, &KeyRange::all()).and(format!("{modify} IS NOT NULL"), []);
         match (&cursor.modify_id, &cursor.key) {
@@ -490,11 +441,7 @@ impl Connector for SqliteConnector {
         Ok(rows)
     }
 
-    async fn count_changed_since(
-        &self,
-        scope: &TableScope,
-        modify_id: Option<&Value>,
-    ) -> Result<u64, ConnectorError> {
+    async fn count_changed_since(&self, scope: &TableScope, modify_id: Option<&Value>) -> Result<u64, ConnectorError> {
         let Some(column) = scope.modify_column() else { return Ok(0) };
         let modify = quote_ident(column);
         let w = Where::new(scope, &KeyRange::all());
@@ -535,9 +482,7 @@ impl Connector for SqliteConnector {
         self.counters.record_read(1, 8);
         self.with_conn(move |conn| {
             let mut stmt = conn.prepare_cached(&sql)?;
-            let v = stmt.query_row(params_from_iter(w.params.iter().map(Bind)), |r| {
-                Ok(read_value(r.get_ref(0)?))
-            })?;
+            let v = stmt.query_row(params_from_iter(w.params.iter().map(Bind)), |r| Ok(read_value(r.get_ref(0)?)))?;
             Ok(if v.is_null() { None } else { Some(v) })
         })
         .await
@@ -559,11 +504,8 @@ impl Connector for SqliteConnector {
             .filter(|(i, _)| *i != scope.key_index)
             .map(|(_, c)| format!("{0} = excluded.{0}", quote_ident(c)))
             .collect();
-        let conflict = if updates.is_empty() {
-            "DO NOTHING".to_string()
-        } else {
-            format!("DO UPDATE SET {}", updates.join(", "))
-        };
+        let conflict =
+            if updates.is_empty() { "DO NOTHING".to_string() } else { format!("DO UPDATE SET {}", updates.join(", ")) };
         let sql = format!(
             "INSERT INTO {} ({}) VALUES ({placeholders}) ON CONFLICT({key}) {conflict}",
             quote_ident(&scope.table),
@@ -605,11 +547,7 @@ impl Connector for SqliteConnector {
             );
             let sql = format!("DELETE FROM {}{}", quote_ident(&scope.table), w.sql);
             if self.options.show_sql {
-                self.log_sql(&format!(
-                    "DELETE FROM {} WHERE ... IN ({} keys)",
-                    quote_ident(&scope.table),
-                    chunk.len()
-                ));
+                self.log_sql(&format!("DELETE FROM {} WHERE ... IN ({} keys)", quote_ident(&scope.table), chunk.len()));
             }
             statements.push((sql, w.params));
         }

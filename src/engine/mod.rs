@@ -79,8 +79,13 @@ impl Default for RunOptions {
 /// after the target committed a batch and before it starts the next one.
 pub trait Observer: Send {
     /// The step `step` of table `table` committed up to `cursor`.
-    fn committed(&mut self, table: &str, step: StepKind, cursor: &StepCursor, report: &TableReport)
-    -> Result<(), EngineError>;
+    fn committed(
+        &mut self,
+        table: &str,
+        step: StepKind,
+        cursor: &StepCursor,
+        report: &TableReport,
+    ) -> Result<(), EngineError>;
 }
 
 /// An observer that keeps nothing.
@@ -209,12 +214,10 @@ impl Engine {
     /// Opens both sides.
     pub async fn connect(config: Config, options: RunOptions) -> Result<Engine, EngineError> {
         let connect_options = ConnectOptions { show_sql: config.run.show_sql };
-        let source = connector::open(&config.source, Side::Source, connect_options)
-            .await
-            .map_err(EngineError::Connect)?;
-        let target = connector::open(&config.target, Side::Target, connect_options)
-            .await
-            .map_err(EngineError::Connect)?;
+        let source =
+            connector::open(&config.source, Side::Source, connect_options).await.map_err(EngineError::Connect)?;
+        let target =
+            connector::open(&config.target, Side::Target, connect_options).await.map_err(EngineError::Connect)?;
         Ok(Engine { config, source, target, options })
     }
 
@@ -225,16 +228,8 @@ impl Engine {
 
     /// The table entries this run covers, in config order.
     pub fn selected_tables(&self) -> Vec<&TableSpec> {
-        let wanted = if self.options.tables.is_empty() {
-            &self.config.run.sync_table
-        } else {
-            &self.options.tables
-        };
-        self.config
-            .tables
-            .iter()
-            .filter(|t| wanted.is_empty() || wanted.contains(&t.name))
-            .collect()
+        let wanted = if self.options.tables.is_empty() { &self.config.run.sync_table } else { &self.options.tables };
+        self.config.tables.iter().filter(|t| wanted.is_empty() || wanted.contains(&t.name)).collect()
     }
 
     /// Describes both sides of every selected table and builds the column mappings.
@@ -335,10 +330,8 @@ impl Engine {
     /// Plans every selected table and, unless planning only, executes the plans.
     pub async fn run(&self, observer: &mut dyn Observer) -> Result<RunReport, (EngineError, RunReport)> {
         let started = Instant::now();
-        let mut report = RunReport {
-            plan_only: self.options.plan_only || self.config.run.only_sync_plan,
-            ..RunReport::default()
-        };
+        let mut report =
+            RunReport { plan_only: self.options.plan_only || self.config.run.only_sync_plan, ..RunReport::default() };
         let (jobs, warnings) = self.prepare().await.map_err(|e| (e, report.clone()))?;
         for w in &warnings {
             tracing::warn!("{w}");
@@ -403,8 +396,16 @@ impl Engine {
         // Children before parents for deletes, parents before children for the rest.
         for i in (0..jobs.len()).rev() {
             if surveys[i].plan.steps.contains(&StepKind::Delete) {
-                self.timed_step(&jobs[i], &surveys[i], StepKind::Delete, &mut report.tables[i], errors, timers, observer)
-                    .await?;
+                self.timed_step(
+                    &jobs[i],
+                    &surveys[i],
+                    StepKind::Delete,
+                    &mut report.tables[i],
+                    errors,
+                    timers,
+                    observer,
+                )
+                .await?;
             }
         }
         let mut mismatched = Vec::new();
@@ -433,8 +434,16 @@ impl Engine {
                     "counts mismatch after sync (source {source}, target {target}) => delete extras"
                 );
                 report.tables[i].repair.push(StepKind::Delete);
-                self.timed_step(&jobs[i], &surveys[i], StepKind::Delete, &mut report.tables[i], errors, timers, observer)
-                    .await?;
+                self.timed_step(
+                    &jobs[i],
+                    &surveys[i],
+                    StepKind::Delete,
+                    &mut report.tables[i],
+                    errors,
+                    timers,
+                    observer,
+                )
+                .await?;
             }
         }
         for &(i, source, target) in &mismatched {

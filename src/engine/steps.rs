@@ -257,9 +257,7 @@ impl StepContext<'_> {
             self.guard_deletes(self.report.deleted + chunk.len() as u64)?;
             let started = Instant::now();
             let (target, scope) = (self.target, &self.job.mapping.target);
-            let n = retry("deleting rows", || target.delete(scope, chunk))
-                .await
-                .map_err(self.db("deleting rows"))?;
+            let n = retry("deleting rows", || target.delete(scope, chunk)).await.map_err(self.db("deleting rows"))?;
             self.timers.delete += started.elapsed();
             self.report.deleted += n;
             deleted += n;
@@ -367,7 +365,11 @@ fn key_diff(a: &[Key], b: &[Key]) -> (Vec<Key>, Vec<Key>) {
     (only_a, only_b)
 }
 
-async fn delete_step(ctx: &mut StepContext<'_>, cursor: StepCursor, progress: &mut StepProgress) -> Result<(), EngineError> {
+async fn delete_step(
+    ctx: &mut StepContext<'_>,
+    cursor: StepCursor,
+    progress: &mut StepProgress,
+) -> Result<(), EngineError> {
     let expected = ctx.survey.target_count.saturating_sub(ctx.survey.source_count);
     ctx.guard_deletes(ctx.report.deleted + expected)?;
     let limit = ctx.job.spec.settings.id_array_batch_size;
@@ -395,7 +397,11 @@ async fn delete_step(ctx: &mut StepContext<'_>, cursor: StepCursor, progress: &m
     }
 }
 
-async fn add_step(ctx: &mut StepContext<'_>, cursor: StepCursor, progress: &mut StepProgress) -> Result<(), EngineError> {
+async fn add_step(
+    ctx: &mut StepContext<'_>,
+    cursor: StepCursor,
+    progress: &mut StepProgress,
+) -> Result<(), EngineError> {
     let limit = ctx.job.spec.settings.id_array_batch_size;
     let batch = ctx.batch_size();
     let mut after = cursor.after_key();
@@ -443,7 +449,11 @@ async fn add_step(ctx: &mut StepContext<'_>, cursor: StepCursor, progress: &mut 
     }
 }
 
-async fn changed_step(ctx: &mut StepContext<'_>, cursor: StepCursor, progress: &mut StepProgress) -> Result<(), EngineError> {
+async fn changed_step(
+    ctx: &mut StepContext<'_>,
+    cursor: StepCursor,
+    progress: &mut StepProgress,
+) -> Result<(), EngineError> {
     let batch = ctx.batch_size();
     let mut after = cursor.after_key();
     loop {

@@ -1,0 +1,173 @@
+//! Bad input gets one clear error, a documented exit code, and writes nothing.
+
+mod common;
+
+use common::{Workspace, text};
+
+const SCHEMA: &str = "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT, qty INTEGER, modify_id INTEGER);
+                      INSERT INTO items VALUES (1, 'a', 1, 1), (2, 'b', 2, 2);";
+
+const CONFIG: &str = r#"{
+  "source": {"type": "sqlite", "path": "source.sqlite"},
+  "target": {"type": "sqlite", "path": "target.sqlite"},
+  "tables": [{"name": "items", "modify_id_field": "modify_id"}]
+}"#;
+
+fn workspace() -> Workspace {
+    let ws = Workspace::new();
+    ws.db("source.sqlite", SCHEMA);
+    ws.db("target.sqlite", "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT, qty INTEGER, modify_id INTEGER);");
+    ws
+}
+
+/// Runs `db-sync run`, expects `code`, a message containing every `needle`, and an
+/// untouched target.
+fn expect_error(ws: &Workspace, args: &[&str], code: i32, needles: &[&str]) {
+    let before = std::fs::read(ws.path("target.sqlite")).ok();
+    let out = ws.run(args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "{}", text(&out));
+    for needle in needles {
+        assert!(stderr.contains(needle), "expected {needle:?} in:\n{}", text(&out));
+    }
+    assert_eq!(before, std::fs::read(ws.path("target.sqlite")).ok(), "target must be untouched");
+}
+
+/// No config file: exit 2, naming the file and the way out.
+#[test]
+fn missing_config() {
+    let ws = workspace();
+    expect_error(&ws, &["run"], 2, &["cannot read config file db-sync.json", "--config"]);
+}
+
+/// Malformed JSON: exit 2 with line and column.
+#[test]
+fn malformed_json() {
+    let ws = workspace();
+    ws.config("{\n  \"source\": {\"type\": \"sqlite\", \"path\": \"source.sqlite\"},\n  \"target\": [,\n}");
+    expect_error(&ws, &["run"], 2, &["not valid JSON at line 3, column"]);
+}
+
+/// Unknown key: exit 2 naming the key and the closest valid one.
+#[test]
+fn unknown_key() {
+    let ws = workspace();
+    ws.config(&CONFIG.replace("\"modify_id_field\"", "\"modify_field\""));
+    expect_error(&ws, &["run"], 2, &["unknown key `modify_field`", "did you mean `modify_id_field`"]);
+}
+
+/// An unset `${VAR}`: exit 2 naming the variable.
+#[test]
+fn unset_environment_variable() {
+    let ws = workspace();
+    ws.config(&CONFIG.replace("target.sqlite", "${DB_SYNC_TEST_UNSET_VAR}"));
+    expect_error(&ws, &["run"], 2, &["DB_SYNC_TEST_UNSET_VAR", "not set"]);
+}
+
+/// A connection type that does not sync yet: exit 2, saying so.
+#[test]
+fn unsupported_connection_type() {
+    let ws = workspace();
+    ws.config(
+        &CONFIG.replace(
+            r#"{"type": "sqlite", "path": "source.sqlite"}"#,
+            r#"{"type": "rest", "url": "http://127.0.0.1:9"}"#,
+        ),
+    );
+    expect_error(&ws, &["run"], 2, &["`rest` is not supported yet"]);
+}
+
+/// `--table` with a name not in the config: exit 2 with a suggestion.
+#[test]
+fn unknown_table_argument() {
+    let ws = workspace();
+    ws.config(CONFIG);
+    expect_error(&ws, &["run", "--table", "itemz"], 2, &["--table itemz", "did you mean `items`"]);
+}
+
+/// A missing table on either side: exit 4, naming the table and the side.
+#[test]
+fn missing_table() {
+    let ws = workspace();
+    ws.config(
+        &CONFIG.replace(
+            r#"{"name": "items", "modify_id_field": "modify_id"}"#,
+            r#"{"name": "items"}, {"name": "orders"}"#,
+        ),
+    );
+    expect_error(&ws, &["run"], 4, &["source table `orders` does not exist", "target table `orders` does not exist"]);
+}
+
+/// A missing column named by the config: exit 4 with a suggestion.
+#[test]
+fn missing_column() {
+    let ws = workspace();
+    ws.config(&CONFIG.replace("\"modify_id\"", "\"modify_idd\""));
+    expect_error(
+        &ws,
+        &["run"],
+        4,
+        &["`modify_idd` is not a column of source table `items`", "did you mean `modify_id`"],
+    );
+}
+
+/// A mapped column whose types cannot convert (text into integer): exit 4 before any
+/// write; `check` reports the same problem.
+#[test]
+fn column_types_that_cannot_convert() {
+    let ws = workspace();
+    ws.config(
+        &CONFIG.replace(r#""modify_id_field": "modify_id""#, r#""field_mapping": {"name": "qty", "qty": "name"}"#),
+    );
+    expect_error(&ws, &["run"], 4, &["source column `name` (TEXT) cannot convert to target column `qty` (INTEGER)"]);
+    expect_error(&ws, &["check"], 4, &["cannot convert"]);
+}
+
+/// A target without a primary key on the key column cannot take idempotent upserts.
+#[test]
+fn target_without_key() {
+    let ws = Workspace::new();
+    ws.db("source.sqlite", SCHEMA);
+    ws.db("target.sqlite", "CREATE TABLE items (id INTEGER, name TEXT, qty INTEGER, modify_id INTEGER);");
+    ws.config(CONFIG);
+    expect_error(&ws, &["run"], 4, &["needs a primary key or unique index on `id`"]);
+}
+
+/// A database file that does not exist, or is not a database: exit 3.
+#[test]
+fn unreadable_database_files() {
+    let ws = workspace();
+    ws.config(&CONFIG.replace("source.sqlite", "nowhere.sqlite"));
+    expect_error(&ws, &["run"], 3, &["nowhere.sqlite", "does not exist"]);
+
+    std::fs::write(ws.path("garbage.sqlite"), vec![0x42u8; 8192]).unwrap();
+    ws.config(&CONFIG.replace("source.sqlite", "garbage.sqlite"));
+    expect_error(&ws, &["run"], 3, &["garbage.sqlite", "not a database"]);
+}
+
+/// A target locked by another process: exit 3 after the busy timeout, naming the lock.
+#[test]
+fn locked_database() {
+    let ws = workspace();
+    ws.config(CONFIG);
+    let holder = rusqlite::Connection::open(ws.path("target.sqlite")).unwrap();
+    holder.execute_batch("BEGIN EXCLUSIVE; INSERT INTO items VALUES (99, 'x', 1, 1);").unwrap();
+    let out = ws.run(&["run"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("locked"), "{}", text(&out));
+    holder.execute_batch("ROLLBACK").unwrap();
+    let rows: i64 = holder.query_row("SELECT count(*) FROM items", [], |r| r.get(0)).unwrap();
+    assert_eq!(rows, 0, "nothing written");
+}
+
+/// `check` on a good config reports both connections and each table.
+#[test]
+fn check_passes_on_good_config() {
+    let ws = workspace();
+    ws.config(CONFIG);
+    let out = ws.run(&["check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("table items: items -> items (4 columns) ok"), "{stdout}");
+    assert!(stdout.contains("check passed"), "{stdout}");
+}
