@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::{Config, ConfigError};
-use crate::engine::{Engine, EngineError, NoObserver, RunOptions};
+use crate::engine::{Engine, EngineError, RunOptions};
 use crate::report::ProgressMode;
 
 /// Exit codes, documented in `--help` and the README.
@@ -25,6 +25,8 @@ pub mod exit {
     pub const SCHEMA: u8 = 4;
     /// The run stopped: too many errors, the delete guard, or a database failure.
     pub const ABORTED: u8 = 5;
+    /// The state store is busy (another run), holds an unfinished run, or is damaged.
+    pub const STATE: u8 = 6;
     /// Stopped by a signal; the run can be resumed.
     pub const INTERRUPTED: u8 = 130;
 }
@@ -36,7 +38,8 @@ const EXIT_CODES: &str = "Exit codes:
   3    a database could not be reached
   4    tables or columns do not fit the config
   5    run stopped: too many errors, delete guard, or a database failure
-  130  interrupted by a signal";
+  6    state store busy (another run in progress), holding an unfinished run, or damaged
+  130  interrupted by a signal (resumable)";
 
 /// Keeps tables of one database equal to those of another (SQLite now; PostgreSQL, 4D
 /// and REST next).
@@ -57,8 +60,14 @@ pub struct Cli {
 /// Commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Sync the configured tables.
+    /// Sync the configured tables (a new run, checkpointed after every batch).
     Run(RunArgs),
+    /// Continue the newest unfinished run (or RUN_ID) from its last checkpoint.
+    Resume(ResumeArgs),
+    /// List the runs in the state store.
+    Runs(ListArgs),
+    /// Show one run: plan, counts, results, metrics, errors and history.
+    Show(ShowArgs),
     /// Count rows, read modify IDs and print each table's plan and reason; write nothing.
     Plan(TableArgs),
     /// Check the config, both connections and every table's schema compatibility.
@@ -68,12 +77,16 @@ pub enum Command {
     Demo(DemoArgs),
 }
 
-/// `--config`.
+/// `--config` and `--state-dir`.
 #[derive(Debug, Args)]
 pub struct ConfigArgs {
     /// Config file.
     #[arg(short, long, default_value = "db-sync.json")]
     pub config: PathBuf,
+    /// Checkpoint and audit store (default: `state_dir` of the config, or `.db-sync`
+    /// beside the config file).
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
 }
 
 /// `--config` and `--table`.
@@ -100,6 +113,56 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value_t = ProgressArg::Auto)]
     pub progress: ProgressArg,
     /// Print the final report as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Give up an unfinished run in the state store and start a new one.
+    #[arg(long)]
+    pub abandon: bool,
+}
+
+/// Options of `resume`.
+#[derive(Debug, Args)]
+pub struct ResumeArgs {
+    /// The run to continue (default: the newest unfinished one).
+    pub run_id: Option<u64>,
+    /// Config and state location.
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Re-plan the run with the current config when the config or the tables changed
+    /// since it was planned (keeps its history and counters).
+    #[arg(long)]
+    pub replan: bool,
+    /// Allow deleting more than `max_delete_percent` of a target table.
+    #[arg(long)]
+    pub allow_mass_delete: bool,
+    /// Progress display.
+    #[arg(long, value_enum, default_value_t = ProgressArg::Auto)]
+    pub progress: ProgressArg,
+    /// Print the final report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Options of `runs`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Config and state location.
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Print a JSON array.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Options of `show`.
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// The run.
+    pub run_id: u64,
+    /// Config and state location.
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Print JSON.
     #[arg(long)]
     pub json: bool,
 }
@@ -140,6 +203,9 @@ impl From<ProgressArg> for ProgressMode {
 pub async fn run(cli: Cli) -> ExitCode {
     let code = match cli.command {
         Command::Run(args) => cmd_run(args).await,
+        Command::Resume(args) => cmd_resume(args).await,
+        Command::Runs(args) => cmd_runs(args),
+        Command::Show(args) => cmd_show(args),
         Command::Plan(args) => cmd_plan(args).await,
         Command::Check(args) => cmd_check(args).await,
         Command::Demo(args) => crate::demo::run(args).await,
@@ -148,10 +214,22 @@ pub async fn run(cli: Cli) -> ExitCode {
 }
 
 fn load(args: &ConfigArgs) -> Result<Config, u8> {
-    Config::load(&args.config).map_err(|e: ConfigError| {
+    let mut config = Config::load(&args.config).map_err(|e: ConfigError| {
         eprintln!("error: {e}");
         exit::CONFIG
-    })
+    })?;
+    if let Some(dir) = &args.state_dir {
+        config.run.state_dir = dir.clone();
+    }
+    Ok(config)
+}
+
+/// The state store folder: `--state-dir`, else the config's.
+fn state_dir(args: &ConfigArgs) -> Result<PathBuf, u8> {
+    match &args.state_dir {
+        Some(dir) => Ok(dir.clone()),
+        None => load(args).map(|c| c.run.state_dir),
+    }
 }
 
 fn check_tables(config: &Config, tables: &[String]) -> Result<(), u8> {
@@ -193,11 +271,92 @@ async fn cmd_run(args: RunArgs) -> u8 {
         progress: args.progress.into(),
         ..RunOptions::default()
     };
-    sync_once(config, options, args.json).await
+    if config.run.only_sync_plan {
+        return plan(config, options).await;
+    }
+    crate::runner::start(config, options, args.abandon, args.json).await
 }
 
-/// Connects, runs, prints the report; returns the exit code.
-pub async fn sync_once(config: Config, options: RunOptions, json: bool) -> u8 {
+async fn cmd_resume(args: ResumeArgs) -> u8 {
+    let config = match load(&args.config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let options = RunOptions {
+        allow_mass_delete: args.allow_mass_delete,
+        progress: args.progress.into(),
+        ..RunOptions::default()
+    };
+    crate::runner::resume(config, options, args.run_id, args.replan, args.json).await
+}
+
+fn cmd_runs(args: ListArgs) -> u8 {
+    let dir = match state_dir(&args.config) {
+        Ok(d) => d,
+        Err(code) => return code,
+    };
+    let store = match crate::runner::open_store_at(&dir) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    match store.runs() {
+        Ok(runs) => {
+            if args.json {
+                let summaries: Vec<_> = runs.iter().map(crate::audit::RunSummary::of).collect();
+                println!("{}", serde_json::to_string_pretty(&summaries).expect("serializes"));
+            } else {
+                print!("{}", crate::audit::render_runs(&runs));
+            }
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            exit::STATE
+        }
+    }
+}
+
+fn cmd_show(args: ShowArgs) -> u8 {
+    let dir = match state_dir(&args.config) {
+        Ok(d) => d,
+        Err(code) => return code,
+    };
+    let store = match crate::runner::open_store_at(&dir) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    match store.load_run(args.run_id) {
+        Ok(run) => {
+            if args.json {
+                let detail = crate::audit::RunDetail::of(&run);
+                println!("{}", serde_json::to_string_pretty(&detail).expect("serializes"));
+            } else {
+                print!("{}", crate::audit::render_run(&run));
+            }
+            exit::OK
+        }
+        Err(e @ crate::checkpoint::StoreError::NoSuchRun(_)) => {
+            eprintln!("error: {e}; `db-sync runs` lists them");
+            exit::CONFIG
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            exit::STATE
+        }
+    }
+}
+
+/// Plans every selected table (with the stored watermarks when the store is free) and
+/// prints the plan; writes nothing to either database.
+pub async fn plan(config: Config, options: RunOptions) -> u8 {
+    let store = match crate::checkpoint::Store::open(&config.run.state_dir) {
+        Ok(store) => Some(store),
+        Err(e) => {
+            tracing::warn!("planning without stored watermarks: {e}");
+            None
+        }
+    };
+    let (source, target) = (config.source.describe(), config.target.describe());
     let engine = match Engine::connect(config, options).await {
         Ok(e) => e,
         Err(e) => {
@@ -205,23 +364,17 @@ pub async fn sync_once(config: Config, options: RunOptions, json: bool) -> u8 {
             return engine_exit(&e);
         }
     };
-    match engine.run(&mut NoObserver).await {
-        Ok(report) => {
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report).expect("report serializes"));
-            } else {
-                print!("{}", report.render());
-            }
-            if report.errors.is_empty() { exit::OK } else { exit::COMPLETED_WITH_ERRORS }
+    let started = std::time::Instant::now();
+    let planned = match &store {
+        Some(store) => engine.plan_run(&crate::checkpoint::StoreWatermarks { store, source, target }).await,
+        None => engine.plan_run(&crate::engine::NoWatermarks).await,
+    };
+    match planned {
+        Ok((_, state)) => {
+            print!("{}", Engine::report(&state, true, started.elapsed().as_millis() as u64).render());
+            exit::OK
         }
-        Err((e, report)) => {
-            if !report.tables.is_empty() {
-                if json {
-                    println!("{}", serde_json::to_string_pretty(&report).expect("report serializes"));
-                } else {
-                    print!("{}", report.render());
-                }
-            }
+        Err(e) => {
             eprintln!("error: {e}");
             engine_exit(&e)
         }
@@ -237,7 +390,7 @@ async fn cmd_plan(args: TableArgs) -> u8 {
         return code;
     }
     let options = RunOptions { tables: args.tables, plan_only: true, ..RunOptions::default() };
-    sync_once(config, options, false).await
+    plan(config, options).await
 }
 
 async fn cmd_check(args: ConfigArgs) -> u8 {

@@ -382,12 +382,12 @@ pub async fn run(args: DemoArgs) -> u8 {
                 }
             };
             let plan = RunOptions { plan_only: true, progress: ProgressMode::Off, ..RunOptions::default() };
-            let code = crate::cli::sync_once(config.clone(), plan, false).await;
+            let code = crate::cli::plan(config.clone(), plan).await;
             if code != exit::OK {
                 return code;
             }
             println!();
-            crate::cli::sync_once(config, RunOptions::default(), false).await
+            crate::runner::start(config, RunOptions::default(), false, false).await
         }
     };
     let code = sync("first sync: empty target").await;

@@ -8,16 +8,24 @@
 //! - [`plan`]      the manual's decision matrix: counts and modify IDs to steps and a reason
 //! - [`transform`] column mapping and type conversion between unlike schemas
 //! - [`engine`]    one run: discover, plan, execute the resumable steps, verify
+//! - [`checkpoint`] the sled state store: run records, checkpoints, watermarks, audit
 //! - [`report`]    per-table statistics, the manual's metrics, progress display
+//! - [`failpoint`] crash points used by the crash tests
+//! - [`runner`]    durable runs: start, resume, signals, outcome (engine + checkpoint store)
+//! - [`audit`]     `runs` and `show`: the run history as text or JSON
 //! - [`cli`]       clap commands and exit codes
 //! - [`demo`]      the ERP-like demo data set used by `db-sync demo`, the tests and the benchmark
 
+pub mod audit;
+pub mod checkpoint;
 pub mod cli;
 pub mod config;
 pub mod connector;
 pub mod demo;
 pub mod engine;
+pub mod failpoint;
 pub mod model;
 pub mod plan;
 pub mod report;
+pub mod runner;
 pub mod transform;

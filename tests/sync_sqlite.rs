@@ -249,7 +249,12 @@ fn delete_guard() {
     assert!(stderr.contains("--allow-mass-delete"), "{}", text(&out));
     assert_eq!(before, ws.file_hash("target.sqlite"), "target unchanged");
 
+    // The refused run is kept, unfinished: a new run must say so.
     let out = ws.run(&["run", "--progress", "off", "--allow-mass-delete"]);
+    assert_eq!(out.status.code(), Some(6), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("db-sync resume"), "{}", text(&out));
+
+    let out = ws.run(&["resume", "--progress", "off", "--allow-mass-delete"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_items_equal(&ws);
 }

@@ -519,7 +519,10 @@ impl Connector for SqliteConnector {
             let tx = conn.transaction()?;
             {
                 let mut stmt = tx.prepare_cached(&sql)?;
-                for row in &rows {
+                for (i, row) in rows.iter().enumerate() {
+                    if i == rows.len() / 2 {
+                        crate::failpoint::hit("mid_write");
+                    }
                     stmt.execute(params_from_iter(row.iter().map(Bind)))?;
                 }
             }
@@ -558,6 +561,7 @@ impl Connector for SqliteConnector {
                 let mut deleted = 0;
                 for (sql, params) in &statements {
                     deleted += tx.execute(sql, params_from_iter(params.iter().map(Bind)))?;
+                    crate::failpoint::hit("mid_write");
                 }
                 tx.commit()?;
                 Ok(deleted as u64)

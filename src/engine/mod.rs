@@ -1,13 +1,20 @@
-//! One run: connect → validate schemas → count and read modify IDs → plan → execute the
-//! steps (deletes in reverse table order, then adds and changes in config order) →
-//! verify counts → report. The engine owns the order of work and the error policy; the
-//! steps themselves live in [`steps`], all database access behind [`Connector`].
+//! One run: connect → validate schemas → count and read modify IDs → plan → execute a
+//! list of tasks (deletes in reverse table order, then adds and changes in config order,
+//! each table verified, then repairs) → report.
+//!
+//! Everything a run needs to continue after a crash lives in [`RunState`]: the plan, the
+//! task list, the position in it, the cursor inside the current step, the counters and
+//! the errors. The engine hands the state to an [`Observer`] after every committed batch
+//! and every finished task; the checkpoint store makes it durable, and
+//! [`Engine::execute`] continues from any state it was given.
 
 pub mod steps;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, TableSpec};
 use crate::connector::{self, ConnectOptions, Connector, ConnectorError, Side};
@@ -43,6 +50,12 @@ pub enum EngineError {
     /// A delete would remove more of a table than `max_delete_percent` allows.
     #[error("{0}")]
     DeleteGuard(String),
+    /// A stored plan no longer fits the tables (resume without `--replan`).
+    #[error("{0}")]
+    PlanInvalid(String),
+    /// The checkpoint store failed; the run stops rather than continue unrecorded.
+    #[error("checkpoint store: {0}")]
+    Checkpoint(String),
     /// The run was asked to stop (signal); it stopped between batches.
     #[error("interrupted")]
     Interrupted,
@@ -75,24 +88,18 @@ impl Default for RunOptions {
     }
 }
 
-/// Receives every committed unit of work, so it can be made durable. The engine calls it
-/// after the target committed a batch and before it starts the next one.
+/// Receives the run state after every committed unit of work, so it can be made durable
+/// before the next one starts.
 pub trait Observer: Send {
-    /// The step `step` of table `table` committed up to `cursor`.
-    fn committed(
-        &mut self,
-        table: &str,
-        step: StepKind,
-        cursor: &StepCursor,
-        report: &TableReport,
-    ) -> Result<(), EngineError>;
+    /// The state after a commit or a finished task.
+    fn checkpoint(&mut self, state: &RunState) -> Result<(), EngineError>;
 }
 
 /// An observer that keeps nothing.
 pub struct NoObserver;
 
 impl Observer for NoObserver {
-    fn committed(&mut self, _: &str, _: StepKind, _: &StepCursor, _: &TableReport) -> Result<(), EngineError> {
+    fn checkpoint(&mut self, _: &RunState) -> Result<(), EngineError> {
         Ok(())
     }
 }
@@ -106,15 +113,34 @@ pub struct TableJob {
     pub mapping: TableMapping,
 }
 
+impl TableJob {
+    /// Fingerprint of the columns on both sides; a resumed run needs the same.
+    pub fn mapping_fingerprint(&self) -> u64 {
+        let text = format!(
+            "{}|{}|{:?}|{:?}|{:?}",
+            self.mapping.source.table,
+            self.mapping.target.table,
+            self.mapping.source.columns,
+            self.mapping.target.columns,
+            self.mapping.source.filter
+        );
+        crate::checkpoint::fnv1a(text.as_bytes())
+    }
+}
+
 /// What the planner learnt about one table.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TableSurvey {
     /// Source rows.
     pub source_count: u64,
     /// Target rows.
     pub target_count: u64,
-    /// Largest modify ID in the target before the run: where incremental reads start.
+    /// Where incremental reads start: the stored watermark, or the target's largest
+    /// modify ID when there is none.
     pub watermark: Option<Value>,
+    /// Largest source modify ID before the run: the next watermark once the table is
+    /// verified.
+    pub source_max_modify: Option<Value>,
     /// Source rows modified after the watermark (`None` without a modify column).
     pub changed: Option<u64>,
     /// Source rows whose modify ID is NULL.
@@ -123,78 +149,179 @@ pub struct TableSurvey {
     pub plan: Plan,
 }
 
-/// Errors of a run and the policy that stops it.
-#[derive(Debug)]
-pub struct ErrorLog {
-    entries: Vec<ErrorEntry>,
-    max_error_count: usize,
-    max_error_loop: usize,
-    continue_on_error: bool,
-    failing_batches_in_a_row: usize,
+/// One table of a run: what was planned and what happened.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TableState {
+    /// Counts and plan.
+    pub survey: TableSurvey,
+    /// Statistics so far.
+    pub report: TableReport,
+    /// Columns fingerprint when planned.
+    pub mapping_fingerprint: u64,
+    /// Counts matched after the steps: the watermark may advance.
+    pub verified: bool,
 }
 
-impl ErrorLog {
-    fn new(config: &Config) -> ErrorLog {
-        ErrorLog {
-            entries: Vec::new(),
+/// One unit of a run's work, in execution order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Task {
+    /// A planned step (or, with `repair`, a delete the verification asked for).
+    Step {
+        /// Index into [`RunState::tables`].
+        table: usize,
+        /// The step.
+        kind: StepKind,
+        /// Scheduled by the verification, not the planner.
+        repair: bool,
+    },
+    /// Count both sides; a difference schedules repairs.
+    Verify {
+        /// Table index.
+        table: usize,
+    },
+    /// Append repair tasks for the tables whose counts differ.
+    PlanRepairs,
+    /// Count again; add missing rows when the source still has more.
+    RepairAdd {
+        /// Table index.
+        table: usize,
+    },
+    /// Last count; a difference is an error.
+    FinalVerify {
+        /// Table index.
+        table: usize,
+    },
+}
+
+/// Metric timers, kept in the run state so a resumed run adds to them.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Timers {
+    /// Reading (both sides).
+    pub read: Duration,
+    /// Upserts.
+    pub write: Duration,
+    /// Deletes.
+    pub delete: Duration,
+    /// In-memory comparison and conversion.
+    pub compare: Duration,
+}
+
+/// Everything needed to continue a run: the checkpoint.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunState {
+    /// Tables in config order.
+    pub tables: Vec<TableState>,
+    /// The work, in order.
+    pub tasks: Vec<Task>,
+    /// Index of the task in progress (`tasks.len()` when done).
+    pub position: usize,
+    /// Cursor inside the task in progress, once it committed something.
+    pub cursor: Option<StepCursor>,
+    /// Errors so far.
+    pub errors: Vec<ErrorEntry>,
+    /// Consecutive batches with errors.
+    pub failing_batches_in_a_row: u64,
+    /// Metric timers.
+    pub timers: Timers,
+    /// Queries of earlier processes of this run.
+    pub queries_before: u64,
+    /// Tables whose counts differed at `Verify`: `(table, source, target)`.
+    pub mismatched: Vec<(usize, u64, u64)>,
+}
+
+impl RunState {
+    /// True once every task ran.
+    pub fn is_finished(&self) -> bool {
+        self.position >= self.tasks.len()
+    }
+
+    /// Table names, in order.
+    pub fn table_names(&self) -> Vec<String> {
+        self.tables.iter().map(|t| t.report.name.clone()).collect()
+    }
+
+    /// Builds the task list of a fresh plan.
+    fn initial_tasks(tables: &[TableState]) -> Vec<Task> {
+        let mut tasks = Vec::new();
+        // Children before parents for deletes, parents before children for the rest.
+        for (i, t) in tables.iter().enumerate().rev() {
+            if t.survey.plan.steps.contains(&StepKind::Delete) {
+                tasks.push(Task::Step { table: i, kind: StepKind::Delete, repair: false });
+            }
+        }
+        for (i, t) in tables.iter().enumerate() {
+            for &kind in t.survey.plan.steps.iter().filter(|k| **k != StepKind::Delete) {
+                tasks.push(Task::Step { table: i, kind, repair: false });
+            }
+            tasks.push(Task::Verify { table: i });
+        }
+        tasks.push(Task::PlanRepairs);
+        tasks
+    }
+}
+
+/// Error policy of a run (from the config).
+#[derive(Clone, Copy, Debug)]
+pub struct ErrorPolicy {
+    max_error_count: usize,
+    max_error_loop: u64,
+    continue_on_error: bool,
+}
+
+impl ErrorPolicy {
+    fn new(config: &Config) -> ErrorPolicy {
+        ErrorPolicy {
             max_error_count: config.run.max_error_count,
-            max_error_loop: config.run.max_error_loop,
+            max_error_loop: config.run.max_error_loop as u64,
             continue_on_error: config.run.continue_on_error,
-            failing_batches_in_a_row: 0,
         }
     }
 
-    /// Records an error; returns `Err` when the run must stop because of it.
-    pub fn record(&mut self, kind: ErrorKind, table: &str, message: String) -> Result<(), EngineError> {
+    /// Records an error in `state`; returns `Err` when the run must stop because of it.
+    pub fn record(&self, state: &mut RunState, kind: ErrorKind, table: &str, message: String) -> Result<(), EngineError> {
         tracing::error!(table, kind = kind.name(), "{message}");
-        self.entries.push(ErrorEntry { kind, table: Some(table.to_string()), message });
+        state.errors.push(ErrorEntry { kind, table: Some(table.to_string()), message });
         if !self.continue_on_error {
             return Err(EngineError::TooManyErrors(
                 "stopping at the first error because continue_on_error is false".into(),
             ));
         }
-        if self.entries.len() >= self.max_error_count {
-            return Err(EngineError::TooManyErrors(format!(
-                "maximum error count {} was reached",
-                self.max_error_count
-            )));
+        if state.errors.len() >= self.max_error_count {
+            return Err(EngineError::TooManyErrors(format!("maximum error count {} was reached", self.max_error_count)));
         }
         Ok(())
     }
 
     /// Notes whether a batch had errors; too many failing batches in a row stop the run.
-    pub fn batch_done(&mut self, had_errors: bool) -> Result<(), EngineError> {
+    pub fn batch_done(&self, state: &mut RunState, had_errors: bool) -> Result<(), EngineError> {
         if had_errors {
-            self.failing_batches_in_a_row += 1;
-            if self.failing_batches_in_a_row >= self.max_error_loop {
+            state.failing_batches_in_a_row += 1;
+            if state.failing_batches_in_a_row >= self.max_error_loop {
                 return Err(EngineError::TooManyErrors(format!(
                     "maximum error loop {} was reached: {} batches in a row had errors",
-                    self.max_error_loop, self.failing_batches_in_a_row
+                    self.max_error_loop, state.failing_batches_in_a_row
                 )));
             }
         } else {
-            self.failing_batches_in_a_row = 0;
+            state.failing_batches_in_a_row = 0;
         }
         Ok(())
     }
-
-    /// Errors so far.
-    pub fn entries(&self) -> &[ErrorEntry] {
-        &self.entries
-    }
 }
 
-/// Timers behind the manual's `*TimeAll` metrics.
-#[derive(Debug, Default, Clone)]
-pub struct Timers {
-    /// Reading (both sides).
-    pub read: std::time::Duration,
-    /// Upserts.
-    pub write: std::time::Duration,
-    /// Deletes.
-    pub delete: std::time::Duration,
-    /// In-memory comparison and conversion.
-    pub compare: std::time::Duration,
+/// Stored watermarks; the engine asks before planning each table.
+pub trait Watermarks {
+    /// The last verified modify ID of a table entry.
+    fn watermark(&self, job: &TableJob) -> Result<Option<Value>, EngineError>;
+}
+
+/// No stored watermarks: plans fall back to the target's largest modify ID.
+pub struct NoWatermarks;
+
+impl Watermarks for NoWatermarks {
+    fn watermark(&self, _: &TableJob) -> Result<Option<Value>, EngineError> {
+        Ok(None)
+    }
 }
 
 /// A connected engine for one config.
@@ -203,6 +330,7 @@ pub struct Engine {
     source: Arc<dyn Connector>,
     target: Arc<dyn Connector>,
     options: RunOptions,
+    policy: ErrorPolicy,
 }
 
 fn db_error(context: impl Into<String>) -> impl FnOnce(ConnectorError) -> EngineError {
@@ -218,12 +346,18 @@ impl Engine {
             connector::open(&config.source, Side::Source, connect_options).await.map_err(EngineError::Connect)?;
         let target =
             connector::open(&config.target, Side::Target, connect_options).await.map_err(EngineError::Connect)?;
-        Ok(Engine { config, source, target, options })
+        let policy = ErrorPolicy::new(&config);
+        Ok(Engine { config, source, target, options, policy })
     }
 
     /// The config.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The run options.
+    pub fn options(&self) -> &RunOptions {
+        &self.options
     }
 
     /// The table entries this run covers, in config order.
@@ -232,13 +366,13 @@ impl Engine {
         self.config.tables.iter().filter(|t| wanted.is_empty() || wanted.contains(&t.name)).collect()
     }
 
-    /// Describes both sides of every selected table and builds the column mappings.
-    /// Collects every problem before failing, so one `check` shows them all.
-    pub async fn prepare(&self) -> Result<(Vec<TableJob>, Vec<String>), EngineError> {
+    /// Describes both sides of `specs` and builds the column mappings. Collects every
+    /// problem before failing, so one `check` shows them all.
+    pub async fn prepare_tables(&self, specs: &[&TableSpec]) -> Result<(Vec<TableJob>, Vec<String>), EngineError> {
         let mut jobs = Vec::new();
         let mut problems = Vec::new();
         let mut warnings = Vec::new();
-        for spec in self.selected_tables() {
+        for spec in specs {
             let source = self
                 .source
                 .describe(&spec.source_table)
@@ -271,7 +405,7 @@ impl Engine {
             match TableMapping::build(spec, source, target) {
                 Ok(mapping) => {
                     warnings.extend(mapping.warnings.iter().cloned());
-                    jobs.push(TableJob { spec: spec.clone(), mapping });
+                    jobs.push(TableJob { spec: (*spec).clone(), mapping });
                 }
                 Err(p) => problems.extend(p),
             }
@@ -279,8 +413,13 @@ impl Engine {
         if problems.is_empty() { Ok((jobs, warnings)) } else { Err(EngineError::Schema(problems)) }
     }
 
+    /// [`Engine::prepare_tables`] for the selected tables.
+    pub async fn prepare(&self) -> Result<(Vec<TableJob>, Vec<String>), EngineError> {
+        self.prepare_tables(&self.selected_tables()).await
+    }
+
     /// Counts rows, reads modify IDs and plans one table.
-    pub async fn survey(&self, job: &TableJob) -> Result<TableSurvey, EngineError> {
+    pub async fn survey(&self, job: &TableJob, stored_watermark: Option<Value>) -> Result<TableSurvey, EngineError> {
         let name = &job.spec.name;
         let all = KeyRange::all();
         let source_count = self
@@ -294,26 +433,33 @@ impl Engine {
             .await
             .map_err(db_error(format!("counting target rows of {name}")))?;
         let has_modify = job.mapping.source.modify_index.is_some() && job.mapping.target.modify_index.is_some();
-        let (watermark, changed, null_modify) = if has_modify {
-            let watermark = self
-                .target
-                .max_modify(&job.mapping.target)
-                .await
-                .map_err(db_error(format!("reading target modify id of {name}")))?;
-            let changed = self
+        let (mut watermark, mut source_max_modify, mut changed, mut null_modify) = (None, None, None, 0);
+        if has_modify {
+            watermark = match stored_watermark {
+                Some(w) => Some(w),
+                None => self
+                    .target
+                    .max_modify(&job.mapping.target)
+                    .await
+                    .map_err(db_error(format!("reading target modify id of {name}")))?,
+            };
+            source_max_modify = self
                 .source
-                .count_changed_since(&job.mapping.source, watermark.as_ref())
+                .max_modify(&job.mapping.source)
                 .await
-                .map_err(db_error(format!("counting changed rows of {name}")))?;
-            let nulls = self
+                .map_err(db_error(format!("reading source modify id of {name}")))?;
+            changed = Some(
+                self.source
+                    .count_changed_since(&job.mapping.source, watermark.as_ref())
+                    .await
+                    .map_err(db_error(format!("counting changed rows of {name}")))?,
+            );
+            null_modify = self
                 .source
                 .count_null_modify(&job.mapping.source)
                 .await
                 .map_err(db_error(format!("counting NULL modify ids of {name}")))?;
-            (watermark, Some(changed), nulls)
-        } else {
-            (None, None, 0)
-        };
+        }
         let settings = &job.spec.settings;
         let plan = plan::decide(PlanInput {
             source_count,
@@ -324,21 +470,18 @@ impl Engine {
             min_rows_to_sync: settings.min_rows_to_sync,
             check_all_tables: self.config.run.check_all_tables,
         });
-        Ok(TableSurvey { source_count, target_count, watermark, changed, null_modify, plan })
+        Ok(TableSurvey { source_count, target_count, watermark, source_max_modify, changed, null_modify, plan })
     }
 
-    /// Plans every selected table and, unless planning only, executes the plans.
-    pub async fn run(&self, observer: &mut dyn Observer) -> Result<RunReport, (EngineError, RunReport)> {
-        let started = Instant::now();
-        let mut report =
-            RunReport { plan_only: self.options.plan_only || self.config.run.only_sync_plan, ..RunReport::default() };
-        let (jobs, warnings) = self.prepare().await.map_err(|e| (e, report.clone()))?;
+    /// Describes, counts and plans every selected table: a fresh run state.
+    pub async fn plan_run(&self, watermarks: &dyn Watermarks) -> Result<(Vec<TableJob>, RunState), EngineError> {
+        let (jobs, warnings) = self.prepare().await?;
         for w in &warnings {
             tracing::warn!("{w}");
         }
-        let mut surveys = Vec::with_capacity(jobs.len());
+        let mut tables = Vec::with_capacity(jobs.len());
         for job in &jobs {
-            let survey = self.survey(job).await.map_err(|e| (e, report.clone()))?;
+            let survey = self.survey(job, watermarks.watermark(job)?).await?;
             tracing::info!(
                 table = %job.spec.name,
                 source = survey.source_count,
@@ -357,172 +500,207 @@ impl Engine {
                     job.spec.modify_field.as_deref().unwrap_or("modify id")
                 );
             }
-            report.tables.push(TableReport {
+            let report = TableReport {
                 name: job.spec.name.clone(),
                 source_before: survey.source_count,
                 target_before: survey.target_count,
                 changed: survey.changed,
                 plan: Some(survey.plan.clone()),
                 ..TableReport::default()
-            });
-            surveys.push(survey);
+            };
+            tables.push(TableState { survey, report, mapping_fingerprint: job.mapping_fingerprint(), verified: false });
         }
-        if report.plan_only {
-            report.duration_ms = started.elapsed().as_millis() as u64;
-            return Ok(report);
-        }
-
-        let mut errors = ErrorLog::new(&self.config);
-        let mut timers = Timers::default();
-        let result = self.execute(&jobs, &surveys, &mut report, &mut errors, &mut timers, observer).await;
-        report.errors = errors.entries().to_vec();
-        self.fill_metrics(&mut report, &timers);
-        report.duration_ms = started.elapsed().as_millis() as u64;
-        match result {
-            Ok(()) => Ok(report),
-            Err(e) => Err((e, report)),
-        }
+        let tasks = RunState::initial_tasks(&tables);
+        let state = RunState {
+            tables,
+            tasks,
+            position: 0,
+            cursor: None,
+            errors: Vec::new(),
+            failing_batches_in_a_row: 0,
+            timers: Timers::default(),
+            queries_before: 0,
+            mismatched: Vec::new(),
+        };
+        Ok((jobs, state))
     }
 
-    async fn execute(
+    /// The table jobs of a stored run, checked against the current schemas: a resumed run
+    /// must see the same columns it planned with.
+    pub async fn jobs_for(&self, state: &RunState) -> Result<Vec<TableJob>, EngineError> {
+        let names = state.table_names();
+        let mut specs = Vec::new();
+        for name in &names {
+            let spec = self.config.tables.iter().find(|t| &t.name == name).ok_or_else(|| {
+                EngineError::PlanInvalid(format!("table entry `{name}` of the stored plan is no longer in the config"))
+            })?;
+            specs.push(spec);
+        }
+        let (jobs, _) = self.prepare_tables(&specs).await?;
+        for (job, table) in jobs.iter().zip(&state.tables) {
+            if job.mapping_fingerprint() != table.mapping_fingerprint {
+                return Err(EngineError::PlanInvalid(format!(
+                    "the columns of table {} changed since the run was planned",
+                    job.spec.name
+                )));
+            }
+        }
+        Ok(jobs)
+    }
+
+    /// Runs the tasks of `state` from its position to the end, checkpointing through
+    /// `observer` after every commit and every task.
+    pub async fn execute(
         &self,
         jobs: &[TableJob],
-        surveys: &[TableSurvey],
-        report: &mut RunReport,
-        errors: &mut ErrorLog,
-        timers: &mut Timers,
+        state: &mut RunState,
         observer: &mut dyn Observer,
     ) -> Result<(), EngineError> {
-        // Children before parents for deletes, parents before children for the rest.
-        for i in (0..jobs.len()).rev() {
-            if surveys[i].plan.steps.contains(&StepKind::Delete) {
-                self.timed_step(
-                    &jobs[i],
-                    &surveys[i],
-                    StepKind::Delete,
-                    &mut report.tables[i],
-                    errors,
-                    timers,
-                    observer,
-                )
-                .await?;
-            }
-        }
-        let mut mismatched = Vec::new();
-        for (i, (job, survey)) in jobs.iter().zip(surveys).enumerate() {
-            for &kind in survey.plan.steps.iter().filter(|k| **k != StepKind::Delete) {
-                self.timed_step(job, survey, kind, &mut report.tables[i], errors, timers, observer).await?;
-            }
-            if survey.plan.steps.is_empty() {
-                report.tables[i].source_after = Some(survey.source_count);
-                report.tables[i].target_after = Some(survey.target_count);
-            } else if let Some((source, target)) = self.verify(job, &mut report.tables[i]).await? {
-                mismatched.push((i, source, target));
-            }
-        }
-        if mismatched.is_empty() {
-            return Ok(());
-        }
+        let result = self.execute_tasks(jobs, state, observer).await;
+        state.queries_before += self.queries();
+        self.source.counters().queries.store(0, Ordering::Relaxed);
+        self.target.counters().queries.store(0, Ordering::Relaxed);
+        result
+    }
 
-        // Counts alone cannot show rows deleted while others were added (the plan then has
-        // no delete step), nor rows added and deleted in equal numbers. Repair what the
-        // verification found, deletes children first, then adds parents first.
-        for &(i, source, target) in mismatched.iter().rev() {
-            if target > source {
-                tracing::warn!(
-                    table = %jobs[i].spec.name,
-                    "counts mismatch after sync (source {source}, target {target}) => delete extras"
-                );
-                report.tables[i].repair.push(StepKind::Delete);
-                self.timed_step(
-                    &jobs[i],
-                    &surveys[i],
-                    StepKind::Delete,
-                    &mut report.tables[i],
-                    errors,
-                    timers,
-                    observer,
-                )
-                .await?;
+    fn queries(&self) -> u64 {
+        self.source.counters().snapshot().0 + self.target.counters().snapshot().0
+    }
+
+    async fn execute_tasks(
+        &self,
+        jobs: &[TableJob],
+        state: &mut RunState,
+        observer: &mut dyn Observer,
+    ) -> Result<(), EngineError> {
+        while let Some(&task) = state.tasks.get(state.position) {
+            if self.options.stop.load(Ordering::Relaxed) {
+                return Err(EngineError::Interrupted);
             }
+            let started = Instant::now();
+            let table = match task {
+                Task::Step { table, kind, repair } => {
+                    if repair && state.cursor.is_none() && !state.tables[table].report.repair.contains(&kind) {
+                        state.tables[table].report.repair.push(kind);
+                    }
+                    self.run_step(jobs, state, observer, table, kind).await?;
+                    Some(table)
+                }
+                Task::Verify { table } => {
+                    if let Some((source, target)) = self.verify(&jobs[table], state, table).await? {
+                        state.mismatched.push((table, source, target));
+                    } else {
+                        state.tables[table].verified = true;
+                    }
+                    Some(table)
+                }
+                Task::PlanRepairs => {
+                    // Counts alone cannot show rows deleted while others were added (the
+                    // plan then has no delete step), nor adds and deletes in equal numbers.
+                    let mut repairs = Vec::new();
+                    for &(table, source, target) in state.mismatched.iter().rev() {
+                        if target > source {
+                            tracing::warn!(
+                                table = %jobs[table].spec.name,
+                                "counts mismatch after sync (source {source}, target {target}) => delete extras"
+                            );
+                            repairs.push(Task::Step { table, kind: StepKind::Delete, repair: true });
+                        }
+                    }
+                    for &(table, ..) in &state.mismatched {
+                        repairs.push(Task::RepairAdd { table });
+                        repairs.push(Task::FinalVerify { table });
+                    }
+                    state.tasks.extend(repairs);
+                    None
+                }
+                Task::RepairAdd { table } => {
+                    let needed = match state.cursor {
+                        Some(_) => true,
+                        None => match self.verify(&jobs[table], state, table).await? {
+                            Some((source, target)) if source > target => {
+                                tracing::warn!(
+                                    table = %jobs[table].spec.name,
+                                    "counts mismatch after sync (source {source}, target {target}) => add missing"
+                                );
+                                state.tables[table].report.repair.push(StepKind::Add);
+                                true
+                            }
+                            _ => false,
+                        },
+                    };
+                    if needed {
+                        self.run_step(jobs, state, observer, table, StepKind::Add).await?;
+                    }
+                    Some(table)
+                }
+                Task::FinalVerify { table } => {
+                    match self.verify(&jobs[table], state, table).await? {
+                        Some((source, target)) => {
+                            state.tables[table].report.errors += 1;
+                            self.policy.record(
+                                state,
+                                ErrorKind::Logic,
+                                &jobs[table].spec.name,
+                                format!("counts mismatch after sync: source {source}, target {target}"),
+                            )?;
+                        }
+                        None => state.tables[table].verified = true,
+                    }
+                    Some(table)
+                }
+            };
+            if let Some(table) = table {
+                state.tables[table].report.duration_ms += started.elapsed().as_millis() as u64;
+            }
+            state.position += 1;
+            state.cursor = None;
+            observer.checkpoint(state)?;
         }
-        for &(i, source, target) in &mismatched {
-            let mut counts = Some((source, target));
-            if !report.tables[i].repair.is_empty() {
-                counts = self.verify(&jobs[i], &mut report.tables[i]).await?;
-            }
-            if let Some((source, target)) = counts.filter(|(s, t)| s > t) {
-                tracing::warn!(
-                    table = %jobs[i].spec.name,
-                    "counts mismatch after sync (source {source}, target {target}) => add missing"
-                );
-                report.tables[i].repair.push(StepKind::Add);
-                self.timed_step(&jobs[i], &surveys[i], StepKind::Add, &mut report.tables[i], errors, timers, observer)
-                    .await?;
-                counts = self.verify(&jobs[i], &mut report.tables[i]).await?;
-            }
-            if let Some((source, target)) = counts {
-                report.tables[i].errors += 1;
-                errors.record(
-                    ErrorKind::Logic,
-                    &jobs[i].spec.name,
-                    format!("counts mismatch after sync: source {source}, target {target}"),
-                )?;
+        for table in &mut state.tables {
+            if table.survey.plan.steps.is_empty() {
+                table.report.source_after = Some(table.survey.source_count);
+                table.report.target_after = Some(table.survey.target_count);
+                table.verified = true;
             }
         }
         Ok(())
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn timed_step(
+    async fn run_step(
         &self,
-        job: &TableJob,
-        survey: &TableSurvey,
-        kind: StepKind,
-        table: &mut TableReport,
-        errors: &mut ErrorLog,
-        timers: &mut Timers,
+        jobs: &[TableJob],
+        state: &mut RunState,
         observer: &mut dyn Observer,
-    ) -> Result<(), EngineError> {
-        let started = Instant::now();
-        let result = self.step(job, survey, kind, table, errors, timers, observer).await;
-        table.duration_ms += started.elapsed().as_millis() as u64;
-        result
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn step(
-        &self,
-        job: &TableJob,
-        survey: &TableSurvey,
+        table: usize,
         kind: StepKind,
-        table: &mut TableReport,
-        errors: &mut ErrorLog,
-        timers: &mut Timers,
-        observer: &mut dyn Observer,
     ) -> Result<(), EngineError> {
+        let cursor = match state.cursor.clone() {
+            Some(cursor) => {
+                tracing::info!(table = %jobs[table].spec.name, step = %kind, ?cursor, "resuming step from checkpoint");
+                cursor
+            }
+            None => StepCursor::start(kind, &state.tables[table].survey),
+        };
         let mut ctx = steps::StepContext {
             source: self.source.as_ref(),
             target: self.target.as_ref(),
-            job,
-            survey,
-            report: table,
-            errors,
-            timers,
+            job: &jobs[table],
+            table,
+            state,
+            policy: self.policy,
             observer,
             options: &self.options,
             source_is_4d: self.config.source.is_4d(),
             target_is_4d: self.config.target.is_4d(),
         };
-        let cursor = StepCursor::start(kind, survey);
         steps::run_step(&mut ctx, kind, cursor).await
     }
 
     /// Counts both sides again. Returns `Some((source, target))` when they differ.
-    async fn verify(&self, job: &TableJob, table: &mut TableReport) -> Result<Option<(u64, u64)>, EngineError> {
+    async fn verify(&self, job: &TableJob, state: &mut RunState, table: usize) -> Result<Option<(u64, u64)>, EngineError> {
         let all = KeyRange::all();
         let name = &job.spec.name;
-        let started = Instant::now();
         let source = self
             .source
             .count(&job.mapping.source, &all)
@@ -533,29 +711,30 @@ impl Engine {
             .count(&job.mapping.target, &all)
             .await
             .map_err(db_error(format!("verifying target count of {name}")))?;
-        table.duration_ms += started.elapsed().as_millis() as u64;
-        table.source_after = Some(source);
-        table.target_after = Some(target);
-        table.verified = Some(source == target);
+        let report = &mut state.tables[table].report;
+        report.source_after = Some(source);
+        report.target_after = Some(target);
+        report.verified = Some(source == target);
         Ok((source != target).then_some((source, target)))
     }
 
-    fn fill_metrics(&self, report: &mut RunReport, timers: &Timers) {
-        let (sq, ..) = self.source.counters().snapshot();
-        let (tq, ..) = self.target.counters().snapshot();
-        let sum = |f: fn(&TableReport) -> u64| report.tables.iter().map(f).sum::<u64>();
-        report.metrics = Metrics {
-            readTimeAll: timers.read.as_millis() as u64,
-            writeTimeAll: timers.write.as_millis() as u64,
-            deleteTimeAll: timers.delete.as_millis() as u64,
-            dataCompareTimeAll: timers.compare.as_millis() as u64,
-            queryCountAll: sq + tq,
+    /// The report of a run state.
+    pub fn report(state: &RunState, plan_only: bool, duration_ms: u64) -> RunReport {
+        let tables: Vec<TableReport> = state.tables.iter().map(|t| t.report.clone()).collect();
+        let sum = |f: fn(&TableReport) -> u64| tables.iter().map(f).sum::<u64>();
+        let metrics = Metrics {
+            readTimeAll: state.timers.read.as_millis() as u64,
+            writeTimeAll: state.timers.write.as_millis() as u64,
+            deleteTimeAll: state.timers.delete.as_millis() as u64,
+            dataCompareTimeAll: state.timers.compare.as_millis() as u64,
+            queryCountAll: state.queries_before,
             recordCountAllTables: sum(|t| t.source_before),
             recordCountAllAdded: sum(|t| t.added),
             recordCountAllModified: sum(|t| t.modified),
             recordCountAllDeleted: sum(|t| t.deleted),
             recordCountAllSkipped: sum(|t| t.skipped),
         };
+        RunReport { metrics, errors: state.errors.clone(), tables, duration_ms, plan_only }
     }
 
     /// The source connector.
@@ -568,8 +747,19 @@ impl Engine {
         &self.target
     }
 
-    /// True once a stop was requested.
-    pub fn stop_requested(&self) -> bool {
-        self.options.stop.load(Ordering::Relaxed)
+    /// Plans and executes in one go without a checkpoint store (benchmarks, library use).
+    pub async fn run(&self, observer: &mut dyn Observer) -> Result<RunReport, (EngineError, RunReport)> {
+        let started = Instant::now();
+        let plan_only = self.options.plan_only || self.config.run.only_sync_plan;
+        let (jobs, mut state) = self.plan_run(&NoWatermarks).await.map_err(|e| (e, RunReport::default()))?;
+        if plan_only {
+            return Ok(Engine::report(&state, true, started.elapsed().as_millis() as u64));
+        }
+        let result = self.execute(&jobs, &mut state, observer).await;
+        let report = Engine::report(&state, false, started.elapsed().as_millis() as u64);
+        match result {
+            Ok(()) => Ok(report),
+            Err(e) => Err((e, report)),
+        }
     }
 }

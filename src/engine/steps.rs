@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::{EngineError, ErrorLog, Observer, RunOptions, TableJob, TableSurvey, Timers};
+use super::{EngineError, ErrorPolicy, Observer, RunOptions, RunState, TableJob, TableSurvey};
 use crate::connector::{Connector, ConnectorError, ModifyCursor};
 use crate::model::{Key, KeyRange, Row, Value};
 use crate::plan::StepKind;
@@ -35,6 +35,18 @@ pub enum StepCursor {
         /// Key of the last row done among those with `modify_id`.
         key: Option<Key>,
     },
+}
+
+impl std::fmt::Display for StepCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StepCursor::Keys { after: Some(key) } => write!(f, "after key {key}"),
+            StepCursor::Keys { after: None } => write!(f, "at the first key"),
+            StepCursor::Modify { modify_id: Some(m), key: Some(k) } => write!(f, "after modify id {m}, key {k}"),
+            StepCursor::Modify { modify_id: Some(m), key: None } => write!(f, "from modify id {m}"),
+            StepCursor::Modify { modify_id: None, .. } => write!(f, "at the first modify id"),
+        }
+    }
 }
 
 impl StepCursor {
@@ -62,15 +74,13 @@ pub struct StepContext<'a> {
     pub target: &'a dyn Connector,
     /// The table.
     pub job: &'a TableJob,
-    /// What the planner saw.
-    pub survey: &'a TableSurvey,
-    /// Statistics of the table, updated as batches commit.
-    pub report: &'a mut TableReport,
-    /// The run's error log and policy.
-    pub errors: &'a mut ErrorLog,
-    /// Metric timers.
-    pub timers: &'a mut Timers,
-    /// Receives committed cursors.
+    /// Index of the table in the run state.
+    pub table: usize,
+    /// The run state: the table's statistics, errors, timers and cursor.
+    pub state: &'a mut RunState,
+    /// The run's error policy.
+    pub policy: ErrorPolicy,
+    /// Receives the state after every commit.
     pub observer: &'a mut dyn Observer,
     /// Run options.
     pub options: &'a RunOptions,
@@ -109,6 +119,23 @@ impl StepContext<'_> {
         &self.job.spec.name
     }
 
+    fn survey(&self) -> &TableSurvey {
+        &self.state.tables[self.table].survey
+    }
+
+    fn report(&mut self) -> &mut TableReport {
+        &mut self.state.tables[self.table].report
+    }
+
+    fn record_error(&mut self, kind: ErrorKind, message: String) -> Result<(), EngineError> {
+        self.report().errors += 1;
+        self.policy.record(self.state, kind, &self.job.spec.name, message)
+    }
+
+    fn batch_done(&mut self, had_errors: bool) -> Result<(), EngineError> {
+        self.policy.batch_done(self.state, had_errors)
+    }
+
     fn batch_size(&self) -> usize {
         let s = &self.job.spec.settings;
         if self.source_is_4d || self.target_is_4d { s.batch_size_4d } else { s.batch_size }
@@ -128,8 +155,11 @@ impl StepContext<'_> {
         move |source| EngineError::Database { context, source }
     }
 
-    fn commit(&mut self, kind: StepKind, cursor: &StepCursor) -> Result<(), EngineError> {
-        self.observer.committed(&self.job.spec.name, kind, cursor, self.report)
+    /// Records the cursor and hands the state to the observer (the checkpoint). Called
+    /// only after the target committed everything up to `cursor`.
+    fn commit(&mut self, cursor: StepCursor) -> Result<(), EngineError> {
+        self.state.cursor = Some(cursor);
+        self.observer.checkpoint(self.state)
     }
 
     /// Reads a window of keys `(after, upper]` that is complete on both sides: every
@@ -160,7 +190,7 @@ impl StepContext<'_> {
                 src.retain(|k| *k <= bound);
             }
         }
-        self.timers.read += started.elapsed();
+        self.state.timers.read += started.elapsed();
         Ok((src, tgt, upper))
     }
 
@@ -190,7 +220,7 @@ impl StepContext<'_> {
                 src.retain(|r| src_scope.key_of(r).is_some_and(|k| k <= bound));
             }
         }
-        self.timers.read += started.elapsed();
+        self.state.timers.read += started.elapsed();
         Ok((src, tgt, upper))
     }
 
@@ -206,13 +236,11 @@ impl StepContext<'_> {
                 Err(e) => {
                     had_errors = true;
                     let key = self.job.mapping.source.key_of(row).map_or("?".into(), |k| k.to_string());
-                    self.report.errors += 1;
-                    let name = self.name().to_string();
-                    self.errors.record(ErrorKind::Data, &name, format!("row {key} cannot be converted: {e}"))?;
+                    self.record_error(ErrorKind::Data, format!("row {key} cannot be converted: {e}"))?;
                 }
             }
         }
-        self.timers.compare += started.elapsed();
+        self.state.timers.compare += started.elapsed();
         Ok((out, had_errors))
     }
 
@@ -228,16 +256,17 @@ impl StepContext<'_> {
             let started = Instant::now();
             let (target, scope) = (self.target, &self.job.mapping.target);
             let result = retry("writing rows", || target.upsert(scope, &chunk)).await;
-            self.timers.write += started.elapsed();
+            self.state.timers.write += started.elapsed();
             match result {
-                Ok(n) => written += n,
+                Ok(n) => {
+                    crate::failpoint::hit("after_commit");
+                    written += n;
+                }
                 Err(ConnectorError::Data(message)) => {
                     had_errors = true;
                     if chunk.len() == 1 {
                         let key = scope.key_of(&chunk[0]).map_or("?".into(), |k| k.to_string());
-                        self.report.errors += 1;
-                        let name = self.name().to_string();
-                        self.errors.record(ErrorKind::Data, &name, format!("row {key} was refused: {message}"))?;
+                        self.record_error(ErrorKind::Data, format!("row {key} was refused: {message}"))?;
                     } else {
                         let (a, b) = chunk.split_at(chunk.len() / 2);
                         pending.push(b.to_vec());
@@ -254,12 +283,14 @@ impl StepContext<'_> {
     async fn delete_keys(&mut self, keys: &[Key]) -> Result<u64, EngineError> {
         let mut deleted = 0;
         for chunk in keys.chunks(self.delete_batch_size()) {
-            self.guard_deletes(self.report.deleted + chunk.len() as u64)?;
+            let total = self.report().deleted + chunk.len() as u64;
+            self.guard_deletes(total)?;
             let started = Instant::now();
             let (target, scope) = (self.target, &self.job.mapping.target);
             let n = retry("deleting rows", || target.delete(scope, chunk)).await.map_err(self.db("deleting rows"))?;
-            self.timers.delete += started.elapsed();
-            self.report.deleted += n;
+            crate::failpoint::hit("after_commit");
+            self.state.timers.delete += started.elapsed();
+            self.report().deleted += n;
             deleted += n;
         }
         Ok(deleted)
@@ -284,7 +315,7 @@ impl StepContext<'_> {
         let moved = retry("reading source rows", || source.read_rows_by_keys(&unscoped, extras))
             .await
             .map_err(self.db("reading source rows"))?;
-        self.timers.read += started.elapsed();
+        self.state.timers.read += started.elapsed();
         let moved_keys: std::collections::HashSet<Key> = moved.iter().filter_map(|r| unscoped.key_of(r)).collect();
         let gone: Vec<Key> = extras.iter().filter(|k| !moved_keys.contains(*k)).cloned().collect();
         self.delete_keys(&gone).await?;
@@ -294,7 +325,7 @@ impl StepContext<'_> {
         tracing::info!(table = %self.job.spec.name, rows = moved.len(), "rows moved to another record type");
         let (converted, conversion_errors) = self.convert(&moved)?;
         let (written, write_errors) = self.write(converted).await?;
-        self.report.modified += written;
+        self.report().modified += written;
         Ok(conversion_errors || write_errors)
     }
 
@@ -304,7 +335,7 @@ impl StepContext<'_> {
         if self.options.allow_mass_delete {
             return Ok(());
         }
-        let base = self.survey.target_count;
+        let base = self.survey().target_count;
         let percent = self.job.spec.settings.max_delete_percent;
         let limit = (base as f64 * percent / 100.0).floor() as u64;
         if total > limit {
@@ -320,10 +351,11 @@ impl StepContext<'_> {
 
 /// Runs one step from `cursor` to its end.
 pub async fn run_step(ctx: &mut StepContext<'_>, kind: StepKind, cursor: StepCursor) -> Result<(), EngineError> {
+    let survey = ctx.survey();
     let total = match kind {
-        StepKind::Delete => ctx.survey.target_count,
-        StepKind::Add | StepKind::Changed => ctx.survey.source_count,
-        StepKind::Incremental => ctx.survey.changed.unwrap_or(0),
+        StepKind::Delete => survey.target_count,
+        StepKind::Add | StepKind::Changed => survey.source_count,
+        StepKind::Incremental => survey.changed.unwrap_or(0),
     };
     let mut progress = StepProgress::start(ctx.options.progress, format!("{} {}", ctx.job.spec.name, kind), total);
     tracing::info!(table = %ctx.job.spec.name, step = %kind, "step start");
@@ -370,8 +402,9 @@ async fn delete_step(
     cursor: StepCursor,
     progress: &mut StepProgress,
 ) -> Result<(), EngineError> {
-    let expected = ctx.survey.target_count.saturating_sub(ctx.survey.source_count);
-    ctx.guard_deletes(ctx.report.deleted + expected)?;
+    let expected = ctx.survey().target_count.saturating_sub(ctx.survey().source_count);
+    let total = ctx.report().deleted + expected;
+    ctx.guard_deletes(total)?;
     let limit = ctx.job.spec.settings.id_array_batch_size;
     let mut after = cursor.after_key();
     loop {
@@ -379,18 +412,17 @@ async fn delete_step(
         let (src, tgt, upper) = ctx.key_window(&after, limit).await?;
         let compare = Instant::now();
         let (_, extra) = key_diff(&src, &tgt);
-        ctx.timers.compare += compare.elapsed();
+        ctx.state.timers.compare += compare.elapsed();
         for chunk in extra.chunks(ctx.delete_batch_size()) {
             let had_errors = ctx.remove_extras(chunk).await?;
-            ctx.errors.batch_done(had_errors)?;
-            let cursor = StepCursor::Keys { after: chunk.last().cloned() };
-            ctx.commit(StepKind::Delete, &cursor)?;
+            ctx.batch_done(had_errors)?;
+            ctx.commit(StepCursor::Keys { after: chunk.last().cloned() })?;
         }
         progress.advance(tgt.len() as u64);
         match upper {
             Some(u) => {
                 after = Some(u);
-                ctx.commit(StepKind::Delete, &StepCursor::Keys { after: after.clone() })?;
+                ctx.commit(StepCursor::Keys { after: after.clone() })?;
             }
             None => return Ok(()),
         }
@@ -411,7 +443,7 @@ async fn add_step(
         let (src, tgt, upper) = ctx.key_window(&after, limit).await?;
         let compare = Instant::now();
         let (missing, _) = key_diff(&src, &tgt);
-        ctx.timers.compare += compare.elapsed();
+        ctx.state.timers.compare += compare.elapsed();
         // Positions of missing keys in `src`, to read contiguous runs by range.
         let mut position = 0usize;
         for chunk in missing.chunks(batch) {
@@ -431,18 +463,18 @@ async fn add_step(
                 retry("reading source rows", || source.read_rows_by_keys(scope, chunk)).await
             }
             .map_err(ctx.db("reading source rows"))?;
-            ctx.timers.read += started.elapsed();
+            ctx.state.timers.read += started.elapsed();
             let (converted, conversion_errors) = ctx.convert(&rows)?;
             let (written, write_errors) = ctx.write(converted).await?;
-            ctx.report.added += written;
-            ctx.errors.batch_done(conversion_errors || write_errors)?;
-            ctx.commit(StepKind::Add, &StepCursor::Keys { after: chunk.last().cloned() })?;
+            ctx.report().added += written;
+            ctx.batch_done(conversion_errors || write_errors)?;
+            ctx.commit(StepCursor::Keys { after: chunk.last().cloned() })?;
         }
         progress.advance(src.len() as u64);
         match upper {
             Some(u) => {
                 after = Some(u);
-                ctx.commit(StepKind::Add, &StepCursor::Keys { after: after.clone() })?;
+                ctx.commit(StepCursor::Keys { after: after.clone() })?;
             }
             None => return Ok(()),
         }
@@ -497,27 +529,24 @@ async fn changed_step(
                 (None, None) => break,
             }
         }
-        ctx.timers.compare += compare.elapsed();
+        ctx.state.timers.compare += compare.elapsed();
         let move_errors = ctx.remove_extras(&extras).await?;
         let (written, write_errors) = ctx.write(upserts).await?;
         // Rows refused by the target are neither added nor modified; take them off the
         // modified count first (an update is the likelier to hit a constraint).
         let refused = (added + modified).saturating_sub(written);
         let refused_mod = refused.min(modified);
-        ctx.report.modified += modified - refused_mod;
-        ctx.report.added += added - (refused - refused_mod);
-        ctx.report.skipped += same;
-        ctx.errors.batch_done(conversion_errors || write_errors || move_errors)?;
+        ctx.report().modified += modified - refused_mod;
+        ctx.report().added += added - (refused - refused_mod);
+        ctx.report().skipped += same;
+        ctx.batch_done(conversion_errors || write_errors || move_errors)?;
         progress.advance(src.len() as u64);
         match upper {
             Some(u) => {
                 after = Some(u);
-                ctx.commit(StepKind::Changed, &StepCursor::Keys { after: after.clone() })?;
+                ctx.commit(StepCursor::Keys { after: after.clone() })?;
             }
-            None => {
-                ctx.commit(StepKind::Changed, &StepCursor::Keys { after: None })?;
-                return Ok(());
-            }
+            None => return Ok(()),
         }
     }
 }
@@ -545,14 +574,14 @@ async fn incremental_step(
             .await
             .map_err(ctx.db("reading changed rows"))?;
         if rows.is_empty() {
-            ctx.timers.read += started.elapsed();
+            ctx.state.timers.read += started.elapsed();
             return Ok(());
         }
         let keys: Vec<Key> = rows.iter().filter_map(|r| src_scope.key_of(r)).collect();
         let existing = retry("reading target rows", || target.read_rows_by_keys(tgt_scope, &keys))
             .await
             .map_err(ctx.db("reading target rows"))?;
-        ctx.timers.read += started.elapsed();
+        ctx.state.timers.read += started.elapsed();
         let (converted, conversion_errors) = ctx.convert(&rows)?;
         let compare = Instant::now();
         let existing: HashMap<Key, Row> =
@@ -572,20 +601,17 @@ async fn incremental_step(
                 }
             }
         }
-        ctx.timers.compare += compare.elapsed();
+        ctx.state.timers.compare += compare.elapsed();
         let (written, write_errors) = ctx.write(upserts).await?;
         let refused = (added + modified).saturating_sub(written);
         let refused_mod = refused.min(modified);
-        ctx.report.modified += modified - refused_mod;
-        ctx.report.added += added - (refused - refused_mod);
-        ctx.report.skipped += same;
-        ctx.errors.batch_done(conversion_errors || write_errors)?;
+        ctx.report().modified += modified - refused_mod;
+        ctx.report().added += added - (refused - refused_mod);
+        ctx.report().skipped += same;
+        ctx.batch_done(conversion_errors || write_errors)?;
         let last = rows.last().expect("not empty");
         position = ModifyCursor { modify_id: Some(last[modify_index].clone()), key: src_scope.key_of(last) };
-        ctx.commit(
-            StepKind::Incremental,
-            &StepCursor::Modify { modify_id: position.modify_id.clone(), key: position.key.clone() },
-        )?;
+        ctx.commit(StepCursor::Modify { modify_id: position.modify_id.clone(), key: position.key.clone() })?;
         progress.advance(rows.len() as u64);
         if rows.len() < batch {
             return Ok(());

@@ -1,0 +1,352 @@
+//! Durable runs: ties the engine to the checkpoint store. Starts a run (refusing while an
+//! unfinished one exists), resumes one from its checkpoint, turns SIGINT/SIGTERM into a
+//! stop between batches, and records the outcome and history of every run.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use crate::checkpoint::{
+    EventKind, RunMeta, RunRecord, RunStatus, Store, StoreError, StoreObserver, StoreWatermarks, format_ms, host_name,
+    now_ms, watermark_identity,
+};
+use crate::cli::{engine_exit, exit};
+use crate::config::Config;
+use crate::engine::{Engine, EngineError, RunOptions, RunState, Task};
+use crate::report::RunReport;
+
+/// Opens the state store of a config, printing the problem on failure.
+pub fn open_store(config: &Config) -> Result<Store, u8> {
+    open_store_at(&config.run.state_dir)
+}
+
+/// Opens the state store in `dir`, printing the problem on failure.
+pub fn open_store_at(dir: &std::path::Path) -> Result<Store, u8> {
+    let store = Store::open(dir).map_err(|e| {
+        eprintln!("error: {e}");
+        store_exit(&e)
+    })?;
+    store.recover_dead_runs().map_err(|e| {
+        eprintln!("error: {e}");
+        store_exit(&e)
+    })?;
+    Ok(store)
+}
+
+fn store_exit(e: &StoreError) -> u8 {
+    match e {
+        StoreError::NoSuchRun(_) => exit::CONFIG,
+        _ => exit::STATE,
+    }
+}
+
+/// Sets `stop` on the first SIGINT or SIGTERM; a second one exits at once (the last
+/// checkpoint stays valid: it was written after a commit).
+fn install_signal_handler(stop: Arc<AtomicBool>) {
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("cannot listen for SIGTERM: {e}");
+                return;
+            }
+        };
+        loop {
+            #[cfg(unix)]
+            let signal = tokio::select! {
+                _ = tokio::signal::ctrl_c() => "SIGINT",
+                _ = term.recv() => "SIGTERM",
+            };
+            #[cfg(not(unix))]
+            let signal = {
+                let _ = tokio::signal::ctrl_c().await;
+                "interrupt"
+            };
+            if stop.swap(true, Ordering::SeqCst) {
+                eprintln!("{signal} again: stopping now; `db-sync resume` continues from the last checkpoint");
+                std::process::exit(i32::from(exit::INTERRUPTED));
+            }
+            eprintln!("{signal}: stopping after the current batch (send it again to stop at once)");
+        }
+    });
+}
+
+fn describe_position(state: &RunState) -> String {
+    let Some(task) = state.tasks.get(state.position) else { return "after the last task".into() };
+    let name = |i: usize| state.tables.get(i).map_or("?".to_string(), |t| t.report.name.clone());
+    let what = match task {
+        Task::Step { table, kind, repair } => {
+            format!("{}{kind} step of {}", if *repair { "repair " } else { "" }, name(*table))
+        }
+        Task::Verify { table } | Task::FinalVerify { table } => format!("verification of {}", name(*table)),
+        Task::PlanRepairs => "repair planning".into(),
+        Task::RepairAdd { table } => format!("repair add of {}", name(*table)),
+    };
+    let cursor = match &state.cursor {
+        Some(c) => format!(", checkpoint {c}"),
+        None => String::new(),
+    };
+    format!("task {}/{} ({what}{cursor})", state.position + 1, state.tasks.len())
+}
+
+/// `db-sync run`: plans a new run, stores it, executes it.
+pub async fn start(config: Config, options: RunOptions, abandon: bool, json: bool) -> u8 {
+    let store = match open_store(&config) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    match store.unfinished_run() {
+        Ok(Some(mut run)) => {
+            if !abandon {
+                eprintln!(
+                    "error: run {} is unfinished ({}, started {}, stopped at {}); continue it with `db-sync resume`, \
+                     or give it up and start over with `db-sync run --abandon`",
+                    run.meta.id,
+                    run.meta.status.name(),
+                    format_ms(run.meta.started_ms),
+                    describe_position(&run.state)
+                );
+                return exit::STATE;
+            }
+            run.meta.status = RunStatus::Abandoned;
+            run.meta.ended_ms = Some(now_ms());
+            run.meta.event(EventKind::Abandoned, "abandoned by `db-sync run --abandon`");
+            if let Err(e) = store.save_run(&run.meta, &run.state) {
+                eprintln!("error: {e}");
+                return exit::STATE;
+            }
+            eprintln!("run {} abandoned", run.meta.id);
+        }
+        Ok(None) => {}
+        Err(e) => {
+            eprintln!("error: {e}");
+            return store_exit(&e);
+        }
+    }
+    let (source, target) = (config.source.describe(), config.target.describe());
+    let config_path = config.path.display().to_string();
+    let fingerprint = config.fingerprint;
+    let engine = match Engine::connect(config, options).await {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return engine_exit(&e);
+        }
+    };
+    let started = Instant::now();
+    let watermarks = StoreWatermarks { store: &store, source: source.clone(), target: target.clone() };
+    let (jobs, state) = match engine.plan_run(&watermarks).await {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return engine_exit(&e);
+        }
+    };
+    let id = match store.next_run_id() {
+        Ok(id) => id,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::STATE;
+        }
+    };
+    let mut meta = RunMeta {
+        id,
+        config_path,
+        config_fingerprint: fingerprint,
+        source,
+        target,
+        started_ms: now_ms(),
+        ended_ms: None,
+        status: RunStatus::Running,
+        host: host_name(),
+        pid: std::process::id(),
+        events: Vec::new(),
+        last_error: None,
+        active_ms: 0,
+    };
+    meta.event(EventKind::Started, format!("{} tables, {} tasks", state.tables.len(), state.tasks.len()));
+    if let Err(e) = store.save_run(&meta, &state).and_then(|_| store.set_owner_run(id)) {
+        eprintln!("error: {e}");
+        return exit::STATE;
+    }
+    tracing::info!(run = id, "run started");
+    execute(&store, &engine, jobs, meta, state, started, json).await
+}
+
+/// `db-sync resume`: continues the newest unfinished run (or `run_id`) from its
+/// checkpoint with the same plan, or re-plans it with `replan`.
+pub async fn resume(config: Config, options: RunOptions, run_id: Option<u64>, replan: bool, json: bool) -> u8 {
+    let store = match open_store(&config) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let run = match run_id {
+        Some(id) => store.load_run(id).map(Some),
+        None => store.unfinished_run(),
+    };
+    let RunRecord { mut meta, mut state } = match run {
+        Ok(Some(run)) => run,
+        Ok(None) => {
+            println!("nothing to resume: no unfinished run in {}", store.dir().display());
+            return exit::OK;
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return store_exit(&e);
+        }
+    };
+    if !meta.status.is_unfinished() {
+        eprintln!("error: run {} is {} and cannot be resumed; `db-sync run` starts a new run", meta.id, meta.status.name());
+        return exit::CONFIG;
+    }
+    let fingerprint = config.fingerprint;
+    let changed_config = meta.config_fingerprint != fingerprint;
+    if changed_config && !replan {
+        eprintln!(
+            "error: the config changed since run {} was planned; its plan may not fit any more. \
+             `db-sync resume --replan` re-plans the run with the new config (keeping its history and counters), \
+             `db-sync run --abandon` starts a new run",
+            meta.id
+        );
+        return exit::CONFIG;
+    }
+    let (source, target) = (config.source.describe(), config.target.describe());
+    let engine = match Engine::connect(config, options).await {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return engine_exit(&e);
+        }
+    };
+    let started = Instant::now();
+    let jobs = if replan {
+        let watermarks = StoreWatermarks { store: &store, source, target };
+        match engine.plan_run(&watermarks).await {
+            Ok((jobs, fresh)) => {
+                let detail = format!("re-planned at {}", describe_position(&state));
+                state = carry_over(state, fresh);
+                meta.config_fingerprint = fingerprint;
+                meta.event(EventKind::Replanned, detail);
+                jobs
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return engine_exit(&e);
+            }
+        }
+    } else {
+        match engine.jobs_for(&state).await {
+            Ok(jobs) => jobs,
+            Err(EngineError::PlanInvalid(why)) => {
+                eprintln!(
+                    "error: cannot resume run {} with its stored plan: {why}; `db-sync resume --replan` re-plans it, \
+                     `db-sync run --abandon` starts over",
+                    meta.id
+                );
+                return exit::CONFIG;
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return engine_exit(&e);
+            }
+        }
+    };
+    meta.status = RunStatus::Running;
+    meta.pid = std::process::id();
+    meta.host = host_name();
+    meta.last_error = None;
+    meta.event(EventKind::Resumed, format!("resumed at {}", describe_position(&state)));
+    if let Err(e) = store.save_run(&meta, &state).and_then(|_| store.set_owner_run(meta.id)) {
+        eprintln!("error: {e}");
+        return exit::STATE;
+    }
+    eprintln!("resuming run {} at {}", meta.id, describe_position(&state));
+    execute(&store, &engine, jobs, meta, state, started, json).await
+}
+
+/// A fresh plan that keeps the counters, errors and timers of the run it replaces.
+fn carry_over(old: RunState, mut fresh: RunState) -> RunState {
+    for table in &mut fresh.tables {
+        if let Some(previous) = old.tables.iter().find(|t| t.report.name == table.report.name) {
+            let (r, p) = (&mut table.report, &previous.report);
+            r.source_before = p.source_before;
+            r.target_before = p.target_before;
+            r.added += p.added;
+            r.modified += p.modified;
+            r.deleted += p.deleted;
+            r.skipped += p.skipped;
+            r.errors += p.errors;
+            r.duration_ms += p.duration_ms;
+        }
+    }
+    fresh.errors = old.errors;
+    fresh.timers = old.timers;
+    fresh.queries_before = old.queries_before;
+    fresh
+}
+
+async fn execute(
+    store: &Store,
+    engine: &Engine,
+    jobs: Vec<crate::engine::TableJob>,
+    mut meta: RunMeta,
+    mut state: RunState,
+    started: Instant,
+    json: bool,
+) -> u8 {
+    install_signal_handler(Arc::clone(&engine.options().stop));
+    let identities = jobs.iter().map(|j| watermark_identity(&meta.source, &meta.target, j)).collect();
+    let written = state.tables.iter().map(|t| t.verified).collect();
+    let mut observer =
+        StoreObserver { store, meta: &mut meta, identities, watermarks_written: written, checkpoints: 0 };
+    let result = engine.execute(&jobs, &mut state, &mut observer).await;
+    meta.active_ms += started.elapsed().as_millis() as u64;
+    let code = match &result {
+        Ok(()) => {
+            meta.status =
+                if state.errors.is_empty() { RunStatus::Completed } else { RunStatus::CompletedWithErrors };
+            meta.ended_ms = Some(now_ms());
+            meta.event(EventKind::Finished, format!("{} errors", state.errors.len()));
+            if state.errors.is_empty() { exit::OK } else { exit::COMPLETED_WITH_ERRORS }
+        }
+        Err(EngineError::Interrupted) => {
+            meta.status = RunStatus::Interrupted;
+            meta.event(EventKind::Interrupted, format!("stopped by a signal at {}", describe_position(&state)));
+            exit::INTERRUPTED
+        }
+        Err(e) => {
+            meta.status = RunStatus::Failed;
+            meta.last_error = Some(e.to_string());
+            meta.event(EventKind::Interrupted, format!("stopped by an error at {}: {e}", describe_position(&state)));
+            engine_exit(e)
+        }
+    };
+    if let Err(e) = store.save_run(&meta, &state) {
+        eprintln!("error: {e}");
+    }
+    if !meta.status.is_unfinished() {
+        let keep = engine.config().run.keep_runs;
+        match store.prune(keep) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!("pruned {n} old runs (keep_runs = {keep})"),
+            Err(e) => tracing::warn!("cannot prune old runs: {e}"),
+        }
+    }
+    let report: RunReport = Engine::report(&state, false, meta.active_ms);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report).expect("report serializes"));
+    } else {
+        print!("{}", report.render());
+        println!("run {}: {}", meta.id, meta.status.name());
+    }
+    if let Err(e) = result {
+        match e {
+            EngineError::Interrupted => {
+                eprintln!("run {} interrupted; `db-sync resume` continues it from its last checkpoint", meta.id)
+            }
+            e => eprintln!("error: {e}\nrun {} stopped; fix the cause, then `db-sync resume` continues it", meta.id),
+        }
+    }
+    code
+}
