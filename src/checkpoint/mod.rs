@@ -497,6 +497,21 @@ impl Store {
         Ok((record.identity == identity).then_some(record.value))
     }
 
+    /// Every stored watermark, by table entry name.
+    pub fn watermarks(&self) -> Result<Vec<(String, WatermarkRecord)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.db.scan_prefix(WATERMARK_PREFIX) {
+            let (key, bytes) = item.map_err(|e| self.io(e))?;
+            let table = String::from_utf8_lossy(&key[WATERMARK_PREFIX.len()..]).into_owned();
+            let payload = unseal(&bytes, &format!("watermark of {table}")).map_err(|d| self.corrupt(d))?;
+            let (StoredWatermark::V1(record), _): (StoredWatermark, _) =
+                bincode::serde::decode_from_slice(payload, bincode_config())
+                    .map_err(|e| self.corrupt(format!("watermark of {table}: {e}")))?;
+            out.push((table, record));
+        }
+        Ok(out)
+    }
+
     /// Deletes the oldest finished runs so that at most `keep` finished runs remain
     /// (0 keeps all). Unfinished runs are never pruned. Returns how many were removed.
     pub fn prune(&self, keep: usize) -> Result<usize, StoreError> {
