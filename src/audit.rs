@@ -66,7 +66,17 @@ pub fn render_runs(runs: &[RunRecord]) -> String {
     let _ = writeln!(
         out,
         "{:>5}  {:<19}  {:>9}  {:<21}  {:>6}  {:>9}  {:>9}  {:>9}  {:>9}  {:>6}  {:>13}",
-        "run", "started", "duration", "status", "tables", "added", "modified", "deleted", "skipped", "errors", "interruptions"
+        "run",
+        "started",
+        "duration",
+        "status",
+        "tables",
+        "added",
+        "modified",
+        "deleted",
+        "skipped",
+        "errors",
+        "interruptions"
     );
     for run in runs {
         let s = RunSummary::of(run);
@@ -177,7 +187,12 @@ pub fn render_run(run: &RunRecord) -> String {
     let _ = writeln!(out, "  target:   {}", detail.target);
     let _ = writeln!(out, "  started:  {}", s.started);
     let _ = writeln!(out, "  ended:    {}", detail.ended.as_deref().unwrap_or("-"));
-    let _ = writeln!(out, "  running:  {:.1}s over {} process(es)", s.duration_ms as f64 / 1000.0, 1 + run.meta.events.iter().filter(|e| e.kind == EventKind::Resumed).count());
+    let _ = writeln!(
+        out,
+        "  running:  {:.1}s over {} process(es)",
+        s.duration_ms as f64 / 1000.0,
+        1 + run.meta.events.iter().filter(|e| e.kind == EventKind::Resumed).count()
+    );
     let _ = writeln!(out, "  progress: {}", detail.progress);
     if let Some(e) = &detail.last_error {
         let _ = writeln!(out, "  stopped by: {e}");

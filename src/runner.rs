@@ -197,7 +197,11 @@ pub async fn resume(config: Config, options: RunOptions, run_id: Option<u64>, re
         }
     };
     if !meta.status.is_unfinished() {
-        eprintln!("error: run {} is {} and cannot be resumed; `db-sync run` starts a new run", meta.id, meta.status.name());
+        eprintln!(
+            "error: run {} is {} and cannot be resumed; `db-sync run` starts a new run",
+            meta.id,
+            meta.status.name()
+        );
         return exit::CONFIG;
     }
     let fingerprint = config.fingerprint;
@@ -298,14 +302,21 @@ async fn execute(
     install_signal_handler(Arc::clone(&engine.options().stop));
     let identities = jobs.iter().map(|j| watermark_identity(&meta.source, &meta.target, j)).collect();
     let written = state.tables.iter().map(|t| t.verified).collect();
-    let mut observer =
-        StoreObserver { store, meta: &mut meta, identities, watermarks_written: written, checkpoints: 0 };
+    let active_ms_before = meta.active_ms;
+    let mut observer = StoreObserver {
+        store,
+        meta: &mut meta,
+        identities,
+        watermarks_written: written,
+        checkpoints: 0,
+        active_ms_before,
+        started,
+    };
     let result = engine.execute(&jobs, &mut state, &mut observer).await;
-    meta.active_ms += started.elapsed().as_millis() as u64;
+    meta.active_ms = active_ms_before + started.elapsed().as_millis() as u64;
     let code = match &result {
         Ok(()) => {
-            meta.status =
-                if state.errors.is_empty() { RunStatus::Completed } else { RunStatus::CompletedWithErrors };
+            meta.status = if state.errors.is_empty() { RunStatus::Completed } else { RunStatus::CompletedWithErrors };
             meta.ended_ms = Some(now_ms());
             meta.event(EventKind::Finished, format!("{} errors", state.errors.len()));
             if state.errors.is_empty() { exit::OK } else { exit::COMPLETED_WITH_ERRORS }

@@ -174,7 +174,7 @@ fn sigterm_interrupts_and_resume_finishes() {
     fill(&ws, "source.sqlite", 200_000);
     ws.db("target.sqlite", ITEMS);
     config(&ws, false);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_db-sync"))
+    let child = Command::new(env!("CARGO_BIN_EXE_db-sync"))
         .args(["run", "--progress", "off"])
         .current_dir(ws.dir.path())
         .stdout(Stdio::piped())
@@ -190,7 +190,11 @@ fn sigterm_interrupts_and_resume_finishes() {
         panic!("the run finished before SIGTERM arrived; make the table larger\n{}", text(&out));
     }
     assert_eq!(out.status.code(), Some(130), "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("SIGTERM: stopping after the current batch"), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("SIGTERM: stopping after the current batch"),
+        "{}",
+        text(&out)
+    );
     assert_eq!(show(&ws, 1)["run"]["status"], "interrupted");
 
     let out = ws.run(&["resume", "--progress", "off"]);
@@ -259,7 +263,11 @@ fn changed_config_needs_replan() {
     let (ws, ..) = setup(Kind::Add);
     let out = run_json(&ws, &["run", "--progress", "off"], Some("after_checkpoint:4"));
     assert!(!out.status.success());
-    ws.config(&std::fs::read_to_string(ws.path("db-sync.json")).unwrap().replace("\"batch_size\": 100", "\"batch_size\": 150"));
+    ws.config(
+        &std::fs::read_to_string(ws.path("db-sync.json"))
+            .unwrap()
+            .replace("\"batch_size\": 100", "\"batch_size\": 150"),
+    );
     let out = ws.run(&["resume", "--progress", "off"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--replan"), "{}", text(&out));

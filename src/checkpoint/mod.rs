@@ -70,7 +70,9 @@ pub enum StoreError {
         detail: String,
     },
     /// Written by a newer db-sync.
-    #[error("state store {path} was written by a newer db-sync (format {found}, this version reads {supported}); upgrade db-sync")]
+    #[error(
+        "state store {path} was written by a newer db-sync (format {found}, this version reads {supported}); upgrade db-sync"
+    )]
     NewerFormat {
         /// Store folder.
         path: PathBuf,
@@ -578,8 +580,12 @@ pub struct StoreObserver<'a> {
     pub identities: Vec<String>,
     /// Tables whose watermark is written.
     pub watermarks_written: Vec<bool>,
-    /// Failpoint hook for crash tests.
+    /// Checkpoints written by this process.
     pub checkpoints: u64,
+    /// `meta.active_ms` when this process took the run over.
+    pub active_ms_before: u64,
+    /// When this process took the run over.
+    pub started: std::time::Instant,
 }
 
 impl Observer for StoreObserver<'_> {
@@ -602,6 +608,7 @@ impl Observer for StoreObserver<'_> {
                 self.watermarks_written[i] = true;
             }
         }
+        self.meta.active_ms = self.active_ms_before + self.started.elapsed().as_millis() as u64;
         let write = || {
             if watermarks.is_empty() {
                 self.store.save_run(self.meta, state)

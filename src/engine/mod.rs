@@ -278,7 +278,13 @@ impl ErrorPolicy {
     }
 
     /// Records an error in `state`; returns `Err` when the run must stop because of it.
-    pub fn record(&self, state: &mut RunState, kind: ErrorKind, table: &str, message: String) -> Result<(), EngineError> {
+    pub fn record(
+        &self,
+        state: &mut RunState,
+        kind: ErrorKind,
+        table: &str,
+        message: String,
+    ) -> Result<(), EngineError> {
         tracing::error!(table, kind = kind.name(), "{message}");
         state.errors.push(ErrorEntry { kind, table: Some(table.to_string()), message });
         if !self.continue_on_error {
@@ -287,7 +293,10 @@ impl ErrorPolicy {
             ));
         }
         if state.errors.len() >= self.max_error_count {
-            return Err(EngineError::TooManyErrors(format!("maximum error count {} was reached", self.max_error_count)));
+            return Err(EngineError::TooManyErrors(format!(
+                "maximum error count {} was reached",
+                self.max_error_count
+            )));
         }
         Ok(())
     }
@@ -698,7 +707,12 @@ impl Engine {
     }
 
     /// Counts both sides again. Returns `Some((source, target))` when they differ.
-    async fn verify(&self, job: &TableJob, state: &mut RunState, table: usize) -> Result<Option<(u64, u64)>, EngineError> {
+    async fn verify(
+        &self,
+        job: &TableJob,
+        state: &mut RunState,
+        table: usize,
+    ) -> Result<Option<(u64, u64)>, EngineError> {
         let all = KeyRange::all();
         let name = &job.spec.name;
         let source = self
