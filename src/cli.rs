@@ -213,6 +213,10 @@ pub async fn run(cli: Cli) -> ExitCode {
     ExitCode::from(code)
 }
 
+fn output(json: bool) -> crate::runner::Output {
+    if json { crate::runner::Output::Json } else { crate::runner::Output::Text }
+}
+
 fn load(args: &ConfigArgs) -> Result<Config, u8> {
     let mut config = Config::load(&args.config).map_err(|e: ConfigError| {
         eprintln!("error: {e}");
@@ -274,7 +278,7 @@ async fn cmd_run(args: RunArgs) -> u8 {
     if config.run.only_sync_plan {
         return plan(config, options).await;
     }
-    crate::runner::start(config, options, args.abandon, args.json).await
+    crate::runner::start(config, options, args.abandon, output(args.json)).await
 }
 
 async fn cmd_resume(args: ResumeArgs) -> u8 {
@@ -287,7 +291,7 @@ async fn cmd_resume(args: ResumeArgs) -> u8 {
         progress: args.progress.into(),
         ..RunOptions::default()
     };
-    crate::runner::resume(config, options, args.run_id, args.replan, args.json).await
+    crate::runner::resume(config, options, args.run_id, args.replan, output(args.json)).await
 }
 
 fn cmd_runs(args: ListArgs) -> u8 {

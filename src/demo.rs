@@ -387,7 +387,7 @@ pub async fn run(args: DemoArgs) -> u8 {
                 return code;
             }
             println!();
-            crate::runner::start(config, RunOptions::default(), false, false).await
+            crate::runner::start(config, RunOptions::default(), false, crate::runner::Output::Text).await
         }
     };
     let code = sync("first sync: empty target").await;

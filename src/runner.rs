@@ -15,6 +15,17 @@ use crate::config::Config;
 use crate::engine::{Engine, EngineError, RunOptions, RunState, Task};
 use crate::report::RunReport;
 
+/// How the final report is printed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// The summary table.
+    Text,
+    /// The report as JSON.
+    Json,
+    /// Nothing (benchmarks, embedding).
+    Quiet,
+}
+
 /// Opens the state store of a config, printing the problem on failure.
 pub fn open_store(config: &Config) -> Result<Store, u8> {
     open_store_at(&config.run.state_dir)
@@ -91,7 +102,7 @@ fn describe_position(state: &RunState) -> String {
 }
 
 /// `db-sync run`: plans a new run, stores it, executes it.
-pub async fn start(config: Config, options: RunOptions, abandon: bool, json: bool) -> u8 {
+pub async fn start(config: Config, options: RunOptions, abandon: bool, output: Output) -> u8 {
     let store = match open_store(&config) {
         Ok(s) => s,
         Err(code) => return code,
@@ -171,12 +182,12 @@ pub async fn start(config: Config, options: RunOptions, abandon: bool, json: boo
         return exit::STATE;
     }
     tracing::info!(run = id, "run started");
-    execute(&store, &engine, jobs, meta, state, started, json).await
+    execute(&store, &engine, jobs, meta, state, started, output).await
 }
 
 /// `db-sync resume`: continues the newest unfinished run (or `run_id`) from its
 /// checkpoint with the same plan, or re-plans it with `replan`.
-pub async fn resume(config: Config, options: RunOptions, run_id: Option<u64>, replan: bool, json: bool) -> u8 {
+pub async fn resume(config: Config, options: RunOptions, run_id: Option<u64>, replan: bool, output: Output) -> u8 {
     let store = match open_store(&config) {
         Ok(s) => s,
         Err(code) => return code,
@@ -266,7 +277,7 @@ pub async fn resume(config: Config, options: RunOptions, run_id: Option<u64>, re
         return exit::STATE;
     }
     eprintln!("resuming run {} at {}", meta.id, describe_position(&state));
-    execute(&store, &engine, jobs, meta, state, started, json).await
+    execute(&store, &engine, jobs, meta, state, started, output).await
 }
 
 /// A fresh plan that keeps the counters, errors and timers of the run it replaces.
@@ -297,7 +308,7 @@ async fn execute(
     mut meta: RunMeta,
     mut state: RunState,
     started: Instant,
-    json: bool,
+    output: Output,
 ) -> u8 {
     install_signal_handler(Arc::clone(&engine.options().stop));
     let identities = jobs.iter().map(|j| watermark_identity(&meta.source, &meta.target, j)).collect();
@@ -345,11 +356,13 @@ async fn execute(
         }
     }
     let report: RunReport = Engine::report(&state, false, meta.active_ms);
-    if json {
-        println!("{}", serde_json::to_string_pretty(&report).expect("report serializes"));
-    } else {
-        print!("{}", report.render());
-        println!("run {}: {}", meta.id, meta.status.name());
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&report).expect("report serializes")),
+        Output::Text => {
+            print!("{}", report.render());
+            println!("run {}: {}", meta.id, meta.status.name());
+        }
+        Output::Quiet => {}
     }
     if let Err(e) = result {
         match e {
