@@ -106,11 +106,8 @@ async fn store_after_100_runs(dir: &Path) {
     let started = Instant::now();
     for i in 0..100 {
         let conn = rusqlite::Connection::open(&source).unwrap();
-        conn.execute(
-            "UPDATE items SET qty = qty + 1, modify_id = modify_id + 100000 WHERE id % 1000 = ?1",
-            [i % 1000],
-        )
-        .unwrap();
+        conn.execute("UPDATE items SET qty = qty + 1, modify_id = modify_id + 100000 WHERE id % 1000 = ?1", [i % 1000])
+            .unwrap();
         drop(conn);
         let config = Config::load(&config_path).unwrap();
         let options = RunOptions { progress: ProgressMode::Off, ..RunOptions::default() };
