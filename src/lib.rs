@@ -6,6 +6,7 @@
 //! - [`model`]     keys, values, rows, key ranges, table scopes and schemas; no I/O
 //! - [`connector`] the [`connector::Connector`] trait and one module per backend; all SQL lives here
 //! - [`plan`]      the manual's decision matrix: counts and modify IDs to steps and a reason
+//! - [`diff`]      key-list differences and the count-based binary search
 //! - [`transform`] column mapping and type conversion between unlike schemas
 //! - [`engine`]    one run: discover, plan, execute the resumable steps, verify
 //! - [`checkpoint`] the sled state store: run records, checkpoints, watermarks, audit
@@ -22,6 +23,7 @@ pub mod cli;
 pub mod config;
 pub mod connector;
 pub mod demo;
+pub mod diff;
 pub mod engine;
 pub mod failpoint;
 pub mod model;

@@ -106,11 +106,21 @@ pub struct Metrics {
     pub recordCountAllDeleted: u64,
     /// Total records skipped (compared equal).
     pub recordCountAllSkipped: u64,
+    /// Number of binary searches.
+    pub binarySearchCountAll: u64,
+    /// Total search iterations (ranges processed).
+    pub binarySearchIterationCount: u64,
+    /// Queries used in binary search.
+    pub binarySearchQueryCount: u64,
+    /// Maximum search depth reached.
+    pub binarySearchMaxDepthAll: u64,
+    /// Total time in binary search.
+    pub binarySearchTimeAll: u64,
 }
 
 impl Metrics {
     /// `(name, value)` pairs in the manual's order.
-    pub fn pairs(&self) -> [(&'static str, u64); 10] {
+    pub fn pairs(&self) -> [(&'static str, u64); 15] {
         [
             ("readTimeAll", self.readTimeAll),
             ("writeTimeAll", self.writeTimeAll),
@@ -122,6 +132,11 @@ impl Metrics {
             ("recordCountAllModified", self.recordCountAllModified),
             ("recordCountAllDeleted", self.recordCountAllDeleted),
             ("recordCountAllSkipped", self.recordCountAllSkipped),
+            ("binarySearchTimeAll", self.binarySearchTimeAll),
+            ("binarySearchCountAll", self.binarySearchCountAll),
+            ("binarySearchIterationCount", self.binarySearchIterationCount),
+            ("binarySearchQueryCount", self.binarySearchQueryCount),
+            ("binarySearchMaxDepthAll", self.binarySearchMaxDepthAll),
         ]
     }
 }
@@ -211,7 +226,8 @@ impl RunReport {
             .map(|(k, v)| if k.ends_with("TimeAll") { format!("{k}={}", seconds(*v)) } else { format!("{k}={v}") })
             .collect();
         let _ = writeln!(out, "metrics: {}", metrics[..5].join(" "));
-        let _ = writeln!(out, "         {}", metrics[5..].join(" "));
+        let _ = writeln!(out, "         {}", metrics[5..10].join(" "));
+        let _ = writeln!(out, "         {}", metrics[10..].join(" "));
         let _ = writeln!(out, "run time: {}", seconds(self.duration_ms));
         if self.errors.is_empty() {
             let _ = writeln!(out, "Sync completed without errors.");

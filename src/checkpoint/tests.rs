@@ -31,6 +31,7 @@ fn state() -> RunState {
         errors: Vec::new(),
         failing_batches_in_a_row: 0,
         timers: Timers::default(),
+        bisect: Default::default(),
         queries_before: 3,
         mismatched: vec![(0, 5, 6)],
     }

@@ -204,6 +204,21 @@ pub struct Timers {
     pub delete: Duration,
     /// In-memory comparison and conversion.
     pub compare: Duration,
+    /// Binary searches.
+    pub bisect: Duration,
+}
+
+/// Totals of the binary searches of a run (the manual's binary-search metrics).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct BisectTotals {
+    /// Searches finished.
+    pub searches: u64,
+    /// Frames processed.
+    pub iterations: u64,
+    /// Queries sent.
+    pub queries: u64,
+    /// Deepest frame.
+    pub max_depth: u32,
 }
 
 /// Everything needed to continue a run: the checkpoint.
@@ -223,6 +238,8 @@ pub struct RunState {
     pub failing_batches_in_a_row: u64,
     /// Metric timers.
     pub timers: Timers,
+    /// Binary-search totals.
+    pub bisect: BisectTotals,
     /// Queries of earlier processes of this run.
     pub queries_before: u64,
     /// Tables whose counts differed at `Verify`: `(table, source, target)`.
@@ -528,6 +545,7 @@ impl Engine {
             errors: Vec::new(),
             failing_batches_in_a_row: 0,
             timers: Timers::default(),
+            bisect: BisectTotals::default(),
             queries_before: 0,
             mismatched: Vec::new(),
         };
@@ -592,7 +610,7 @@ impl Engine {
                     if repair && state.cursor.is_none() && !state.tables[table].report.repair.contains(&kind) {
                         state.tables[table].report.repair.push(kind);
                     }
-                    self.run_step(jobs, state, observer, table, kind).await?;
+                    self.run_step(jobs, state, observer, table, kind, repair).await?;
                     Some(table)
                 }
                 Task::Verify { table } => {
@@ -639,7 +657,7 @@ impl Engine {
                         },
                     };
                     if needed {
-                        self.run_step(jobs, state, observer, table, StepKind::Add).await?;
+                        self.run_step(jobs, state, observer, table, StepKind::Add, true).await?;
                     }
                     Some(table)
                 }
@@ -683,6 +701,7 @@ impl Engine {
         observer: &mut dyn Observer,
         table: usize,
         kind: StepKind,
+        repair: bool,
     ) -> Result<(), EngineError> {
         let cursor = match state.cursor.clone() {
             Some(cursor) => {
@@ -703,7 +722,7 @@ impl Engine {
             source_is_4d: self.config.source.is_4d(),
             target_is_4d: self.config.target.is_4d(),
         };
-        steps::run_step(&mut ctx, kind, cursor).await
+        steps::run_step(&mut ctx, kind, cursor, repair).await
     }
 
     /// Counts both sides again. Returns `Some((source, target))` when they differ.
@@ -747,6 +766,11 @@ impl Engine {
             recordCountAllModified: sum(|t| t.modified),
             recordCountAllDeleted: sum(|t| t.deleted),
             recordCountAllSkipped: sum(|t| t.skipped),
+            binarySearchCountAll: state.bisect.searches,
+            binarySearchIterationCount: state.bisect.iterations,
+            binarySearchQueryCount: state.bisect.queries,
+            binarySearchMaxDepthAll: u64::from(state.bisect.max_depth),
+            binarySearchTimeAll: state.timers.bisect.as_millis() as u64,
         };
         RunReport { metrics, errors: state.errors.clone(), tables, duration_ms, plan_only }
     }

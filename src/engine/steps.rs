@@ -14,9 +14,10 @@ use serde::{Deserialize, Serialize};
 
 use super::{EngineError, ErrorPolicy, Observer, RunOptions, RunState, TableJob, TableSurvey};
 use crate::connector::{Connector, ConnectorError, ModifyCursor};
+use crate::diff::bisect::{Direction, SearchState, Searcher, token};
 use crate::model::{Key, KeyRange, Row, Value};
 use crate::plan::StepKind;
-use crate::report::{ErrorKind, StepProgress, TableReport};
+use crate::report::{ErrorKind, ProgressMode, StepProgress, TableReport};
 
 /// Where a step stands. Everything at or before the cursor is done.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -26,6 +27,14 @@ pub enum StepCursor {
     Keys {
         /// Last key done.
         after: Option<Key>,
+    },
+    /// `add`/`delete` by binary search: the search (stack, keys found) and how many of
+    /// the found keys are applied.
+    Bisect {
+        /// The search.
+        search: SearchState,
+        /// Found keys already written or deleted.
+        written: usize,
     },
     /// `incremental`: rows up to `(modify_id, key)` are done. With `key: None`, rows
     /// with exactly `modify_id` are read again (they may be only partly copied).
@@ -45,6 +54,16 @@ impl std::fmt::Display for StepCursor {
             StepCursor::Modify { modify_id: Some(m), key: Some(k) } => write!(f, "after modify id {m}, key {k}"),
             StepCursor::Modify { modify_id: Some(m), key: None } => write!(f, "from modify id {m}"),
             StepCursor::Modify { modify_id: None, .. } => write!(f, "at the first modify id"),
+            StepCursor::Bisect { search, written } if search.is_done() => {
+                write!(f, "binary search done, {written} of {} found keys applied", search.found.len())
+            }
+            StepCursor::Bisect { search, .. } => write!(
+                f,
+                "binary search with {} ranges left, {} of {} differences found",
+                search.stack.len(),
+                search.found.len(),
+                search.expected
+            ),
         }
     }
 }
@@ -61,7 +80,7 @@ impl StepCursor {
     fn after_key(&self) -> Option<Key> {
         match self {
             StepCursor::Keys { after } => after.clone(),
-            StepCursor::Modify { .. } => None,
+            StepCursor::Modify { .. } | StepCursor::Bisect { .. } => None,
         }
     }
 }
@@ -349,8 +368,14 @@ impl StepContext<'_> {
     }
 }
 
-/// Runs one step from `cursor` to its end.
-pub async fn run_step(ctx: &mut StepContext<'_>, kind: StepKind, cursor: StepCursor) -> Result<(), EngineError> {
+/// Runs one step from `cursor` to its end. `full_compare_only` rules out the binary
+/// search (repairs: the counts already proved unreliable).
+pub async fn run_step(
+    ctx: &mut StepContext<'_>,
+    kind: StepKind,
+    cursor: StepCursor,
+    full_compare_only: bool,
+) -> Result<(), EngineError> {
     let survey = ctx.survey();
     let total = match kind {
         StepKind::Delete => survey.target_count,
@@ -359,42 +384,269 @@ pub async fn run_step(ctx: &mut StepContext<'_>, kind: StepKind, cursor: StepCur
     };
     let mut progress = StepProgress::start(ctx.options.progress, format!("{} {}", ctx.job.spec.name, kind), total);
     tracing::info!(table = %ctx.job.spec.name, step = %kind, "step start");
-    let result = match kind {
-        StepKind::Delete => delete_step(ctx, cursor, &mut progress).await,
-        StepKind::Add => add_step(ctx, cursor, &mut progress).await,
-        StepKind::Changed => changed_step(ctx, cursor, &mut progress).await,
-        StepKind::Incremental => incremental_step(ctx, cursor, &mut progress).await,
+    let direction = match kind {
+        StepKind::Add => Some(Direction::Add),
+        StepKind::Delete => Some(Direction::Delete),
+        _ => None,
+    };
+    let cursor = match (direction, cursor) {
+        (Some(direction), StepCursor::Keys { after: None }) if !full_compare_only => {
+            match choose_bisect(ctx, direction).await? {
+                Some(search) => StepCursor::Bisect { search, written: 0 },
+                None => StepCursor::Keys { after: None },
+            }
+        }
+        (_, cursor) => cursor,
+    };
+    let result = match (kind, cursor) {
+        (_, StepCursor::Bisect { search, written }) => {
+            bisect_step(ctx, direction.expect("bisect cursor only for add and delete"), search, written, &mut progress)
+                .await
+        }
+        (StepKind::Delete, cursor) => delete_step(ctx, cursor, &mut progress).await,
+        (StepKind::Add, cursor) => add_step(ctx, cursor, &mut progress).await,
+        (StepKind::Changed, cursor) => changed_step(ctx, cursor, &mut progress).await,
+        (StepKind::Incremental, cursor) => incremental_step(ctx, cursor, &mut progress).await,
     };
     progress.finish();
     result
 }
 
-/// Sorted-merge difference: `(in a only, in b only)`.
-fn key_diff(a: &[Key], b: &[Key]) -> (Vec<Key>, Vec<Key>) {
-    let (mut only_a, mut only_b) = (Vec::new(), Vec::new());
-    let (mut i, mut j) = (0, 0);
-    while i < a.len() || j < b.len() {
-        match (a.get(i), b.get(j)) {
-            (Some(x), Some(y)) if x == y => {
-                i += 1;
-                j += 1;
+/// Prints a line of the step's progress display (and logs it).
+fn note(ctx: &StepContext<'_>, line: &str) {
+    tracing::info!(table = %ctx.job.spec.name, "{line}");
+    if ctx.options.progress != ProgressMode::Off {
+        eprintln!("{}: {line}", ctx.job.spec.name);
+    }
+}
+
+/// Decides between the binary search and a full compare for an `add` or `delete` step,
+/// as the manual's log lines say. Returns the started search when it is the choice.
+async fn choose_bisect(ctx: &mut StepContext<'_>, direction: Direction) -> Result<Option<SearchState>, EngineError> {
+    let settings = &ctx.job.spec.settings;
+    let (source, target) = (ctx.source, ctx.target);
+    let (src_scope, tgt_scope) = (&ctx.job.mapping.source, &ctx.job.mapping.target);
+    let all = KeyRange::all();
+    let started = Instant::now();
+    let source_count = retry("counting source rows", || source.count(src_scope, &all))
+        .await
+        .map_err(ctx.db("counting source rows"))?;
+    let target_count = retry("counting target rows", || target.count(tgt_scope, &all))
+        .await
+        .map_err(ctx.db("counting target rows"))?;
+    ctx.state.timers.read += started.elapsed();
+    let (from, to) = match direction {
+        Direction::Add => (source_count, target_count),
+        Direction::Delete => (target_count, source_count),
+    };
+    let diff = from.saturating_sub(to);
+    let size = source_count.max(target_count);
+    let what = match direction {
+        Direction::Add => "adds",
+        Direction::Delete => "deletes",
+    };
+    let reason = if !source.capabilities().offset_in_range || !target.capabilities().offset_in_range {
+        Some("backend cannot find a key by offset")
+    } else if direction == Direction::Add && !settings.binary_search_for_add {
+        Some("binary_search_for_add is off")
+    } else if size < settings.binary_search_min_table_size {
+        Some("table smaller than binary_search_min_table_size")
+    } else if diff.saturating_mul(settings.binary_search_read_batch).saturating_mul(2) > size {
+        Some("large difference")
+    } else {
+        None
+    };
+    if let Some(reason) = reason {
+        note(ctx, &format!("using full compare for {what} (reason={reason})"));
+        return Ok(None);
+    }
+    note(ctx, &format!("using binary search for {what} (from={from}, to={to}, diff={diff})"));
+    let searcher = searcher(ctx, direction);
+    let started = Instant::now();
+    let search = searcher.start(source_count, target_count).await.map_err(ctx.db("binary search"))?;
+    ctx.state.timers.bisect += started.elapsed();
+    Ok(Some(search))
+}
+
+fn searcher<'a>(ctx: &StepContext<'a>, direction: Direction) -> Searcher<'a> {
+    let settings = &ctx.job.spec.settings;
+    Searcher {
+        source: ctx.source,
+        target: ctx.target,
+        source_scope: &ctx.job.mapping.source,
+        target_scope: &ctx.job.mapping.target,
+        direction,
+        read_batch: settings.binary_search_read_batch,
+        recent_first: settings.binary_search_recent_first,
+    }
+}
+
+/// `add` or `delete` by binary search: search (checkpointing the stack after every
+/// frame), apply the found keys in batches, then check the counts; with
+/// `fallback_full_compare_on_mismatch` a mismatch falls back to a full compare.
+async fn bisect_step(
+    ctx: &mut StepContext<'_>,
+    direction: Direction,
+    mut search: SearchState,
+    mut written: usize,
+    progress: &mut StepProgress,
+) -> Result<(), EngineError> {
+    let searcher = searcher(ctx, direction);
+    if !search.is_done() {
+        let recent = match ctx.job.spec.settings.binary_search_recent_first {
+            0 => String::new(),
+            n => format!(", search {n} recent first"),
+        };
+        let header = format!(
+            "{} binary search {} records{recent}, need to find {}:",
+            direction.name(),
+            search.total,
+            search.expected
+        );
+        let mut line = BisectLine::new(ctx.options.progress, header);
+        while !search.is_done() {
+            ctx.check_stop()?;
+            let started = Instant::now();
+            let frame = searcher.step(&mut search).await.map_err(ctx.db("binary search"))?;
+            ctx.state.timers.bisect += started.elapsed();
+            if let Some(frame) = frame {
+                if frame.depth > 0 {
+                    line.push(token(&frame, search.total));
+                }
             }
-            (Some(x), Some(y)) if x < y => {
-                only_a.push(x.clone());
-                i += 1;
+            if search.is_done() {
+                let b = &mut ctx.state.bisect;
+                b.searches += 1;
+                b.iterations += search.iterations;
+                b.queries += search.queries;
+                b.max_depth = b.max_depth.max(search.max_depth);
+                search.found.sort();
             }
-            (Some(x), None) => {
-                only_a.push(x.clone());
-                i += 1;
+            ctx.commit(StepCursor::Bisect { search: search.clone(), written: 0 })?;
+        }
+        line.finish(&format!(
+            "found {} in {} iterations, {} queries, depth {}",
+            search.found.len(),
+            search.iterations,
+            search.queries,
+            search.max_depth
+        ));
+    }
+
+    let batch = match direction {
+        Direction::Add => ctx.batch_size(),
+        Direction::Delete => ctx.delete_batch_size(),
+    };
+    while written < search.found.len() {
+        ctx.check_stop()?;
+        let end = (written + batch).min(search.found.len());
+        let chunk = &search.found[written..end];
+        let had_errors = match direction {
+            Direction::Add => {
+                let started = Instant::now();
+                let (source, scope) = (ctx.source, &ctx.job.mapping.source);
+                let rows = retry("reading source rows", || source.read_rows_by_keys(scope, chunk))
+                    .await
+                    .map_err(ctx.db("reading source rows"))?;
+                ctx.state.timers.read += started.elapsed();
+                let (converted, conversion_errors) = ctx.convert(&rows)?;
+                let (n, write_errors) = ctx.write(converted).await?;
+                ctx.report().added += n;
+                conversion_errors || write_errors
             }
-            (_, Some(y)) => {
-                only_b.push(y.clone());
-                j += 1;
+            Direction::Delete => ctx.remove_extras(chunk).await?,
+        };
+        ctx.batch_done(had_errors)?;
+        progress.advance(chunk.len() as u64);
+        written = end;
+        ctx.commit(StepCursor::Bisect { search: search.clone(), written })?;
+    }
+
+    // Counts that cancel inside one range hide differences from the search.
+    let all = KeyRange::all();
+    let (source, target) = (ctx.source, ctx.target);
+    let source_count = source.count(&ctx.job.mapping.source, &all).await.map_err(ctx.db("counting source rows"))?;
+    let target_count = target.count(&ctx.job.mapping.target, &all).await.map_err(ctx.db("counting target rows"))?;
+    let mismatch = match direction {
+        Direction::Add => source_count > target_count,
+        Direction::Delete => target_count > source_count,
+    };
+    if !mismatch {
+        return Ok(());
+    }
+    note(
+        ctx,
+        &format!(
+            "counts mismatch after binary {} (source={source_count}, target={target_count})",
+            direction.name()
+        ),
+    );
+    if ctx.job.spec.settings.fallback_full_compare_on_mismatch {
+        note(ctx, "fallback full compare on mismatch");
+        ctx.commit(StepCursor::Keys { after: None })?;
+        return match direction {
+            Direction::Add => add_step(ctx, StepCursor::Keys { after: None }, progress).await,
+            Direction::Delete => delete_step(ctx, StepCursor::Keys { after: None }, progress).await,
+        };
+    }
+    ctx.record_error(
+        ErrorKind::Logic,
+        format!(
+            "counts mismatch after binary {} (source {source_count}, target {target_count}); set \
+             fallback_full_compare_on_mismatch to fall back to a full compare",
+            direction.name()
+        ),
+    )
+}
+
+/// The manual's live binary-search line: a header, then one token per range searched,
+/// on one line on a terminal, in lines of a dozen tokens otherwise.
+struct BisectLine {
+    mode: ProgressMode,
+    terminal: bool,
+    pending: Vec<String>,
+}
+
+impl BisectLine {
+    fn new(mode: ProgressMode, header: String) -> BisectLine {
+        let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        if mode != ProgressMode::Off {
+            if terminal && mode == ProgressMode::Auto {
+                eprint!("{header}\n");
+            } else {
+                eprintln!("{header}");
             }
-            (None, None) => unreachable!(),
+        }
+        BisectLine { mode, terminal: terminal && mode == ProgressMode::Auto, pending: Vec::new() }
+    }
+
+    fn push(&mut self, token: String) {
+        if self.mode == ProgressMode::Off {
+            return;
+        }
+        if self.terminal {
+            eprint!("{token} ");
+            let _ = std::io::Write::flush(&mut std::io::stderr());
+        } else {
+            self.pending.push(token);
+            if self.pending.len() == 12 {
+                eprintln!("{}", self.pending.join(" "));
+                self.pending.clear();
+            }
         }
     }
-    (only_a, only_b)
+
+    fn finish(&mut self, summary: &str) {
+        if self.mode == ProgressMode::Off {
+            return;
+        }
+        if self.terminal {
+            eprintln!();
+        } else if !self.pending.is_empty() {
+            eprintln!("{}", self.pending.join(" "));
+        }
+        eprintln!("{summary}");
+    }
 }
 
 async fn delete_step(
@@ -411,7 +663,7 @@ async fn delete_step(
         ctx.check_stop()?;
         let (src, tgt, upper) = ctx.key_window(&after, limit).await?;
         let compare = Instant::now();
-        let (_, extra) = key_diff(&src, &tgt);
+        let (_, extra) = crate::diff::key_diff(&src, &tgt);
         ctx.state.timers.compare += compare.elapsed();
         for chunk in extra.chunks(ctx.delete_batch_size()) {
             let had_errors = ctx.remove_extras(chunk).await?;
@@ -442,7 +694,7 @@ async fn add_step(
         let window_start = after.clone();
         let (src, tgt, upper) = ctx.key_window(&after, limit).await?;
         let compare = Instant::now();
-        let (missing, _) = key_diff(&src, &tgt);
+        let (missing, _) = crate::diff::key_diff(&src, &tgt);
         ctx.state.timers.compare += compare.elapsed();
         // Positions of missing keys in `src`, to read contiguous runs by range.
         let mut position = 0usize;
@@ -616,20 +868,5 @@ async fn incremental_step(
         if rows.len() < batch {
             return Ok(());
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The merge difference finds keys present on one side only.
-    #[test]
-    fn key_diff_finds_both_sides() {
-        let k = |v: &[i64]| v.iter().map(|i| Key::Int(*i)).collect::<Vec<_>>();
-        let (a, b) = key_diff(&k(&[1, 2, 4, 7, 9]), &k(&[2, 3, 4, 8, 9, 10]));
-        assert_eq!(a, k(&[1, 7]));
-        assert_eq!(b, k(&[3, 8, 10]));
-        assert_eq!(key_diff(&[], &k(&[1])), (vec![], k(&[1])));
     }
 }

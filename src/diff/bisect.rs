@@ -1,0 +1,234 @@
+//! Count-based binary search for rows present on one side only (the manual's "Binary
+//! Search Engine"). Over the [`Connector`] trait only, so it serves every backend that
+//! can find the key at an offset inside a key range.
+//!
+//! A stack of frames `{range, source_count, target_count, depth}`: a frame whose counts
+//! agree holds no difference (or differences that cancel, which the step's verification
+//! catches). A frame larger than `binary_search_read_batch` rows is split at the key in the
+//! middle of its larger side (OFFSET/LIMIT); the lower half is counted on both sides and
+//! the upper half's counts follow by subtraction. A small frame is read and compared key
+//! by key. The search stops once the count difference is accounted for. The whole state
+//! is plain data so a checkpoint can hold it and a resumed search continues where it
+//! stopped.
+
+use serde::{Deserialize, Serialize};
+
+use crate::connector::{Connector, ConnectorError};
+use crate::model::{Key, KeyRange, TableScope};
+
+/// What the search looks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Direction {
+    /// Source keys missing from the target (for `add`).
+    Add,
+    /// Target keys missing from the source (for `delete`).
+    Delete,
+}
+
+impl Direction {
+    /// `add` or `delete`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Direction::Add => "add",
+            Direction::Delete => "delete",
+        }
+    }
+}
+
+/// One range still to search.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Frame {
+    /// Keys of the range.
+    pub range: KeyRange,
+    /// Source rows in the range.
+    pub source_count: u64,
+    /// Target rows in the range.
+    pub target_count: u64,
+    /// Splits from the whole table to this range.
+    pub depth: u32,
+    /// Upper part of its parent (the newer keys), for the progress arrows.
+    pub upper: bool,
+}
+
+impl Frame {
+    fn rows(&self) -> u64 {
+        self.source_count.max(self.target_count)
+    }
+}
+
+/// A search in progress: checkpointed as part of the step cursor.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SearchState {
+    /// Ranges still to search; the last is searched next.
+    pub stack: Vec<Frame>,
+    /// Keys found so far, ascending within each range read.
+    pub found: Vec<Key>,
+    /// Differences to find: the count difference.
+    pub expected: u64,
+    /// Rows of the whole table (larger side), for percentages.
+    pub total: u64,
+    /// Frames processed.
+    pub iterations: u64,
+    /// Queries sent.
+    pub queries: u64,
+    /// Deepest frame processed.
+    pub max_depth: u32,
+    /// Rows (keys) read by direct comparisons.
+    pub rows_read: u64,
+}
+
+impl SearchState {
+    /// True when nothing is left to search or every expected difference was found.
+    pub fn is_done(&self) -> bool {
+        self.stack.is_empty() || self.found.len() as u64 >= self.expected
+    }
+}
+
+/// The parameters of a search.
+pub struct Searcher<'a> {
+    /// Source connector.
+    pub source: &'a dyn Connector,
+    /// Target connector.
+    pub target: &'a dyn Connector,
+    /// Source scope.
+    pub source_scope: &'a TableScope,
+    /// Target scope.
+    pub target_scope: &'a TableScope,
+    /// What to find.
+    pub direction: Direction,
+    /// Ranges of at most this many rows are compared directly.
+    pub read_batch: u64,
+    /// Search the newest N keys first (0 = off).
+    pub recent_first: u64,
+}
+
+/// The progress token of one processed frame, as the manual prints it: share of the table,
+/// an arrow (↑ newer half, ↓ older half) and the rows of the range, e.g. `2.8%↑5000`.
+pub fn token(frame: &Frame, total: u64) -> String {
+    let pct = if total == 0 { 100.0 } else { 100.0 * frame.rows() as f64 / total as f64 };
+    let pct = if pct >= 10.0 { format!("{pct:.0}%") } else { format!("{pct:.1}%") };
+    format!("{pct}{}{}", if frame.upper { '↑' } else { '↓' }, frame.rows())
+}
+
+impl Searcher<'_> {
+    fn big_side(&self, frame: &Frame) -> (&dyn Connector, &TableScope) {
+        if frame.source_count >= frame.target_count {
+            (self.source, self.source_scope)
+        } else {
+            (self.target, self.target_scope)
+        }
+    }
+
+    /// Starts a search over the whole table given both counts; with `recent_first`, the
+    /// newest keys form their own first range.
+    pub async fn start(&self, source_count: u64, target_count: u64) -> Result<SearchState, ConnectorError> {
+        let expected = match self.direction {
+            Direction::Add => source_count.saturating_sub(target_count),
+            Direction::Delete => target_count.saturating_sub(source_count),
+        };
+        let root = Frame { range: KeyRange::all(), source_count, target_count, depth: 0, upper: false };
+        let mut state =
+            SearchState { total: root.rows(), expected, ..SearchState::default() };
+        if self.recent_first > 0 && root.rows() > self.recent_first + self.read_batch {
+            let (side, scope) = self.big_side(&root);
+            let boundary = side.key_at(scope, &root.range, root.rows() - self.recent_first - 1).await?;
+            state.queries += 1;
+            if let Some(boundary) = boundary {
+                let lower_range = KeyRange { after: None, upto: Some(boundary.clone()) };
+                let (s, t) = self.count_both(&lower_range, &mut state).await?;
+                let lower = Frame { range: lower_range, source_count: s, target_count: t, depth: 1, upper: false };
+                let upper = Frame {
+                    range: KeyRange { after: Some(boundary), upto: None },
+                    source_count: source_count.saturating_sub(s),
+                    target_count: target_count.saturating_sub(t),
+                    depth: 1,
+                    upper: true,
+                };
+                for frame in [lower, upper] {
+                    if frame.source_count != frame.target_count {
+                        state.stack.push(frame);
+                    }
+                }
+                return Ok(state);
+            }
+        }
+        if source_count != target_count {
+            state.stack.push(root);
+        }
+        Ok(state)
+    }
+
+    async fn count_both(&self, range: &KeyRange, state: &mut SearchState) -> Result<(u64, u64), ConnectorError> {
+        let s = self.source.count(self.source_scope, range).await?;
+        let t = self.target.count(self.target_scope, range).await?;
+        state.queries += 2;
+        Ok((s, t))
+    }
+
+    /// Processes the next frame. Returns it (for progress display), or `None` when the
+    /// search is done.
+    pub async fn step(&self, state: &mut SearchState) -> Result<Option<Frame>, ConnectorError> {
+        if state.is_done() {
+            return Ok(None);
+        }
+        let frame = state.stack.pop().expect("not done");
+        state.iterations += 1;
+        state.max_depth = state.max_depth.max(frame.depth);
+        if frame.rows() <= self.read_batch {
+            self.compare_directly(&frame, state).await?;
+            return Ok(Some(frame));
+        }
+        let (side, scope) = self.big_side(&frame);
+        let half = frame.rows() / 2;
+        let mid = side.key_at(scope, &frame.range, half - 1).await?;
+        state.queries += 1;
+        let Some(mid) = mid else {
+            // The table shrank under us: compare what is there directly.
+            self.compare_directly(&frame, state).await?;
+            return Ok(Some(frame));
+        };
+        let lower_range = KeyRange { after: frame.range.after.clone(), upto: Some(mid.clone()) };
+        let (s, t) = self.count_both(&lower_range, state).await?;
+        let lower = Frame { range: lower_range, source_count: s, target_count: t, depth: frame.depth + 1, upper: false };
+        let upper = Frame {
+            range: KeyRange { after: Some(mid), upto: frame.range.upto.clone() },
+            source_count: frame.source_count.saturating_sub(s),
+            target_count: frame.target_count.saturating_sub(t),
+            depth: frame.depth + 1,
+            upper: true,
+        };
+        // Pushed lower first: the newer (upper) half is searched first.
+        for half in [lower, upper] {
+            if half.source_count != half.target_count {
+                state.stack.push(half);
+            }
+        }
+        Ok(Some(frame))
+    }
+
+    async fn compare_directly(&self, frame: &Frame, state: &mut SearchState) -> Result<(), ConnectorError> {
+        // Read a little more than the counts say, in case rows arrived meanwhile.
+        let limit = (frame.rows() + self.read_batch) as usize;
+        let source = self.source.read_keys(self.source_scope, &frame.range, limit).await?;
+        let target = self.target.read_keys(self.target_scope, &frame.range, limit).await?;
+        state.queries += 2;
+        state.rows_read += (source.len() + target.len()) as u64;
+        let (only_source, only_target) = crate::diff::key_diff(&source, &target);
+        state.found.extend(match self.direction {
+            Direction::Add => only_source,
+            Direction::Delete => only_target,
+        });
+        Ok(())
+    }
+
+    /// Runs the search to the end (tests and benchmarks; the engine steps it itself to
+    /// checkpoint between frames).
+    pub async fn run(&self, source_count: u64, target_count: u64) -> Result<SearchState, ConnectorError> {
+        let mut state = self.start(source_count, target_count).await?;
+        while self.step(&mut state).await?.is_some() {}
+        Ok(state)
+    }
+}
+
+#[cfg(test)]
+mod tests;
