@@ -209,17 +209,21 @@ fn record_types_and_field_mapping() {
 }
 
 /// Text keys are compared by bytes on both sides (upper case before lower case, accents
-/// after ASCII), across window boundaries.
+/// after ASCII), across window boundaries, even when the target column sorts without
+/// regard to case.
 #[test]
 fn text_keys() {
     let ws = Workspace::new();
     let schema = "CREATE TABLE tags (code TEXT PRIMARY KEY, label TEXT);";
+    let target_schema = "CREATE TABLE tags (code TEXT COLLATE NOCASE PRIMARY KEY, label TEXT);";
     let rows = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 500)
                 INSERT INTO tags SELECT printf('%s%03d', CASE x % 4 WHEN 0 THEN 'a' WHEN 1 THEN 'B' WHEN 2 THEN 'é' ELSE 'Z' END, x), 'l' || x FROM c;";
     ws.db("source.sqlite", &format!("{schema} {rows} INSERT INTO tags VALUES ('', 'empty'), ('ü', 'umlaut');"));
     ws.db(
         "target.sqlite",
-        &format!("{schema} {rows} DELETE FROM tags WHERE rowid % 9 = 0; INSERT INTO tags VALUES ('zzz', 'extra');"),
+        &format!(
+            "{target_schema} {rows} DELETE FROM tags WHERE rowid % 9 = 0; INSERT INTO tags VALUES ('zzz', 'extra');"
+        ),
     );
     ws.config(
         r#"{"source": {"type": "sqlite", "path": "source.sqlite"},

@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use super::{Capabilities, Connector, ConnectorError, IoCounters, ModifyCursor};
-use crate::model::{ColumnSchema, ColumnType, Key, KeyRange, Row, TableScope, TableSchema, Value};
+use crate::model::{ColumnSchema, ColumnType, Key, KeyRange, Row, TableSchema, TableScope, Value};
 
 struct Table {
     columns: Vec<String>,
@@ -33,7 +33,8 @@ impl MemoryConnector {
 
     /// Creates (or replaces) a table with `columns`, keyed by `columns[key_index]`.
     pub fn create_table(&self, name: &str, columns: &[&str], key_index: usize) {
-        let table = Table { columns: columns.iter().map(|c| c.to_string()).collect(), key_index, rows: BTreeMap::new() };
+        let table =
+            Table { columns: columns.iter().map(|c| c.to_string()).collect(), key_index, rows: BTreeMap::new() };
         self.tables.lock().expect("lock").insert(name.to_string(), table);
     }
 
@@ -45,6 +46,11 @@ impl MemoryConnector {
             let key = Key::from_value(&row[table.key_index]).expect("valid key");
             table.rows.insert(key, row);
         }
+    }
+
+    /// Removes a row directly (test set-up: a concurrent change).
+    pub fn remove(&self, name: &str, key: &Key) {
+        self.tables.lock().expect("lock").get_mut(name).expect("table exists").rows.remove(key);
     }
 
     /// All keys of a table (test checks).
@@ -142,8 +148,9 @@ impl Connector for MemoryConnector {
     }
 
     async fn read_keys(&self, scope: &TableScope, range: &KeyRange, limit: usize) -> Result<Vec<Key>, ConnectorError> {
-        let keys =
-            self.with_range(scope, range, |_, rows| rows.iter().take(limit).map(|(k, _)| (*k).clone()).collect::<Vec<_>>())?;
+        let keys = self.with_range(scope, range, |_, rows| {
+            rows.iter().take(limit).map(|(k, _)| (*k).clone()).collect::<Vec<_>>()
+        })?;
         self.counters.rows_read.fetch_add(keys.len() as u64, std::sync::atomic::Ordering::Relaxed);
         Ok(keys)
     }

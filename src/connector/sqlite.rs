@@ -123,6 +123,13 @@ pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+/// The key column in comparisons and ORDER BY: byte order whatever the column's declared
+/// collation, so both sides agree on key order (the index is used when the column is
+/// BINARY, the default).
+fn key_expr(scope: &TableScope) -> String {
+    format!("{} COLLATE BINARY", quote_ident(scope.key_column()))
+}
+
 struct Bind<'a>(&'a Value);
 
 impl ToSql for Bind<'_> {
@@ -167,7 +174,7 @@ impl Where {
             parts.push(format!("{} = ?", quote_ident(column)));
             params.push(value.clone());
         }
-        let key = quote_ident(scope.key_column());
+        let key = key_expr(scope);
         if let Some(after) = &range.after {
             parts.push(format!("{key} > ?"));
             params.push(after.to_value());
@@ -343,9 +350,12 @@ impl Connector for SqliteConnector {
 
     async fn key_at(&self, scope: &TableScope, range: &KeyRange, offset: u64) -> Result<Option<Key>, ConnectorError> {
         let w = Where::new(scope, range);
-        let key = quote_ident(scope.key_column());
-        let sql =
-            format!("SELECT {key} FROM {}{} ORDER BY {key} LIMIT 1 OFFSET {offset}", quote_ident(&scope.table), w.sql);
+        let (column, key) = (quote_ident(scope.key_column()), key_expr(scope));
+        let sql = format!(
+            "SELECT {column} FROM {}{} ORDER BY {key} LIMIT 1 OFFSET {offset}",
+            quote_ident(&scope.table),
+            w.sql
+        );
         self.log_sql(&sql);
         self.counters.record_read(1, 8);
         let keys = self.with_conn(move |conn| query_keys(conn, &sql, &w.params)).await?;
@@ -354,8 +364,8 @@ impl Connector for SqliteConnector {
 
     async fn read_keys(&self, scope: &TableScope, range: &KeyRange, limit: usize) -> Result<Vec<Key>, ConnectorError> {
         let w = Where::new(scope, range);
-        let key = quote_ident(scope.key_column());
-        let sql = format!("SELECT {key} FROM {}{} ORDER BY {key} LIMIT {limit}", quote_ident(&scope.table), w.sql);
+        let (column, key) = (quote_ident(scope.key_column()), key_expr(scope));
+        let sql = format!("SELECT {column} FROM {}{} ORDER BY {key} LIMIT {limit}", quote_ident(&scope.table), w.sql);
         self.log_sql(&sql);
         let keys = self.with_conn(move |conn| query_keys(conn, &sql, &w.params)).await?;
         self.counters.record_read(keys.len(), keys.len() * 8);
@@ -364,7 +374,7 @@ impl Connector for SqliteConnector {
 
     async fn read_rows(&self, scope: &TableScope, range: &KeyRange, limit: usize) -> Result<Vec<Row>, ConnectorError> {
         let w = Where::new(scope, range);
-        let key = quote_ident(scope.key_column());
+        let key = key_expr(scope);
         let sql = format!(
             "SELECT {} FROM {}{} ORDER BY {key} LIMIT {limit}",
             column_list(scope),
@@ -383,10 +393,8 @@ impl Connector for SqliteConnector {
         let chunk_size = MAX_PARAMS - scope.filter.len();
         for chunk in keys.chunks(chunk_size) {
             let placeholders = vec!["?"; chunk.len()].join(", ");
-            let w = Where::new(scope, &KeyRange::all()).and(
-                format!("{} IN ({placeholders})", quote_ident(scope.key_column())),
-                chunk.iter().map(Key::to_value),
-            );
+            let w = Where::new(scope, &KeyRange::all())
+                .and(format!("{} IN ({placeholders})", key_expr(scope)), chunk.iter().map(Key::to_value));
             let sql = format!("SELECT {} FROM {}{}", column_list(scope), quote_ident(&scope.table), w.sql);
             if self.options.show_sql {
                 self.log_sql(&format!(
@@ -415,7 +423,7 @@ impl Connector for SqliteConnector {
                 .modify_column()
                 .ok_or_else(|| ConnectorError::Schema(format!("table {} has no modify_id_field", scope.table)))?,
         );
-        let key = quote_ident(scope.key_column());
+        let key = key_expr(scope);
         let mut w = Where::new(scope, &KeyRange::all()).and(format!("{modify} IS NOT NULL"), []);
         match (&cursor.modify_id, &cursor.key) {
             (Some(m), Some(k)) => {
@@ -544,10 +552,8 @@ impl Connector for SqliteConnector {
         let mut statements = Vec::new();
         for chunk in keys.chunks(chunk_size) {
             let placeholders = vec!["?"; chunk.len()].join(", ");
-            let w = Where::new(scope, &KeyRange::all()).and(
-                format!("{} IN ({placeholders})", quote_ident(scope.key_column())),
-                chunk.iter().map(Key::to_value),
-            );
+            let w = Where::new(scope, &KeyRange::all())
+                .and(format!("{} IN ({placeholders})", key_expr(scope)), chunk.iter().map(Key::to_value));
             let sql = format!("DELETE FROM {}{}", quote_ident(&scope.table), w.sql);
             if self.options.show_sql {
                 self.log_sql(&format!("DELETE FROM {} WHERE ... IN ({} keys)", quote_ident(&scope.table), chunk.len()));

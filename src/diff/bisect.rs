@@ -127,8 +127,7 @@ impl Searcher<'_> {
             Direction::Delete => target_count.saturating_sub(source_count),
         };
         let root = Frame { range: KeyRange::all(), source_count, target_count, depth: 0, upper: false };
-        let mut state =
-            SearchState { total: root.rows(), expected, ..SearchState::default() };
+        let mut state = SearchState { total: root.rows(), expected, ..SearchState::default() };
         if self.recent_first > 0 && root.rows() > self.recent_first + self.read_batch {
             let (side, scope) = self.big_side(&root);
             let boundary = side.key_at(scope, &root.range, root.rows() - self.recent_first - 1).await?;
@@ -189,7 +188,8 @@ impl Searcher<'_> {
         };
         let lower_range = KeyRange { after: frame.range.after.clone(), upto: Some(mid.clone()) };
         let (s, t) = self.count_both(&lower_range, state).await?;
-        let lower = Frame { range: lower_range, source_count: s, target_count: t, depth: frame.depth + 1, upper: false };
+        let lower =
+            Frame { range: lower_range, source_count: s, target_count: t, depth: frame.depth + 1, upper: false };
         let upper = Frame {
             range: KeyRange { after: Some(mid), upto: frame.range.upto.clone() },
             source_count: frame.source_count.saturating_sub(s),

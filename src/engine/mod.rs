@@ -376,6 +376,17 @@ impl Engine {
         Ok(Engine { config, source, target, options, policy })
     }
 
+    /// An engine over connectors opened elsewhere (tests, embedding).
+    pub fn with_connectors(
+        config: Config,
+        source: Arc<dyn Connector>,
+        target: Arc<dyn Connector>,
+        options: RunOptions,
+    ) -> Engine {
+        let policy = ErrorPolicy::new(&config);
+        Engine { config, source, target, options, policy }
+    }
+
     /// The config.
     pub fn config(&self) -> &Config {
         &self.config
@@ -801,3 +812,6 @@ impl Engine {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -576,10 +576,7 @@ async fn bisect_step(
     }
     note(
         ctx,
-        &format!(
-            "counts mismatch after binary {} (source={source_count}, target={target_count})",
-            direction.name()
-        ),
+        &format!("counts mismatch after binary {} (source={source_count}, target={target_count})", direction.name()),
     );
     if ctx.job.spec.settings.fallback_full_compare_on_mismatch {
         note(ctx, "fallback full compare on mismatch");
@@ -611,11 +608,7 @@ impl BisectLine {
     fn new(mode: ProgressMode, header: String) -> BisectLine {
         let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
         if mode != ProgressMode::Off {
-            if terminal && mode == ProgressMode::Auto {
-                eprint!("{header}\n");
-            } else {
-                eprintln!("{header}");
-            }
+            eprintln!("{header}");
         }
         BisectLine { mode, terminal: terminal && mode == ProgressMode::Auto, pending: Vec::new() }
     }

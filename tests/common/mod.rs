@@ -76,7 +76,7 @@ pub fn text(out: &Output) -> String {
 
 /// All rows of `table` ordered by `key`, with `columns`, optionally filtered.
 pub fn dump(conn: &Connection, table: &str, columns: &str, filter: &str) -> Vec<Vec<Value>> {
-    let sql = format!("SELECT {columns} FROM \"{table}\" {filter} ORDER BY 1");
+    let sql = format!("SELECT {columns} FROM \"{table}\" {filter} ORDER BY 1 COLLATE BINARY");
     let mut stmt = conn.prepare(&sql).expect("dump query");
     let n = stmt.column_count();
     stmt.query_map([], |r| (0..n).map(|i| r.get::<_, Value>(i)).collect())

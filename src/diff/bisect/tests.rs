@@ -20,7 +20,13 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
 }
 
-fn search(source: &BTreeSet<i64>, target: &BTreeSet<i64>, direction: Direction, read_batch: u64, recent: u64) -> SearchState {
+fn search(
+    source: &BTreeSet<i64>,
+    target: &BTreeSet<i64>,
+    direction: Direction,
+    read_batch: u64,
+    recent: u64,
+) -> SearchState {
     let (s, t) = (side(source), side(target));
     let scope = scope();
     let searcher = Searcher {

@@ -1,0 +1,131 @@
+//! Engine behaviour that needs control over the databases: a source that changes while a
+//! binary search runs, which no count-based search can see, triggers the manual's
+//! "counts mismatch after binary delete" and, with `fallback_full_compare_on_mismatch`,
+//! the full compare.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+
+use super::*;
+use crate::connector::memory::MemoryConnector;
+use crate::connector::{Capabilities, IoCounters, ModifyCursor};
+use crate::model::{Key, Row, TableSchema};
+use crate::report::ProgressMode;
+
+/// A source from which one row disappears after a number of count queries, as if a user
+/// deleted it while the sync ran.
+struct ShrinkingSource {
+    inner: MemoryConnector,
+    counts: AtomicU64,
+    delete_after: u64,
+    victim: Key,
+}
+
+#[async_trait]
+impl Connector for ShrinkingSource {
+    fn describe_endpoint(&self) -> String {
+        "shrinking memory".into()
+    }
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+    fn counters(&self) -> &IoCounters {
+        self.inner.counters()
+    }
+    async fn describe(&self, table: &str) -> Result<Option<TableSchema>, ConnectorError> {
+        self.inner.describe(table).await
+    }
+    async fn count(&self, scope: &TableScope, range: &KeyRange) -> Result<u64, ConnectorError> {
+        if self.counts.fetch_add(1, Ordering::SeqCst) + 1 == self.delete_after {
+            self.inner.remove(&scope.table, &self.victim);
+        }
+        self.inner.count(scope, range).await
+    }
+    async fn key_at(&self, scope: &TableScope, range: &KeyRange, offset: u64) -> Result<Option<Key>, ConnectorError> {
+        self.inner.key_at(scope, range, offset).await
+    }
+    async fn read_keys(&self, scope: &TableScope, range: &KeyRange, limit: usize) -> Result<Vec<Key>, ConnectorError> {
+        self.inner.read_keys(scope, range, limit).await
+    }
+    async fn read_rows(&self, scope: &TableScope, range: &KeyRange, limit: usize) -> Result<Vec<Row>, ConnectorError> {
+        self.inner.read_rows(scope, range, limit).await
+    }
+    async fn read_rows_by_keys(&self, scope: &TableScope, keys: &[Key]) -> Result<Vec<Row>, ConnectorError> {
+        self.inner.read_rows_by_keys(scope, keys).await
+    }
+    async fn read_changed_since(
+        &self,
+        scope: &TableScope,
+        cursor: &ModifyCursor,
+        limit: usize,
+    ) -> Result<Vec<Row>, ConnectorError> {
+        self.inner.read_changed_since(scope, cursor, limit).await
+    }
+    async fn count_changed_since(&self, scope: &TableScope, modify_id: Option<&Value>) -> Result<u64, ConnectorError> {
+        self.inner.count_changed_since(scope, modify_id).await
+    }
+    async fn count_null_modify(&self, scope: &TableScope) -> Result<u64, ConnectorError> {
+        self.inner.count_null_modify(scope).await
+    }
+    async fn max_modify(&self, scope: &TableScope) -> Result<Option<Value>, ConnectorError> {
+        self.inner.max_modify(scope).await
+    }
+}
+
+use crate::model::TableScope;
+
+/// Source keys 1..=20000; the target has them plus three extras below them. After the
+/// search has dismissed the upper half, source key 20000 disappears: the search finds
+/// the three extras, yet the target still has one row too many afterwards.
+fn setup(fallback: bool) -> (Engine, Arc<MemoryConnector>) {
+    let source = MemoryConnector::new();
+    let target = Arc::new(MemoryConnector::new());
+    for db in [&source, target.as_ref()] {
+        db.create_table("t", &["id", "v"], 0);
+        db.insert("t", (1..=20_000).map(|i| vec![Value::Int(i), Value::Int(i * 2)]));
+    }
+    target.insert("t", [-5, -3, -1].map(|i| vec![Value::Int(i), Value::Int(0)]));
+    let text = format!(
+        r#"{{"source": {{"type": "sqlite", "path": "unused"}}, "target": {{"type": "sqlite", "path": "unused"}},
+            "tables": [{{"name": "t"}}], "fallback_full_compare_on_mismatch": {fallback}}}"#
+    );
+    let config = Config::from_str_at(&text, std::path::Path::new("c.json"), &|_| None).unwrap();
+    // Count calls: survey (1), choice of strategy (2), first split (3), second split (4).
+    let source =
+        ShrinkingSource { inner: source, counts: AtomicU64::new(0), delete_after: 4, victim: Key::Int(20_000) };
+    let options = RunOptions { progress: ProgressMode::Off, ..RunOptions::default() };
+    let engine = Engine::with_connectors(config, Arc::new(source), target.clone() as Arc<dyn Connector>, options);
+    (engine, target)
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+}
+
+/// With the fallback, the step falls back to a full compare and the target ends equal.
+#[test]
+fn mismatch_after_binary_delete_falls_back_to_full_compare() {
+    let (engine, target) = setup(true);
+    let report = block_on(engine.run(&mut NoObserver)).map_err(|(e, _)| e).unwrap();
+    assert_eq!(report.metrics.binarySearchCountAll, 1);
+    assert_eq!(report.tables[0].deleted, 4, "three extras by the search, one by the full compare");
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    let keys = target.keys("t");
+    assert_eq!(keys.len(), 19_999);
+    assert_eq!(keys.first(), Some(&Key::Int(1)));
+    assert_eq!(keys.last(), Some(&Key::Int(19_999)));
+}
+
+/// Without the fallback the mismatch is an error of the run (the plan's `changed` step,
+/// a full compare, still fixes the table).
+#[test]
+fn mismatch_after_binary_delete_without_fallback_is_an_error() {
+    let (engine, target) = setup(false);
+    let report = block_on(engine.run(&mut NoObserver)).map_err(|(e, _)| e).unwrap();
+    assert_eq!(report.errors.len(), 1, "{:?}", report.errors);
+    assert!(report.errors[0].message.contains("counts mismatch after binary delete"), "{:?}", report.errors);
+    assert_eq!(report.tables[0].deleted, 4, "{report:#?}");
+    assert_eq!(target.keys("t").len(), 19_999);
+}
