@@ -2,6 +2,7 @@
 //! rows; one file per backend implements it and holds all of that backend's SQL or HTTP.
 //! Connectors never decide what to sync: they count, read in key order, upsert and delete.
 
+pub mod link;
 pub mod memory;
 pub mod sqlite;
 

@@ -5,8 +5,9 @@
 //! A stack of frames `{range, source_count, target_count, depth}`: a frame whose counts
 //! agree holds no difference (or differences that cancel, which the step's verification
 //! catches). A frame larger than `binary_search_read_batch` rows is split at the key in the
-//! middle of its larger side (OFFSET/LIMIT); the lower half is counted on both sides and
-//! the upper half's counts follow by subtraction. A small frame is read and compared key
+//! middle of its larger side (OFFSET/LIMIT), which fixes that side's count of the lower
+//! half; the other side's lower half is counted, and the upper half's counts follow by
+//! subtraction: one offset lookup and one count per split. A small frame is read and compared key
 //! by key. The search stops once the count difference is accounted for. The whole state
 //! is plain data so a checkpoint can hold it and a resumed search continues where it
 //! stopped.
@@ -134,7 +135,7 @@ impl Searcher<'_> {
             state.queries += 1;
             if let Some(boundary) = boundary {
                 let lower_range = KeyRange { after: None, upto: Some(boundary.clone()) };
-                let (s, t) = self.count_both(&lower_range, &mut state).await?;
+                let (s, t) = self.count_lower(&root, &lower_range, root.rows() - self.recent_first, &mut state).await?;
                 let lower = Frame { range: lower_range, source_count: s, target_count: t, depth: 1, upper: false };
                 let upper = Frame {
                     range: KeyRange { after: Some(boundary), upto: None },
@@ -157,11 +158,22 @@ impl Searcher<'_> {
         Ok(state)
     }
 
-    async fn count_both(&self, range: &KeyRange, state: &mut SearchState) -> Result<(u64, u64), ConnectorError> {
-        let s = self.source.count(self.source_scope, range).await?;
-        let t = self.target.count(self.target_scope, range).await?;
-        state.queries += 2;
-        Ok((s, t))
+    /// Counts of a frame's lower part `range` on both sides. The larger side's count is
+    /// known: `range` ends at the key at offset `big_rows - 1` of that side, found with
+    /// OFFSET/LIMIT. Only the other side is counted.
+    async fn count_lower(
+        &self,
+        frame: &Frame,
+        range: &KeyRange,
+        big_rows: u64,
+        state: &mut SearchState,
+    ) -> Result<(u64, u64), ConnectorError> {
+        state.queries += 1;
+        if frame.source_count >= frame.target_count {
+            Ok((big_rows, self.target.count(self.target_scope, range).await?))
+        } else {
+            Ok((self.source.count(self.source_scope, range).await?, big_rows))
+        }
     }
 
     /// Processes the next frame. Returns it (for progress display), or `None` when the
@@ -187,7 +199,7 @@ impl Searcher<'_> {
             return Ok(Some(frame));
         };
         let lower_range = KeyRange { after: frame.range.after.clone(), upto: Some(mid.clone()) };
-        let (s, t) = self.count_both(&lower_range, state).await?;
+        let (s, t) = self.count_lower(&frame, &lower_range, half, state).await?;
         let lower =
             Frame { range: lower_range, source_count: s, target_count: t, depth: frame.depth + 1, upper: false };
         let upper = Frame {
@@ -209,8 +221,12 @@ impl Searcher<'_> {
     async fn compare_directly(&self, frame: &Frame, state: &mut SearchState) -> Result<(), ConnectorError> {
         // Read a little more than the counts say, in case rows arrived meanwhile.
         let limit = (frame.rows() + self.read_batch) as usize;
-        let source = self.source.read_keys(self.source_scope, &frame.range, limit).await?;
-        let target = self.target.read_keys(self.target_scope, &frame.range, limit).await?;
+        // The two sides are independent connections: ask both at once.
+        let (source, target) = tokio::join!(
+            self.source.read_keys(self.source_scope, &frame.range, limit),
+            self.target.read_keys(self.target_scope, &frame.range, limit)
+        );
+        let (source, target) = (source?, target?);
         state.queries += 2;
         state.rows_read += (source.len() + target.len()) as u64;
         let (only_source, only_target) = crate::diff::key_diff(&source, &target);

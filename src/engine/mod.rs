@@ -459,16 +459,10 @@ impl Engine {
     pub async fn survey(&self, job: &TableJob, stored_watermark: Option<Value>) -> Result<TableSurvey, EngineError> {
         let name = &job.spec.name;
         let all = KeyRange::all();
-        let source_count = self
-            .source
-            .count(&job.mapping.source, &all)
-            .await
-            .map_err(db_error(format!("counting source rows of {name}")))?;
-        let target_count = self
-            .target
-            .count(&job.mapping.target, &all)
-            .await
-            .map_err(db_error(format!("counting target rows of {name}")))?;
+        let (source_count, target_count) =
+            tokio::join!(self.source.count(&job.mapping.source, &all), self.target.count(&job.mapping.target, &all));
+        let source_count = source_count.map_err(db_error(format!("counting source rows of {name}")))?;
+        let target_count = target_count.map_err(db_error(format!("counting target rows of {name}")))?;
         let has_modify = job.mapping.source.modify_index.is_some() && job.mapping.target.modify_index.is_some();
         let (mut watermark, mut source_max_modify, mut changed, mut null_modify) = (None, None, None, 0);
         if has_modify {
@@ -745,16 +739,10 @@ impl Engine {
     ) -> Result<Option<(u64, u64)>, EngineError> {
         let all = KeyRange::all();
         let name = &job.spec.name;
-        let source = self
-            .source
-            .count(&job.mapping.source, &all)
-            .await
-            .map_err(db_error(format!("verifying source count of {name}")))?;
-        let target = self
-            .target
-            .count(&job.mapping.target, &all)
-            .await
-            .map_err(db_error(format!("verifying target count of {name}")))?;
+        let (source, target) =
+            tokio::join!(self.source.count(&job.mapping.source, &all), self.target.count(&job.mapping.target, &all));
+        let source = source.map_err(db_error(format!("verifying source count of {name}")))?;
+        let target = target.map_err(db_error(format!("verifying target count of {name}")))?;
         let report = &mut state.tables[table].report;
         report.source_after = Some(source);
         report.target_after = Some(target);
