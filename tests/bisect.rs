@@ -49,7 +49,7 @@ fn binary_delete_finds_scattered_deletions() {
     fill(&ws, "source.sqlite", 60_000);
     fill(&ws, "target.sqlite", 60_000);
     ws.db("source.sqlite", "DELETE FROM items WHERE id IN (7, 15000, 31337, 45000, 59999)");
-    config(&ws, "");
+    config(&ws, r#", "binary_search_read_batch": 100"#);
     let (report, stderr) = run(&ws, &["run", "--json", "--progress", "lines"]);
     assert!(stderr.contains("using binary search for deletes (from=60000, to=59995, diff=5)"), "{stderr}");
     assert!(stderr.contains("delete binary search 60000 records, need to find 5:"), "{stderr}");
@@ -71,7 +71,7 @@ fn binary_add_with_recent_first() {
     fill(&ws, "source.sqlite", 60_000);
     fill(&ws, "target.sqlite", 60_000);
     ws.db("target.sqlite", "DELETE FROM items WHERE id IN (59990, 59991, 59992, 12)");
-    config(&ws, r#", "binary_search_recent_first": 5000"#);
+    config(&ws, r#", "binary_search_recent_first": 5000, "binary_search_read_batch": 100"#);
     let (report, stderr) = run(&ws, &["run", "--json", "--progress", "lines"]);
     assert!(stderr.contains("using binary search for adds (from=60000, to=59996, diff=4)"), "{stderr}");
     assert!(stderr.contains("add binary search 60000 records, search 5000 recent first, need to find 4:"), "{stderr}");

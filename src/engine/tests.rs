@@ -89,7 +89,8 @@ fn setup(fallback: bool) -> (Engine, Arc<MemoryConnector>) {
     target.insert("t", [-5, -3, -1].map(|i| vec![Value::Int(i), Value::Int(0)]));
     let text = format!(
         r#"{{"source": {{"type": "sqlite", "path": "unused"}}, "target": {{"type": "sqlite", "path": "unused"}},
-            "tables": [{{"name": "t"}}], "fallback_full_compare_on_mismatch": {fallback}}}"#
+            "tables": [{{"name": "t"}}], "fallback_full_compare_on_mismatch": {fallback},
+            "binary_search_read_batch": 100}}"#
     );
     let config = Config::from_str_at(&text, std::path::Path::new("c.json"), &|_| None).unwrap();
     // Count calls: survey (1), choice of strategy (2), first split (3), second split (4).
