@@ -139,7 +139,7 @@ fn search_resumes_from_its_checkpoint() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_db-sync"))
         .args(["run", "--progress", "off"])
         .current_dir(ws.dir.path())
-        .env("DB_SYNC_FAILPOINT", "after_checkpoint:12")
+        .env("DB_SYNC_FAILPOINT", "after_checkpoint:3")
         .output()
         .unwrap();
     assert!(!out.status.success(), "{}", text(&out));

@@ -85,6 +85,18 @@ impl SearchState {
     }
 }
 
+/// Frames searched at once: their queries do not depend on each other, and over a slow
+/// link the round trips dominate.
+pub const PARALLEL_FRAMES: usize = 4;
+
+/// What processing one frame produced.
+struct Outcome {
+    children: Vec<Frame>,
+    found: Vec<Key>,
+    queries: u64,
+    rows_read: u64,
+}
+
 /// The parameters of a search.
 pub struct Searcher<'a> {
     /// Source connector.
@@ -135,7 +147,8 @@ impl Searcher<'_> {
             state.queries += 1;
             if let Some(boundary) = boundary {
                 let lower_range = KeyRange { after: None, upto: Some(boundary.clone()) };
-                let (s, t) = self.count_lower(&root, &lower_range, root.rows() - self.recent_first, &mut state).await?;
+                let (s, t) = self.count_lower(&root, &lower_range, root.rows() - self.recent_first).await?;
+                state.queries += 1;
                 let lower = Frame { range: lower_range, source_count: s, target_count: t, depth: 1, upper: false };
                 let upper = Frame {
                     range: KeyRange { after: Some(boundary), upto: None },
@@ -161,14 +174,7 @@ impl Searcher<'_> {
     /// Counts of a frame's lower part `range` on both sides. The larger side's count is
     /// known: `range` ends at the key at offset `big_rows - 1` of that side, found with
     /// OFFSET/LIMIT. Only the other side is counted.
-    async fn count_lower(
-        &self,
-        frame: &Frame,
-        range: &KeyRange,
-        big_rows: u64,
-        state: &mut SearchState,
-    ) -> Result<(u64, u64), ConnectorError> {
-        state.queries += 1;
+    async fn count_lower(&self, frame: &Frame, range: &KeyRange, big_rows: u64) -> Result<(u64, u64), ConnectorError> {
         if frame.source_count >= frame.target_count {
             Ok((big_rows, self.target.count(self.target_scope, range).await?))
         } else {
@@ -176,30 +182,44 @@ impl Searcher<'_> {
         }
     }
 
-    /// Processes the next frame. Returns it (for progress display), or `None` when the
-    /// search is done.
-    pub async fn step(&self, state: &mut SearchState) -> Result<Option<Frame>, ConnectorError> {
+    /// Processes the next frames: up to [`PARALLEL_FRAMES`] from the top of the stack at
+    /// once, since each costs round trips that do not depend on the others. Returns the
+    /// frames processed (for progress display); empty when the search is done.
+    pub async fn step(&self, state: &mut SearchState) -> Result<Vec<Frame>, ConnectorError> {
         if state.is_done() {
-            return Ok(None);
+            return Ok(Vec::new());
         }
-        let frame = state.stack.pop().expect("not done");
-        state.iterations += 1;
-        state.max_depth = state.max_depth.max(frame.depth);
+        let take = state.stack.len().min(PARALLEL_FRAMES);
+        let frames: Vec<Frame> = state.stack.split_off(state.stack.len() - take);
+        let outcomes = futures::future::join_all(frames.iter().map(|f| self.process(f))).await;
+        // Children of the frame that was on top go back on top.
+        for (frame, outcome) in frames.iter().zip(outcomes) {
+            let outcome = outcome?;
+            state.iterations += 1;
+            state.max_depth = state.max_depth.max(frame.depth);
+            state.queries += outcome.queries;
+            state.rows_read += outcome.rows_read;
+            state.found.extend(outcome.found);
+            state.stack.extend(outcome.children);
+        }
+        Ok(frames.into_iter().rev().collect())
+    }
+
+    /// One frame: split it, or compare it directly when small.
+    async fn process(&self, frame: &Frame) -> Result<Outcome, ConnectorError> {
         if frame.rows() <= self.read_batch {
-            self.compare_directly(&frame, state).await?;
-            return Ok(Some(frame));
+            return self.compare_directly(frame).await;
         }
-        let (side, scope) = self.big_side(&frame);
+        let (side, scope) = self.big_side(frame);
         let half = frame.rows() / 2;
-        let mid = side.key_at(scope, &frame.range, half - 1).await?;
-        state.queries += 1;
-        let Some(mid) = mid else {
+        let Some(mid) = side.key_at(scope, &frame.range, half - 1).await? else {
             // The table shrank under us: compare what is there directly.
-            self.compare_directly(&frame, state).await?;
-            return Ok(Some(frame));
+            let mut outcome = self.compare_directly(frame).await?;
+            outcome.queries += 1;
+            return Ok(outcome);
         };
         let lower_range = KeyRange { after: frame.range.after.clone(), upto: Some(mid.clone()) };
-        let (s, t) = self.count_lower(&frame, &lower_range, half, state).await?;
+        let (s, t) = self.count_lower(frame, &lower_range, half).await?;
         let lower =
             Frame { range: lower_range, source_count: s, target_count: t, depth: frame.depth + 1, upper: false };
         let upper = Frame {
@@ -209,16 +229,12 @@ impl Searcher<'_> {
             depth: frame.depth + 1,
             upper: true,
         };
-        // Pushed lower first: the newer (upper) half is searched first.
-        for half in [lower, upper] {
-            if half.source_count != half.target_count {
-                state.stack.push(half);
-            }
-        }
-        Ok(Some(frame))
+        // Lower first: the newer (upper) half is searched first.
+        let children = [lower, upper].into_iter().filter(|f| f.source_count != f.target_count).collect();
+        Ok(Outcome { children, found: Vec::new(), queries: 2, rows_read: 0 })
     }
 
-    async fn compare_directly(&self, frame: &Frame, state: &mut SearchState) -> Result<(), ConnectorError> {
+    async fn compare_directly(&self, frame: &Frame) -> Result<Outcome, ConnectorError> {
         // Read a little more than the counts say, in case rows arrived meanwhile.
         let limit = (frame.rows() + self.read_batch) as usize;
         // The two sides are independent connections: ask both at once.
@@ -227,21 +243,20 @@ impl Searcher<'_> {
             self.target.read_keys(self.target_scope, &frame.range, limit)
         );
         let (source, target) = (source?, target?);
-        state.queries += 2;
-        state.rows_read += (source.len() + target.len()) as u64;
+        let rows_read = (source.len() + target.len()) as u64;
         let (only_source, only_target) = crate::diff::key_diff(&source, &target);
-        state.found.extend(match self.direction {
+        let found = match self.direction {
             Direction::Add => only_source,
             Direction::Delete => only_target,
-        });
-        Ok(())
+        };
+        Ok(Outcome { children: Vec::new(), found, queries: 2, rows_read })
     }
 
     /// Runs the search to the end (tests and benchmarks; the engine steps it itself to
     /// checkpoint between frames).
     pub async fn run(&self, source_count: u64, target_count: u64) -> Result<SearchState, ConnectorError> {
         let mut state = self.start(source_count, target_count).await?;
-        while self.step(&mut state).await?.is_some() {}
+        while !self.step(&mut state).await?.is_empty() {}
         Ok(state)
     }
 }

@@ -514,12 +514,10 @@ async fn bisect_step(
         while !search.is_done() {
             ctx.check_stop()?;
             let started = Instant::now();
-            let frame = searcher.step(&mut search).await.map_err(ctx.db("binary search"))?;
+            let frames = searcher.step(&mut search).await.map_err(ctx.db("binary search"))?;
             ctx.state.timers.bisect += started.elapsed();
-            if let Some(frame) = frame {
-                if frame.depth > 0 {
-                    line.push(token(&frame, search.total));
-                }
+            for frame in frames.iter().filter(|f| f.depth > 0) {
+                line.push(token(frame, search.total));
             }
             if search.is_done() {
                 let b = &mut ctx.state.bisect;

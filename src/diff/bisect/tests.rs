@@ -144,9 +144,9 @@ fn recent_first_searches_newest_keys_first() {
     };
     block_on(async {
         let mut state = searcher.start(179_196, 179_195).await.unwrap();
-        let first = searcher.step(&mut state).await.unwrap().unwrap();
-        assert_eq!(token(&first, state.total), "2.8%↑5000");
-        while searcher.step(&mut state).await.unwrap().is_some() {}
+        let first = searcher.step(&mut state).await.unwrap();
+        assert_eq!(token(&first[0], state.total), "2.8%↑5000");
+        while !searcher.step(&mut state).await.unwrap().is_empty() {}
         assert_eq!(ints(&state.found), BTreeSet::from([179_000]));
     });
 }
@@ -177,7 +177,7 @@ fn resumed_search_matches_uninterrupted() {
         let (mut resumed, _): (SearchState, _) =
             bincode::serde::decode_from_slice(&bytes, bincode::config::standard()).unwrap();
         assert_eq!(resumed, state);
-        while searcher.step(&mut resumed).await.unwrap().is_some() {}
+        while !searcher.step(&mut resumed).await.unwrap().is_empty() {}
         let expected: BTreeSet<i64> = full.difference(&partial).copied().collect();
         assert_eq!(ints(&resumed.found), expected);
     });
