@@ -4,6 +4,7 @@
 
 pub mod link;
 pub mod memory;
+pub mod postgres;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -220,8 +221,12 @@ pub async fn open(
             let connector = sqlite::SqliteConnector::open(path, side, options).await?;
             Ok(Arc::new(connector))
         }
+        ConnectionKind::Postgres => {
+            let connector = postgres::PostgresConnector::open(endpoint, side, options).await?;
+            Ok(Arc::new(connector))
+        }
         kind => Err(ConnectorError::Config(format!(
-            "{} connection type `{}` is not supported yet; db-sync currently syncs sqlite databases",
+            "{} connection type `{}` is not supported yet; db-sync currently syncs sqlite and postgres databases",
             side.name(),
             kind.name()
         ))),

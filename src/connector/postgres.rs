@@ -1,0 +1,730 @@
+//! PostgreSQL connector (sqlx, rustls). Reads page by key (`ORDER BY key` with text keys
+//! in byte order, `COLLATE "C"`), counts and OFFSET midpoints use the key index, writes
+//! are idempotent: rows are COPYed into a temporary staging table and merged with
+//! `INSERT … ON CONFLICT … DO UPDATE`, deletes use `= ANY($1)`; one transaction per batch.
+//!
+//! Values travel as text where PostgreSQL has types db-sync does not model (numeric,
+//! dates, times, JSON, UUID): the SELECT casts them `::text` and parameters are cast back
+//! to the column's type, so no precision is lost on the way.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgArguments, PgConnectOptions, PgPool, PgPoolOptions, PgRow, PgSslMode};
+use sqlx::{Arguments, AssertSqlSafe, Row as _};
+
+use super::{Capabilities, ConnectOptions, Connector, ConnectorError, IoCounters, ModifyCursor, Side};
+use crate::config::{Endpoint, redact_url};
+use crate::model::{ColumnSchema, ColumnType, Key, KeyRange, Row, TableSchema, TableScope, Value};
+
+/// Quotes an identifier for PostgreSQL.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// How a column travels between PostgreSQL and db-sync.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Wire {
+    Int,
+    Float,
+    Bool,
+    Bytes,
+    Text,
+}
+
+/// Type family of a PostgreSQL type name (`pg_type.typname`).
+pub fn column_type(typname: &str) -> ColumnType {
+    match typname {
+        "int2" | "int4" | "int8" | "oid" => ColumnType::Integer,
+        "float4" | "float8" => ColumnType::Float,
+        "numeric" | "money" => ColumnType::Decimal,
+        "bool" => ColumnType::Boolean,
+        "text" | "varchar" | "bpchar" | "name" | "citext" | "uuid" => ColumnType::Text,
+        "bytea" => ColumnType::Blob,
+        "date" => ColumnType::Date,
+        "time" | "timetz" => ColumnType::Time,
+        "timestamp" | "timestamptz" => ColumnType::Timestamp,
+        "json" | "jsonb" => ColumnType::Json,
+        _ => ColumnType::Other,
+    }
+}
+
+fn wire(t: ColumnType) -> Wire {
+    match t {
+        ColumnType::Integer => Wire::Int,
+        ColumnType::Float => Wire::Float,
+        ColumnType::Boolean => Wire::Bool,
+        ColumnType::Blob => Wire::Bytes,
+        _ => Wire::Text,
+    }
+}
+
+/// A PostgreSQL schema reached through a connection pool.
+pub struct PostgresConnector {
+    pool: PgPool,
+    schema: String,
+    endpoint: String,
+    side: Side,
+    options: ConnectOptions,
+    counters: IoCounters,
+    /// Described tables, so SQL can cast each column right. Held only to clone out.
+    tables: Mutex<HashMap<String, TableSchema>>,
+}
+
+/// Classifies a sqlx error. SQLSTATE classes: 08 connection, 22 data, 23 integrity,
+/// 40 transaction rollback (retryable), 42 syntax/undefined objects, 57 operator intervention.
+fn classify(endpoint: &str, e: sqlx::Error) -> ConnectorError {
+    match &e {
+        sqlx::Error::Database(db) => {
+            let code = db.code().map(|c| c.to_string()).unwrap_or_default();
+            let message = db.message().to_string();
+            let detail = format!("{message} (SQLSTATE {code})");
+            match code.get(..2) {
+                Some("08") | Some("57") | Some("53") => {
+                    ConnectorError::Connection { endpoint: endpoint.to_string(), message: detail }
+                }
+                Some("40") | Some("55") => ConnectorError::Busy { endpoint: endpoint.to_string(), message: detail },
+                Some("22") | Some("23") => ConnectorError::Data(detail),
+                Some("42") => ConnectorError::Schema(format!("{endpoint}: {detail}")),
+                Some("28") => ConnectorError::Config(format!(
+                    "{endpoint}: authentication failed: {message}; check the user and the password variable"
+                )),
+                _ => ConnectorError::Other(format!("{endpoint}: {detail}")),
+            }
+        }
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Protocol(_) => {
+            ConnectorError::Connection { endpoint: endpoint.to_string(), message: e.to_string() }
+        }
+        _ => ConnectorError::Other(format!("{endpoint}: {e}")),
+    }
+}
+
+impl PostgresConnector {
+    /// Connects to the endpoint's server and checks the connection.
+    pub async fn open(endpoint: &Endpoint, side: Side, options: ConnectOptions) -> Result<Self, ConnectorError> {
+        let raw = &endpoint.raw;
+        let url = raw.url.as_deref().unwrap_or_default();
+        let described = format!("{} postgres {}", side.name(), redact_url(url));
+        let config_error = |message: String| ConnectorError::Config(format!("{described}: {message}"));
+        let mut connect: PgConnectOptions =
+            url.parse().map_err(|e: sqlx::Error| config_error(format!("invalid url: {e}")))?;
+        if let Some(user) = &raw.user {
+            connect = connect.username(user);
+        }
+        if let Some(password) = &raw.password {
+            connect = connect.password(password);
+        }
+        if let Some(database) = &raw.database {
+            connect = connect.database(database);
+        }
+        if let Some(mode) = &raw.sslmode {
+            let mode: PgSslMode = mode.parse().map_err(|_| {
+                config_error(format!(
+                    "sslmode `{mode}` is not one of disable, allow, prefer, require, verify-ca, verify-full"
+                ))
+            })?;
+            connect = connect.ssl_mode(mode);
+        }
+        if let Some(secs) = raw.statement_timeout_secs {
+            connect = connect.options([("statement_timeout", format!("{}s", secs))]);
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(raw.pool_size.unwrap_or(4).max(1))
+            .acquire_timeout(Duration::from_secs(raw.timeout.unwrap_or(30)))
+            .connect_with(connect)
+            .await
+            .map_err(|e| classify(&described, e))?;
+        let schema = raw.schema.clone().unwrap_or_else(|| "public".into());
+        let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
+            .bind(&schema)
+            .fetch_one(&pool)
+            .await
+            .map_err(|e| classify(&described, e))?;
+        if !exists {
+            return Err(config_error(format!("schema `{schema}` does not exist")));
+        }
+        Ok(PostgresConnector {
+            pool,
+            schema,
+            endpoint: described,
+            side,
+            options,
+            counters: IoCounters::default(),
+            tables: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn err(&self) -> impl Fn(sqlx::Error) -> ConnectorError + '_ {
+        move |e| classify(&self.endpoint, e)
+    }
+
+    fn table_ref(&self, table: &str) -> String {
+        format!("{}.{}", quote_ident(&self.schema), quote_ident(table))
+    }
+
+    fn log_sql(&self, sql: &str) {
+        if self.options.show_sql {
+            tracing::info!(target: "db_sync::sql", side = self.side.name(), "{sql}");
+        }
+    }
+
+    /// The table's schema, described once.
+    async fn schema_of(&self, table: &str) -> Result<TableSchema, ConnectorError> {
+        if let Some(t) = self.tables.lock().expect("lock").get(table) {
+            return Ok(t.clone());
+        }
+        self.describe(table)
+            .await?
+            .ok_or_else(|| ConnectorError::Schema(format!("{}: no table {table}", self.endpoint)))
+    }
+
+    /// Column types of a scope, in its column order.
+    async fn types(&self, scope: &TableScope) -> Result<Vec<(ColumnType, String)>, ConnectorError> {
+        let schema = self.schema_of(&scope.table).await?;
+        scope
+            .columns
+            .iter()
+            .map(|c| {
+                schema.column(c).map(|c| (c.column_type, c.declared_type.clone())).ok_or_else(|| {
+                    ConnectorError::Schema(format!("{}: no column {c} in {}", self.endpoint, scope.table))
+                })
+            })
+            .collect()
+    }
+}
+
+/// SQL under construction with its bound parameters.
+struct Sql {
+    text: String,
+    args: PgArguments,
+    n: usize,
+}
+
+impl Sql {
+    fn new(text: impl Into<String>) -> Sql {
+        Sql { text: text.into(), args: PgArguments::default(), n: 0 }
+    }
+
+    /// Binds `value` and returns its placeholder, cast to `cast` when given.
+    fn bind(&mut self, value: &Value, cast: Option<&str>) -> String {
+        self.n += 1;
+        let result = match value {
+            Value::Null => self.args.add(Option::<String>::None),
+            Value::Bool(b) => self.args.add(*b),
+            Value::Int(i) => self.args.add(*i),
+            Value::Float(f) => self.args.add(*f),
+            Value::Text(s) => self.args.add(s.clone()),
+            Value::Bytes(b) => self.args.add(b.clone()),
+        };
+        result.expect("binding a plain value cannot fail");
+        match cast {
+            Some(t) => format!("${}::{t}", self.n),
+            None => format!("${}", self.n),
+        }
+    }
+
+    fn bind_keys(&mut self, keys: &[Key]) -> String {
+        self.n += 1;
+        let result = if keys.iter().all(|k| matches!(k, Key::Int(_))) {
+            self.args.add(keys.iter().map(|k| if let Key::Int(i) = k { *i } else { 0 }).collect::<Vec<i64>>())
+        } else {
+            self.args.add(
+                keys.iter()
+                    .map(|k| match k {
+                        Key::Int(i) => i.to_string(),
+                        Key::Text(s) => s.clone(),
+                    })
+                    .collect::<Vec<String>>(),
+            )
+        };
+        result.expect("binding an array cannot fail");
+        format!("${}", self.n)
+    }
+}
+
+/// Key expression in byte order: `COLLATE "C"` for text keys (an error on integers).
+fn key_expr(scope: &TableScope, key_type: ColumnType) -> String {
+    let key = quote_ident(scope.key_column());
+    if key_type == ColumnType::Integer { key } else { format!("{key} COLLATE \"C\"") }
+}
+
+fn select_expr(column: &str, t: ColumnType) -> String {
+    let c = quote_ident(column);
+    match wire(t) {
+        Wire::Int => format!("{c}::int8"),
+        Wire::Float => format!("{c}::float8"),
+        Wire::Bool | Wire::Bytes => c,
+        Wire::Text => format!("{c}::text"),
+    }
+}
+
+/// The cast a text-bound parameter needs to compare with or fill a column.
+fn cast_for(t: ColumnType, declared: &str) -> Option<String> {
+    match wire(t) {
+        Wire::Text if t != ColumnType::Text => Some(declared.to_string()),
+        _ => None,
+    }
+}
+
+fn decode(row: &PgRow, i: usize, w: Wire) -> Result<Value, sqlx::Error> {
+    Ok(match w {
+        Wire::Int => row.try_get::<Option<i64>, _>(i)?.map_or(Value::Null, Value::Int),
+        Wire::Float => row.try_get::<Option<f64>, _>(i)?.map_or(Value::Null, Value::Float),
+        Wire::Bool => row.try_get::<Option<bool>, _>(i)?.map_or(Value::Null, Value::Bool),
+        Wire::Bytes => row.try_get::<Option<Vec<u8>>, _>(i)?.map_or(Value::Null, Value::Bytes),
+        Wire::Text => row.try_get::<Option<String>, _>(i)?.map_or(Value::Null, Value::Text),
+    })
+}
+
+/// Appends one value in COPY text format.
+fn copy_value(out: &mut String, value: &Value) {
+    match value {
+        Value::Null => out.push_str("\\N"),
+        Value::Bool(b) => out.push(if *b { 't' } else { 'f' }),
+        Value::Int(i) => {
+            let _ = write!(out, "{i}");
+        }
+        Value::Float(f) if f.is_nan() => out.push_str("NaN"),
+        Value::Float(f) if f.is_infinite() => out.push_str(if *f > 0.0 { "Infinity" } else { "-Infinity" }),
+        Value::Float(f) => {
+            let _ = write!(out, "{f}");
+        }
+        Value::Text(s) => {
+            for c in s.chars() {
+                match c {
+                    '\\' => out.push_str("\\\\"),
+                    '\t' => out.push_str("\\t"),
+                    '\n' => out.push_str("\\n"),
+                    '\r' => out.push_str("\\r"),
+                    c => out.push(c),
+                }
+            }
+        }
+        Value::Bytes(b) => {
+            out.push_str("\\\\x");
+            for byte in b {
+                let _ = write!(out, "{byte:02x}");
+            }
+        }
+    }
+}
+
+impl PostgresConnector {
+    /// WHERE clause for a scope's filter and a key range.
+    async fn where_clause(
+        &self,
+        scope: &TableScope,
+        range: &KeyRange,
+        sql: &mut Sql,
+    ) -> Result<String, ConnectorError> {
+        let schema = self.schema_of(&scope.table).await?;
+        let key_col = schema
+            .column(scope.key_column())
+            .ok_or_else(|| ConnectorError::Schema(format!("no key column {}", scope.key_column())))?;
+        let mut parts = Vec::new();
+        for (column, value) in &scope.filter {
+            let c = schema.column(column).ok_or_else(|| ConnectorError::Schema(format!("no column {column}")))?;
+            let p = sql.bind(value, cast_for(c.column_type, &c.declared_type).as_deref());
+            parts.push(format!("{} = {p}", quote_ident(column)));
+        }
+        let key = key_expr(scope, key_col.column_type);
+        if let Some(after) = &range.after {
+            let p = sql.bind(&after.to_value(), None);
+            parts.push(format!("{key} > {p}"));
+        }
+        if let Some(upto) = &range.upto {
+            let p = sql.bind(&upto.to_value(), None);
+            parts.push(format!("{key} <= {p}"));
+        }
+        Ok(if parts.is_empty() { String::new() } else { format!(" WHERE {}", parts.join(" AND ")) })
+    }
+
+    async fn key_type(&self, scope: &TableScope) -> Result<ColumnType, ConnectorError> {
+        Ok(self.types(scope).await?[scope.key_index].0)
+    }
+
+    async fn fetch_keys(&self, sql: Sql) -> Result<Vec<Key>, ConnectorError> {
+        self.log_sql(&sql.text);
+        let rows =
+            sqlx::query_with(AssertSqlSafe(sql.text), sql.args).fetch_all(&self.pool).await.map_err(self.err())?;
+        let mut keys = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let key = match row.try_get::<i64, _>(0) {
+                Ok(i) => Key::Int(i),
+                Err(_) => Key::Text(row.try_get::<String, _>(0).map_err(self.err())?),
+            };
+            keys.push(key);
+        }
+        self.counters.record_read(keys.len(), keys.len() * 8);
+        Ok(keys)
+    }
+
+    async fn fetch_rows(&self, sql: Sql, wires: &[Wire]) -> Result<Vec<Row>, ConnectorError> {
+        self.log_sql(&sql.text);
+        let rows =
+            sqlx::query_with(AssertSqlSafe(sql.text), sql.args).fetch_all(&self.pool).await.map_err(self.err())?;
+        let mut out = Vec::with_capacity(rows.len());
+        let mut bytes = 0;
+        for row in &rows {
+            let mut values = Vec::with_capacity(wires.len());
+            for (i, w) in wires.iter().enumerate() {
+                let v = decode(row, i, *w).map_err(self.err())?;
+                bytes += v.wire_size();
+                values.push(v);
+            }
+            out.push(values);
+        }
+        self.counters.record_read(out.len(), bytes);
+        Ok(out)
+    }
+
+    async fn fetch_count(&self, sql: Sql) -> Result<u64, ConnectorError> {
+        self.log_sql(&sql.text);
+        self.counters.record_read(1, 8);
+        let n: i64 = sqlx::query_scalar_with(AssertSqlSafe(sql.text), sql.args)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(self.err())?;
+        Ok(n as u64)
+    }
+
+    async fn select_list(&self, scope: &TableScope) -> Result<(String, Vec<Wire>), ConnectorError> {
+        let types = self.types(scope).await?;
+        let list =
+            scope.columns.iter().zip(&types).map(|(c, (t, _))| select_expr(c, *t)).collect::<Vec<_>>().join(", ");
+        Ok((list, types.iter().map(|(t, _)| wire(*t)).collect()))
+    }
+}
+
+#[async_trait]
+impl Connector for PostgresConnector {
+    fn describe_endpoint(&self) -> String {
+        self.endpoint.clone()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities { offset_in_range: true, writable: self.side == Side::Target, transactional_batches: true }
+    }
+
+    fn counters(&self) -> &IoCounters {
+        &self.counters
+    }
+
+    async fn describe(&self, table: &str) -> Result<Option<TableSchema>, ConnectorError> {
+        self.counters.record_read(0, 0);
+        let columns = sqlx::query(
+            "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), t.typname::text, a.attnotnull, a.atthasdef \
+             FROM pg_attribute a \
+             JOIN pg_class c ON c.oid = a.attrelid \
+             JOIN pg_namespace n ON n.oid = c.relnamespace \
+             JOIN pg_type t ON t.oid = a.atttypid \
+             WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p', 'v', 'm', 'f') \
+               AND a.attnum > 0 AND NOT a.attisdropped \
+             ORDER BY a.attnum",
+        )
+        .bind(&self.schema)
+        .bind(table)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(self.err())?;
+        if columns.is_empty() {
+            return Ok(None);
+        }
+        let mut schema = TableSchema { name: table.to_string(), columns: Vec::new(), unique_columns: Vec::new() };
+        for row in &columns {
+            let typname: String = row.try_get(2).map_err(self.err())?;
+            schema.columns.push(ColumnSchema {
+                name: row.try_get(0).map_err(self.err())?,
+                declared_type: row.try_get(1).map_err(self.err())?,
+                column_type: column_type(&typname),
+                nullable: !row.try_get::<bool, _>(3).map_err(self.err())?,
+                has_default: row.try_get(4).map_err(self.err())?,
+            });
+        }
+        schema.unique_columns = sqlx::query_scalar(
+            "SELECT a.attname::text FROM pg_index i \
+             JOIN pg_class c ON c.oid = i.indrelid \
+             JOIN pg_namespace n ON n.oid = c.relnamespace \
+             JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = i.indkey[0] \
+             WHERE n.nspname = $1 AND c.relname = $2 AND i.indisunique AND i.indnatts = 1 AND i.indpred IS NULL \
+             ORDER BY i.indisprimary DESC",
+        )
+        .bind(&self.schema)
+        .bind(table)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(self.err())?;
+        self.tables.lock().expect("lock").insert(table.to_string(), schema.clone());
+        Ok(Some(schema))
+    }
+
+    async fn count(&self, scope: &TableScope, range: &KeyRange) -> Result<u64, ConnectorError> {
+        let mut sql = Sql::new("");
+        let w = self.where_clause(scope, range, &mut sql).await?;
+        sql.text = format!("SELECT count(*) FROM {}{w}", self.table_ref(&scope.table));
+        self.fetch_count(sql).await
+    }
+
+    async fn key_at(&self, scope: &TableScope, range: &KeyRange, offset: u64) -> Result<Option<Key>, ConnectorError> {
+        let key_type = self.key_type(scope).await?;
+        let mut sql = Sql::new("");
+        let w = self.where_clause(scope, range, &mut sql).await?;
+        sql.text = format!(
+            "SELECT {} FROM {}{w} ORDER BY {} LIMIT 1 OFFSET {offset}",
+            select_expr(scope.key_column(), key_type),
+            self.table_ref(&scope.table),
+            key_expr(scope, key_type)
+        );
+        Ok(self.fetch_keys(sql).await?.into_iter().next())
+    }
+
+    async fn read_keys(&self, scope: &TableScope, range: &KeyRange, limit: usize) -> Result<Vec<Key>, ConnectorError> {
+        let key_type = self.key_type(scope).await?;
+        let mut sql = Sql::new("");
+        let w = self.where_clause(scope, range, &mut sql).await?;
+        sql.text = format!(
+            "SELECT {} FROM {}{w} ORDER BY {} LIMIT {limit}",
+            select_expr(scope.key_column(), key_type),
+            self.table_ref(&scope.table),
+            key_expr(scope, key_type)
+        );
+        self.fetch_keys(sql).await
+    }
+
+    async fn read_rows(&self, scope: &TableScope, range: &KeyRange, limit: usize) -> Result<Vec<Row>, ConnectorError> {
+        let key_type = self.key_type(scope).await?;
+        let (list, wires) = self.select_list(scope).await?;
+        let mut sql = Sql::new("");
+        let w = self.where_clause(scope, range, &mut sql).await?;
+        sql.text = format!(
+            "SELECT {list} FROM {}{w} ORDER BY {} LIMIT {limit}",
+            self.table_ref(&scope.table),
+            key_expr(scope, key_type)
+        );
+        self.fetch_rows(sql, &wires).await
+    }
+
+    async fn read_rows_by_keys(&self, scope: &TableScope, keys: &[Key]) -> Result<Vec<Row>, ConnectorError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (list, wires) = self.select_list(scope).await?;
+        let mut sql = Sql::new("");
+        let w = self.where_clause(scope, &KeyRange::all(), &mut sql).await?;
+        let p = sql.bind_keys(keys);
+        let key = quote_ident(scope.key_column());
+        let and = if w.is_empty() { " WHERE" } else { " AND" };
+        sql.text = format!("SELECT {list} FROM {}{w}{and} {key} = ANY({p})", self.table_ref(&scope.table));
+        self.fetch_rows(sql, &wires).await
+    }
+
+    async fn read_changed_since(
+        &self,
+        scope: &TableScope,
+        cursor: &ModifyCursor,
+        limit: usize,
+    ) -> Result<Vec<Row>, ConnectorError> {
+        let m = scope.modify_index.ok_or_else(|| ConnectorError::Schema("no modify column".into()))?;
+        let types = self.types(scope).await?;
+        let (list, wires) = self.select_list(scope).await?;
+        let modify = quote_ident(&scope.columns[m]);
+        let cast = cast_for(types[m].0, &types[m].1);
+        let key = key_expr(scope, types[scope.key_index].0);
+        let mut sql = Sql::new("");
+        let w = self.where_clause(scope, &KeyRange::all(), &mut sql).await?;
+        let mut cond = vec![format!("{modify} IS NOT NULL")];
+        match (&cursor.modify_id, &cursor.key) {
+            (Some(v), Some(k)) => {
+                let a = sql.bind(v, cast.as_deref());
+                let b = sql.bind(v, cast.as_deref());
+                let c = sql.bind(&k.to_value(), None);
+                cond.push(format!("({modify} > {a} OR ({modify} = {b} AND {key} > {c}))"));
+            }
+            (Some(v), None) => {
+                let a = sql.bind(v, cast.as_deref());
+                cond.push(format!("{modify} >= {a}"));
+            }
+            (None, _) => {}
+        }
+        let and = if w.is_empty() { " WHERE " } else { " AND " };
+        sql.text = format!(
+            "SELECT {list} FROM {}{w}{and}{} ORDER BY {modify}, {key} LIMIT {limit}",
+            self.table_ref(&scope.table),
+            cond.join(" AND ")
+        );
+        self.fetch_rows(sql, &wires).await
+    }
+
+    async fn count_changed_since(&self, scope: &TableScope, modify_id: Option<&Value>) -> Result<u64, ConnectorError> {
+        let Some(m) = scope.modify_index else { return Ok(0) };
+        let types = self.types(scope).await?;
+        let modify = quote_ident(&scope.columns[m]);
+        let mut sql = Sql::new("");
+        let w = self.where_clause(scope, &KeyRange::all(), &mut sql).await?;
+        let cond = match modify_id {
+            Some(v) => format!("{modify} > {}", sql.bind(v, cast_for(types[m].0, &types[m].1).as_deref())),
+            None => format!("{modify} IS NOT NULL"),
+        };
+        let and = if w.is_empty() { " WHERE " } else { " AND " };
+        sql.text = format!("SELECT count(*) FROM {}{w}{and}{cond}", self.table_ref(&scope.table));
+        self.fetch_count(sql).await
+    }
+
+    async fn count_null_modify(&self, scope: &TableScope) -> Result<u64, ConnectorError> {
+        let Some(m) = scope.modify_index else { return Ok(0) };
+        let mut sql = Sql::new("");
+        let w = self.where_clause(scope, &KeyRange::all(), &mut sql).await?;
+        let and = if w.is_empty() { " WHERE " } else { " AND " };
+        sql.text = format!(
+            "SELECT count(*) FROM {}{w}{and}{} IS NULL",
+            self.table_ref(&scope.table),
+            quote_ident(&scope.columns[m])
+        );
+        self.fetch_count(sql).await
+    }
+
+    async fn max_modify(&self, scope: &TableScope) -> Result<Option<Value>, ConnectorError> {
+        let Some(m) = scope.modify_index else { return Ok(None) };
+        let types = self.types(scope).await?;
+        let mut sql = Sql::new("");
+        let w = self.where_clause(scope, &KeyRange::all(), &mut sql).await?;
+        sql.text = format!(
+            "SELECT {} FROM (SELECT max({}) AS {} FROM {}{w}) m",
+            select_expr(&scope.columns[m], types[m].0),
+            quote_ident(&scope.columns[m]),
+            quote_ident(&scope.columns[m]),
+            self.table_ref(&scope.table)
+        );
+        let rows = self.fetch_rows(sql, &[wire(types[m].0)]).await?;
+        Ok(rows.into_iter().next().and_then(|r| r.into_iter().next()).filter(|v| !v.is_null()))
+    }
+
+    async fn upsert(&self, scope: &TableScope, rows: &[Row]) -> Result<u64, ConnectorError> {
+        if self.side != Side::Target {
+            return Err(ConnectorError::Other("refusing to write to the source".into()));
+        }
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let columns = scope.columns.iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(", ");
+        let table = self.table_ref(&scope.table);
+        let stage = quote_ident(&format!("db_sync_stage_{}", crate::checkpoint::fnv1a(scope.table.as_bytes())));
+        let updates: Vec<String> = scope
+            .columns
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != scope.key_index)
+            .map(|(_, c)| format!("{0} = EXCLUDED.{0}", quote_ident(c)))
+            .collect();
+        let conflict =
+            if updates.is_empty() { "DO NOTHING".to_string() } else { format!("DO UPDATE SET {}", updates.join(", ")) };
+        let mut data = String::with_capacity(rows.len() * 64);
+        for row in rows {
+            for (i, value) in row.iter().enumerate() {
+                if i > 0 {
+                    data.push('\t');
+                }
+                copy_value(&mut data, value);
+            }
+            data.push('\n');
+        }
+        let create = format!("CREATE TEMP TABLE {stage} ON COMMIT DROP AS SELECT {columns} FROM {table} WITH NO DATA");
+        let copy = format!("COPY {stage} ({columns}) FROM STDIN");
+        let merge = format!(
+            "INSERT INTO {table} ({columns}) SELECT {columns} FROM {stage} ON CONFLICT ({}) {conflict}",
+            quote_ident(scope.key_column())
+        );
+        self.log_sql(&create);
+        self.log_sql(&copy);
+        self.log_sql(&merge);
+        self.counters.queries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut tx = self.pool.begin().await.map_err(self.err())?;
+        sqlx::query(AssertSqlSafe(create)).execute(&mut *tx).await.map_err(self.err())?;
+        let mut copy_in = tx.copy_in_raw(&copy).await.map_err(self.err())?;
+        if let Err(e) = copy_in.send(data.into_bytes()).await {
+            let _ = copy_in.abort("send failed").await;
+            return Err(self.err()(e));
+        }
+        copy_in.finish().await.map_err(self.err())?;
+        crate::failpoint::hit("mid_write");
+        sqlx::query(AssertSqlSafe(merge)).execute(&mut *tx).await.map_err(self.err())?;
+        tx.commit().await.map_err(self.err())?;
+        self.counters.rows_written.fetch_add(rows.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(rows.len() as u64)
+    }
+
+    async fn delete(&self, scope: &TableScope, keys: &[Key]) -> Result<u64, ConnectorError> {
+        if self.side != Side::Target {
+            return Err(ConnectorError::Other("refusing to delete from the source".into()));
+        }
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let mut sql = Sql::new("");
+        let w = self.where_clause(scope, &KeyRange::all(), &mut sql).await?;
+        let p = sql.bind_keys(keys);
+        let and = if w.is_empty() { " WHERE" } else { " AND" };
+        sql.text = format!(
+            "DELETE FROM {}{w}{and} {} = ANY({p})",
+            self.table_ref(&scope.table),
+            quote_ident(scope.key_column())
+        );
+        self.log_sql(&sql.text);
+        self.counters.queries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut tx = self.pool.begin().await.map_err(self.err())?;
+        let result = sqlx::query_with(AssertSqlSafe(sql.text), sql.args).execute(&mut *tx).await.map_err(self.err())?;
+        crate::failpoint::hit("mid_write");
+        tx.commit().await.map_err(self.err())?;
+        let n = result.rows_affected();
+        self.counters.rows_written.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// COPY text format escapes what it must and writes NULL and bytea as PostgreSQL reads them.
+    #[test]
+    fn copy_text_format() {
+        let mut out = String::new();
+        for v in [
+            Value::Text("a\tb\\c\nd".into()),
+            Value::Null,
+            Value::Bytes(vec![0, 255]),
+            Value::Bool(true),
+            Value::Float(f64::NAN),
+        ] {
+            copy_value(&mut out, &v);
+            out.push('|');
+        }
+        assert_eq!(out, "a\\tb\\\\c\\nd|\\N|\\\\x00ff|t|NaN|");
+    }
+
+    /// Type names map onto families; text keys sort with `COLLATE "C"`, integers without.
+    #[test]
+    fn types_and_key_order() {
+        assert_eq!(column_type("int4"), ColumnType::Integer);
+        assert_eq!(column_type("numeric"), ColumnType::Decimal);
+        assert_eq!(column_type("timestamptz"), ColumnType::Timestamp);
+        assert_eq!(column_type("jsonb"), ColumnType::Json);
+        let scope = TableScope {
+            table: "t".into(),
+            columns: vec!["k".into()],
+            key_index: 0,
+            modify_index: None,
+            filter: vec![],
+        };
+        assert_eq!(key_expr(&scope, ColumnType::Integer), "\"k\"");
+        assert_eq!(key_expr(&scope, ColumnType::Text), "\"k\" COLLATE \"C\"");
+    }
+}
