@@ -206,10 +206,74 @@ impl TableMapping {
     /// filled with defaults are not compared: the target may legitimately hold others).
     pub fn rows_equal(&self, converted: &Row, target: &Row) -> bool {
         self.columns.iter().enumerate().all(|(i, c)| match c {
-            ColumnSource::Source { .. } => converted[i].same_as(&target[i]),
+            ColumnSource::Source { to, .. } => equal_as(&converted[i], &target[i], *to),
             ColumnSource::Default(_) => true,
         })
     }
+}
+
+/// Equality of two values stored in a column of type `t`, whatever their representation:
+/// `12.5` equals `"12.50"` in a decimal column, `2024-01-01T10:00` equals
+/// `2024-01-01 10:00` in a timestamp column, JSON documents compare as documents. Without
+/// this, values that round-trip through another backend would be rewritten on every run.
+pub fn equal_as(a: &Value, b: &Value, t: ColumnType) -> bool {
+    if a.same_as(b) {
+        return true;
+    }
+    match (t, a, b) {
+        (_, Value::Null, _) | (_, _, Value::Null) => false,
+        (ColumnType::Decimal | ColumnType::Float | ColumnType::Integer, a, b) => {
+            match (number(a), number(b)) {
+                (Some(x), Some(y)) => x == y || (x - y).abs() <= f64::EPSILON * x.abs().max(y.abs()),
+                _ => false,
+            }
+        }
+        (ColumnType::Timestamp | ColumnType::Time | ColumnType::Date, Value::Text(x), Value::Text(y)) => {
+            normalize_time(x) == normalize_time(y)
+        }
+        (ColumnType::Json, Value::Text(x), Value::Text(y)) => {
+            match (serde_json::from_str::<serde_json::Value>(x), serde_json::from_str::<serde_json::Value>(y)) {
+                (Ok(x), Ok(y)) => x == y,
+                _ => false,
+            }
+        }
+        (ColumnType::Boolean, a, b) => boolean(a).is_some() && boolean(a) == boolean(b),
+        _ => false,
+    }
+}
+
+fn number(v: &Value) -> Option<f64> {
+    match v {
+        Value::Int(i) => Some(*i as f64),
+        Value::Float(f) => Some(*f),
+        Value::Text(s) => s.trim().parse().ok(),
+        Value::Bool(b) => Some(f64::from(u8::from(*b))),
+        _ => None,
+    }
+}
+
+fn boolean(v: &Value) -> Option<bool> {
+    match v {
+        Value::Bool(b) => Some(*b),
+        Value::Int(0) => Some(false),
+        Value::Int(1) => Some(true),
+        Value::Text(s) => match s.as_str() {
+            "t" | "true" | "1" => Some(true),
+            "f" | "false" | "0" => Some(false),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// `2024-01-01T10:00:00.000` and `2024-01-01 10:00:00` are the same instant as text.
+fn normalize_time(s: &str) -> String {
+    let s = s.trim().replacen('T', " ", 1);
+    let s = match s.find('.') {
+        Some(dot) if s[dot + 1..].chars().all(|c| c == '0') => s[..dot].to_string(),
+        _ => s,
+    };
+    s.strip_suffix("+00").or_else(|| s.strip_suffix("Z")).map(str::to_string).unwrap_or(s)
 }
 
 fn default_for(t: ColumnType) -> Value {
@@ -367,6 +431,22 @@ mod tests {
     fn typo_in_key_field_is_reported() {
         let problems = TableMapping::build(&spec(r#", "primary_key_field": "idd""#), &source(), &source()).unwrap_err();
         assert!(problems[0].contains("`idd`") && problems[0].contains("did you mean `id`"), "{problems:?}");
+    }
+
+    /// Values that mean the same in a column type compare equal across representations.
+    #[test]
+    fn equality_by_column_type() {
+        assert!(equal_as(&Value::Float(12.5), &Value::Text("12.50".into()), ColumnType::Decimal));
+        assert!(!equal_as(&Value::Float(12.5), &Value::Text("12.51".into()), ColumnType::Decimal));
+        assert!(equal_as(
+            &Value::Text("2024-01-01T10:00:00.000".into()),
+            &Value::Text("2024-01-01 10:00:00".into()),
+            ColumnType::Timestamp
+        ));
+        assert!(equal_as(&Value::Text("{\"a\":1, \"b\": [1,2]}".into()), &Value::Text("{\"b\": [1, 2], \"a\": 1}".into()), ColumnType::Json));
+        assert!(equal_as(&Value::Int(1), &Value::Bool(true), ColumnType::Boolean));
+        assert!(!equal_as(&Value::Null, &Value::Text("".into()), ColumnType::Text));
+        assert!(!equal_as(&Value::Text("a".into()), &Value::Text("A".into()), ColumnType::Text));
     }
 
     /// Value conversions succeed where exact and fail with a reason otherwise.

@@ -359,3 +359,73 @@ fn conformance_memory() {
         conformance(Arc::new(m)).await;
     });
 }
+
+const SQLITE_TYPED: &str = "CREATE TABLE typed (
+    id INTEGER PRIMARY KEY, amount NUMERIC(12,2), day DATE, at DATETIME, flag BOOLEAN, payload BLOB,
+    doc TEXT, note TEXT, small INTEGER, modify_id INTEGER);";
+
+/// Unlike schemas both ways: SQLite's loose types into PostgreSQL's numeric, date,
+/// timestamp, boolean, bytea, jsonb and varchar columns (a NOT NULL column filled by
+/// `set_default_value`), and back. A second run finds nothing to change: values that
+/// round-trip in another representation are not rewritten.
+#[test]
+fn schema_translation_both_ways() {
+    let pg = need_pg!();
+    let db = pg.create_database();
+    pg.psql(
+        &db,
+        "CREATE TABLE typed (id bigint PRIMARY KEY, amount numeric(12,2), day date, at timestamp, flag boolean, \
+         payload bytea, doc jsonb, note varchar(50), small smallint, modify_id bigint, audit_user text NOT NULL)",
+    );
+    let ws = Workspace::new();
+    ws.db(
+        "source.sqlite",
+        &format!(
+            "{SQLITE_TYPED}
+             INSERT INTO typed VALUES (1, 12.5, '2024-02-29', '2024-01-01 10:00:00', 1, X'00FF10', '{{\"a\": [1, 2]}}', 'n1', 7, 1);
+             INSERT INTO typed VALUES (2, 0.1, '1999-12-31', '1999-12-31 23:59:59', 0, NULL, NULL, NULL, NULL, 2);
+             INSERT INTO typed VALUES (3, 1234567890.12, NULL, NULL, NULL, X'', '[]', 'tab\there', -32768, 3);"
+        ),
+    );
+    ws.config(&format!(
+        r#"{{"source": {SQLITE_SOURCE}, "target": {},
+            "tables": [{{"name": "typed", "modify_id_field": "modify_id"}}], "set_default_value": true}}"#,
+        pg_endpoint(pg, &db)
+    ));
+    let out = ws.run(&["check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("`doc` (TEXT) -> target `doc` (jsonb) may lose data"), "{}", text(&out));
+    let report = run_ok(&ws, &["run", "--json", "--progress", "off"]);
+    assert_eq!(report["metrics"]["recordCountAllAdded"], 3, "{report}");
+    let rows = pg.query(&db, "SELECT id, amount, day, at, flag, encode(payload, 'hex'), doc, note, small, audit_user FROM typed ORDER BY id");
+    assert_eq!(
+        rows,
+        vec![
+            "1|12.50|2024-02-29|2024-01-01 10:00:00|t|00ff10|{\"a\": [1, 2]}|n1|7|",
+            "2|0.10|1999-12-31|1999-12-31 23:59:59|f|||||",
+            "3|1234567890.12|||||[]|tab\there|-32768|",
+        ]
+    );
+    let report = run_ok(&ws, &["run", "--json", "--progress", "off"]);
+    assert_eq!(report["metrics"]["recordCountAllModified"], 0, "nothing rewritten: {report}");
+    assert_eq!(report["metrics"]["recordCountAllSkipped"], 3, "{report}");
+
+    // And back: PostgreSQL into a SQLite table of the same loose types.
+    let back = Workspace::new();
+    back.db("target.sqlite", SQLITE_TYPED);
+    back.config(&format!(
+        r#"{{"source": {}, "target": {SQLITE_TARGET},
+            "tables": [{{"name": "typed", "modify_id_field": "modify_id", "exclude_fields": ["audit_user"]}}]}}"#,
+        pg_endpoint(pg, &db)
+    ));
+    run_ok(&back, &["run", "--json", "--progress", "off"]);
+    let report = run_ok(&back, &["run", "--json", "--progress", "off"]);
+    assert_eq!(report["metrics"]["recordCountAllModified"], 0, "nothing rewritten: {report}");
+    let conn = rusqlite::Connection::open(back.path("target.sqlite")).unwrap();
+    let (amount, day, flag, payload): (f64, String, i64, Vec<u8>) = conn
+        .query_row("SELECT amount, day, flag, payload FROM typed WHERE id = 1", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
+        .unwrap();
+    assert_eq!((amount, day.as_str(), flag, payload), (12.5, "2024-02-29", 1, vec![0, 255, 16]));
+}
