@@ -222,12 +222,10 @@ pub fn equal_as(a: &Value, b: &Value, t: ColumnType) -> bool {
     }
     match (t, a, b) {
         (_, Value::Null, _) | (_, _, Value::Null) => false,
-        (ColumnType::Decimal | ColumnType::Float | ColumnType::Integer, a, b) => {
-            match (number(a), number(b)) {
-                (Some(x), Some(y)) => x == y || (x - y).abs() <= f64::EPSILON * x.abs().max(y.abs()),
-                _ => false,
-            }
-        }
+        (ColumnType::Decimal | ColumnType::Float | ColumnType::Integer, a, b) => match (number(a), number(b)) {
+            (Some(x), Some(y)) => x == y || (x - y).abs() <= f64::EPSILON * x.abs().max(y.abs()),
+            _ => false,
+        },
         (ColumnType::Timestamp | ColumnType::Time | ColumnType::Date, Value::Text(x), Value::Text(y)) => {
             normalize_time(x) == normalize_time(y)
         }
@@ -443,7 +441,11 @@ mod tests {
             &Value::Text("2024-01-01 10:00:00".into()),
             ColumnType::Timestamp
         ));
-        assert!(equal_as(&Value::Text("{\"a\":1, \"b\": [1,2]}".into()), &Value::Text("{\"b\": [1, 2], \"a\": 1}".into()), ColumnType::Json));
+        assert!(equal_as(
+            &Value::Text("{\"a\":1, \"b\": [1,2]}".into()),
+            &Value::Text("{\"b\": [1, 2], \"a\": 1}".into()),
+            ColumnType::Json
+        ));
         assert!(equal_as(&Value::Int(1), &Value::Bool(true), ColumnType::Boolean));
         assert!(!equal_as(&Value::Null, &Value::Text("".into()), ColumnType::Text));
         assert!(!equal_as(&Value::Text("a".into()), &Value::Text("A".into()), ColumnType::Text));

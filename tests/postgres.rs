@@ -394,10 +394,17 @@ fn schema_translation_both_ways() {
     ));
     let out = ws.run(&["check"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("`doc` (TEXT) -> target `doc` (jsonb) may lose data"), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("`doc` (TEXT) -> target `doc` (jsonb) may lose data"),
+        "{}",
+        text(&out)
+    );
     let report = run_ok(&ws, &["run", "--json", "--progress", "off"]);
     assert_eq!(report["metrics"]["recordCountAllAdded"], 3, "{report}");
-    let rows = pg.query(&db, "SELECT id, amount, day, at, flag, encode(payload, 'hex'), doc, note, small, audit_user FROM typed ORDER BY id");
+    let rows = pg.query(
+        &db,
+        "SELECT id, amount, day, at, flag, encode(payload, 'hex'), doc, note, small, audit_user FROM typed ORDER BY id",
+    );
     assert_eq!(
         rows,
         vec![

@@ -175,6 +175,14 @@ pub trait Connector: Send + Sync {
         Err(ConnectorError::Unsupported { backend: "this backend", operation: "writes" })
     }
 
+    /// Inserts rows whose keys the caller has just seen missing from the target, in one
+    /// transaction. A backend may skip conflict handling for speed, but must fall back to
+    /// an upsert when a key turns out to exist (a concurrent writer, another record type),
+    /// so the call stays idempotent.
+    async fn insert_new(&self, scope: &TableScope, rows: &[Row]) -> Result<u64, ConnectorError> {
+        self.upsert(scope, rows).await
+    }
+
     /// Deletes the rows of the scope with these keys, in one transaction. Returns rows
     /// deleted.
     async fn delete(&self, scope: &TableScope, keys: &[Key]) -> Result<u64, ConnectorError> {

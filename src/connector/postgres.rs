@@ -284,6 +284,21 @@ fn decode(row: &PgRow, i: usize, w: Wire) -> Result<Value, sqlx::Error> {
     })
 }
 
+/// Rows in COPY text format.
+fn copy_data(rows: &[Row]) -> String {
+    let mut data = String::with_capacity(rows.len() * 64);
+    for row in rows {
+        for (i, value) in row.iter().enumerate() {
+            if i > 0 {
+                data.push('\t');
+            }
+            copy_value(&mut data, value);
+        }
+        data.push('\n');
+    }
+    data
+}
+
 /// Appends one value in COPY text format.
 fn copy_value(out: &mut String, value: &Value) {
     match value {
@@ -626,17 +641,11 @@ impl Connector for PostgresConnector {
             .collect();
         let conflict =
             if updates.is_empty() { "DO NOTHING".to_string() } else { format!("DO UPDATE SET {}", updates.join(", ")) };
-        let mut data = String::with_capacity(rows.len() * 64);
-        for row in rows {
-            for (i, value) in row.iter().enumerate() {
-                if i > 0 {
-                    data.push('\t');
-                }
-                copy_value(&mut data, value);
-            }
-            data.push('\n');
-        }
-        let create = format!("CREATE TEMP TABLE {stage} ON COMMIT DROP AS SELECT {columns} FROM {table} WITH NO DATA");
+        let data = copy_data(rows);
+        // Created once per pooled connection; emptied by every commit.
+        let create = format!(
+            "CREATE TEMP TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS AS SELECT {columns} FROM {table} WITH NO DATA"
+        );
         let copy = format!("COPY {stage} ({columns}) FROM STDIN");
         let merge = format!(
             "INSERT INTO {table} ({columns}) SELECT {columns} FROM {stage} ON CONFLICT ({}) {conflict}",
@@ -659,6 +668,42 @@ impl Connector for PostgresConnector {
         tx.commit().await.map_err(self.err())?;
         self.counters.rows_written.fetch_add(rows.len() as u64, std::sync::atomic::Ordering::Relaxed);
         Ok(rows.len() as u64)
+    }
+
+    async fn insert_new(&self, scope: &TableScope, rows: &[Row]) -> Result<u64, ConnectorError> {
+        if self.side != Side::Target {
+            return Err(ConnectorError::Other("refusing to write to the source".into()));
+        }
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        // Straight COPY into the table: no staging, no conflict handling. A key that
+        // exists after all (unique violation, SQLSTATE 23505) rolls the batch back, and
+        // the batch is written again as an upsert.
+        let columns = scope.columns.iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(", ");
+        let copy = format!("COPY {} ({columns}) FROM STDIN", self.table_ref(&scope.table));
+        self.log_sql(&copy);
+        self.counters.queries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let data = copy_data(rows);
+        let attempt = async {
+            let mut tx = self.pool.begin().await?;
+            let mut copy_in = tx.copy_in_raw(&copy).await?;
+            if let Err(e) = copy_in.send(data.into_bytes()).await {
+                let _ = copy_in.abort("send failed").await;
+                return Err(e);
+            }
+            copy_in.finish().await?;
+            crate::failpoint::hit("mid_write");
+            tx.commit().await
+        };
+        match attempt.await {
+            Ok(()) => {
+                self.counters.rows_written.fetch_add(rows.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                Ok(rows.len() as u64)
+            }
+            Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("23505") => self.upsert(scope, rows).await,
+            Err(e) => Err(self.err()(e)),
+        }
     }
 
     async fn delete(&self, scope: &TableScope, keys: &[Key]) -> Result<u64, ConnectorError> {

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::{EngineError, ErrorPolicy, Observer, RunOptions, RunState, TableJob, TableSurvey};
 use crate::connector::{Connector, ConnectorError, ModifyCursor};
 use crate::diff::bisect::{Direction, SearchState, Searcher, token};
-use crate::model::{Key, KeyRange, Row, Value};
+use crate::model::{Key, KeyRange, Row, TableScope, Value};
 use crate::plan::StepKind;
 use crate::report::{ErrorKind, ProgressMode, StepProgress, TableReport};
 
@@ -107,6 +107,16 @@ pub struct StepContext<'a> {
     pub source_is_4d: bool,
     /// The target is 4D.
     pub target_is_4d: bool,
+}
+
+/// How rows are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum WriteMode {
+    /// Insert or update by key.
+    Upsert,
+    /// Rows whose keys were just seen missing from the target (see
+    /// [`Connector::insert_new`]).
+    InsertNew,
 }
 
 /// Attempts of an operation that failed with a retryable (connection or lock) error.
@@ -267,6 +277,11 @@ impl StepContext<'_> {
     /// is split in halves until the bad rows are isolated; they are recorded as data
     /// errors and the rest lands. Returns `(rows written, any errors)`.
     async fn write(&mut self, rows: Vec<Row>) -> Result<(u64, bool), EngineError> {
+        self.write_mode(rows, WriteMode::Upsert).await
+    }
+
+    /// [`Self::write`], choosing how the target writes.
+    async fn write_mode(&mut self, rows: Vec<Row>, mode: WriteMode) -> Result<(u64, bool), EngineError> {
         let mut written = 0;
         let mut had_errors = false;
         let batch = self.batch_size();
@@ -274,7 +289,10 @@ impl StepContext<'_> {
         while let Some(chunk) = pending.pop() {
             let started = Instant::now();
             let (target, scope) = (self.target, &self.job.mapping.target);
-            let result = retry("writing rows", || target.upsert(scope, &chunk)).await;
+            let result = match mode {
+                WriteMode::Upsert => retry("writing rows", || target.upsert(scope, &chunk)).await,
+                WriteMode::InsertNew => retry("writing rows", || target.insert_new(scope, &chunk)).await,
+            };
             self.state.timers.write += started.elapsed();
             match result {
                 Ok(n) => {
@@ -555,7 +573,7 @@ async fn bisect_step(
                     .map_err(ctx.db("reading source rows"))?;
                 ctx.state.timers.read += started.elapsed();
                 let (converted, conversion_errors) = ctx.convert(&rows)?;
-                let (n, write_errors) = ctx.write(converted).await?;
+                let (n, write_errors) = ctx.write_mode(converted, WriteMode::InsertNew).await?;
                 ctx.report().added += n;
                 conversion_errors || write_errors
             }
@@ -681,6 +699,27 @@ async fn delete_step(
     }
 }
 
+/// How the rows of one `add` chunk are read from the source.
+enum Fetch {
+    /// A contiguous run of source keys: read by range.
+    Range(KeyRange, usize),
+    /// Scattered keys: read by key list.
+    Keys(Vec<Key>),
+}
+
+async fn fetch(
+    source: &dyn Connector,
+    scope: &TableScope,
+    fetch: &Fetch,
+) -> (Result<Vec<Row>, ConnectorError>, Duration) {
+    let started = Instant::now();
+    let rows = match fetch {
+        Fetch::Range(range, n) => retry("reading source rows", || source.read_rows(scope, range, *n)).await,
+        Fetch::Keys(keys) => retry("reading source rows", || source.read_rows_by_keys(scope, keys)).await,
+    };
+    (rows, started.elapsed())
+}
+
 async fn add_step(
     ctx: &mut StepContext<'_>,
     cursor: StepCursor,
@@ -689,6 +728,8 @@ async fn add_step(
     let limit = ctx.job.spec.settings.id_array_batch_size;
     let batch = ctx.batch_size();
     let mut after = cursor.after_key();
+    // Copied out of the context so reading the next chunk can overlap writing this one.
+    let (source, job) = (ctx.source, ctx.job);
     loop {
         ctx.check_stop()?;
         let window_start = after.clone();
@@ -696,31 +737,46 @@ async fn add_step(
         let compare = Instant::now();
         let (missing, _) = crate::diff::key_diff(&src, &tgt);
         ctx.state.timers.compare += compare.elapsed();
-        // Positions of missing keys in `src`, to read contiguous runs by range.
+        // Contiguous runs of missing source keys are read by range, others by key list.
+        let mut plans = Vec::new();
         let mut position = 0usize;
         for chunk in missing.chunks(batch) {
-            ctx.check_stop()?;
             let first = src[position..].iter().position(|k| *k == chunk[0]).expect("missing ⊆ src") + position;
             let last = src[first..].iter().position(|k| *k == chunk[chunk.len() - 1]).expect("ordered") + first;
             position = last + 1;
-            let started = Instant::now();
-            let (source, scope) = (ctx.source, &ctx.job.mapping.source);
-            let rows = if last - first + 1 == chunk.len() {
+            let plan = if last - first + 1 == chunk.len() {
                 let range = KeyRange {
                     after: if first == 0 { window_start.clone() } else { Some(src[first - 1].clone()) },
                     upto: Some(chunk[chunk.len() - 1].clone()),
                 };
-                retry("reading source rows", || source.read_rows(scope, &range, chunk.len())).await
+                Fetch::Range(range, chunk.len())
             } else {
-                retry("reading source rows", || source.read_rows_by_keys(scope, chunk)).await
-            }
-            .map_err(ctx.db("reading source rows"))?;
-            ctx.state.timers.read += started.elapsed();
+                Fetch::Keys(chunk.to_vec())
+            };
+            plans.push((plan, chunk.last().cloned()));
+        }
+        let mut next = match plans.first() {
+            Some((plan, _)) => Some(fetch(source, &job.mapping.source, plan).await),
+            None => None,
+        };
+        for i in 0..plans.len() {
+            ctx.check_stop()?;
+            let (rows, took) = next.take().expect("fetched");
+            ctx.state.timers.read += took;
+            let rows = rows.map_err(ctx.db("reading source rows"))?;
             let (converted, conversion_errors) = ctx.convert(&rows)?;
-            let (written, write_errors) = ctx.write(converted).await?;
+            let prefetch = async {
+                match plans.get(i + 1) {
+                    Some((plan, _)) => Some(fetch(source, &job.mapping.source, plan).await),
+                    None => None,
+                }
+            };
+            let (written, prefetched) = tokio::join!(ctx.write_mode(converted, WriteMode::InsertNew), prefetch);
+            next = prefetched;
+            let (written, write_errors) = written?;
             ctx.report().added += written;
             ctx.batch_done(conversion_errors || write_errors)?;
-            ctx.commit(StepCursor::Keys { after: chunk.last().cloned() })?;
+            ctx.commit(StepCursor::Keys { after: plans[i].1.clone() })?;
         }
         progress.advance(src.len() as u64);
         match upper {

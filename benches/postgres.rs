@@ -1,0 +1,117 @@
+//! Benchmark: a full copy of 1,000,000 rows SQLite→PostgreSQL and PostgreSQL→PostgreSQL
+//! through `db-sync run`'s own path (idempotent COPY-staged upserts, a flushed checkpoint
+//! after every batch), beside a plain `psql COPY … TO STDOUT | psql COPY … FROM STDIN` of
+//! the same table in the same run: the physical limit to approach. Starts its own
+//! throwaway cluster (see tests/common/pg.rs; fsync off, as in the tests). Prints rows/s
+//! and peak memory; asserts nothing about speed.
+//!
+//! `cargo bench --bench postgres` (BENCH_ROWS sets the table size).
+
+#[path = "../tests/common/pg.rs"]
+#[allow(dead_code)]
+mod pg;
+
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use db_sync::config::Config;
+use db_sync::engine::RunOptions;
+use db_sync::report::ProgressMode;
+
+const PG_TABLE: &str = "CREATE TABLE items (id bigint PRIMARY KEY, name text NOT NULL, qty integer, \
+                        price double precision, note text, modify_id bigint NOT NULL)";
+
+fn reset_peak_memory() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+fn peak_memory_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+fn sync(runtime: &tokio::runtime::Runtime, dir: &std::path::Path, source: &str, target: &str) -> (f64, f64) {
+    let path = dir.join("db-sync.json");
+    let _ = std::fs::remove_dir_all(dir.join(".db-sync"));
+    std::fs::write(
+        &path,
+        format!(
+            r#"{{"source": {source}, "target": {target},
+                "tables": [{{"name": "items", "modify_id_field": "modify_id"}}]}}"#
+        ),
+    )
+    .unwrap();
+    let config = Config::load(&path).unwrap();
+    reset_peak_memory();
+    let started = Instant::now();
+    let options = RunOptions { progress: ProgressMode::Off, ..RunOptions::default() };
+    let code = runtime.block_on(db_sync::runner::start(config, options, false, db_sync::runner::Output::Quiet));
+    assert_eq!(code, 0);
+    (started.elapsed().as_secs_f64(), peak_memory_mib())
+}
+
+fn main() {
+    let rows: i64 = std::env::var("BENCH_ROWS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let Some(cluster) = pg::cluster() else {
+        eprintln!("no PostgreSQL server binaries: benchmark skipped");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+
+    let src = cluster.create_database();
+    cluster.psql(&src, PG_TABLE);
+    cluster.psql(
+        &src,
+        &format!(
+            "INSERT INTO items SELECT x, 'item number ' || x, x % 1000, x * 0.01, 'note ' || (x % 77), x \
+             FROM generate_series(1, {rows}) x"
+        ),
+    );
+    let sqlite = dir.path().join("source.sqlite");
+    let conn = rusqlite::Connection::open(&sqlite).unwrap();
+    conn.execute_batch(&format!(
+        "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL, qty INTEGER, price REAL, note TEXT, modify_id INTEGER NOT NULL);
+         WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < {rows})
+         INSERT INTO items SELECT x, 'item number ' || x, x % 1000, x * 0.01, 'note ' || (x % 77), x FROM c;"
+    ))
+    .unwrap();
+    drop(conn);
+    println!("db-sync benchmark: full copy of {rows} rows into PostgreSQL (throwaway cluster, fsync off)");
+
+    // The physical limit: COPY out of one database straight into another.
+    let dst = cluster.create_database();
+    cluster.psql(&dst, PG_TABLE);
+    let started = Instant::now();
+    let pipe = format!(
+        "psql -X -q -h 127.0.0.1 -p {port} -U postgres -d {src} -c 'COPY items TO STDOUT' | \
+         psql -X -q -h 127.0.0.1 -p {port} -U postgres -d {dst} -c 'COPY items FROM STDIN'",
+        port = cluster.port
+    );
+    let status = Command::new("sh").args(["-c", &pipe]).stdout(Stdio::null()).status().unwrap();
+    assert!(status.success());
+    let copy_seconds = started.elapsed().as_secs_f64();
+    let copy_rate = rows as f64 / copy_seconds;
+    println!("{:<44} {copy_seconds:>7.2} s {copy_rate:>10.0} rows/s", "psql COPY TO STDOUT | psql COPY FROM STDIN");
+
+    for (name, source) in [
+        ("db-sync run SQLite -> PostgreSQL", r#"{"type": "sqlite", "path": "source.sqlite"}"#.to_string()),
+        ("db-sync run PostgreSQL -> PostgreSQL", format!(r#"{{"type": "postgres", "url": "{}"}}"#, cluster.url(&src))),
+    ] {
+        let dst = cluster.create_database();
+        cluster.psql(&dst, PG_TABLE);
+        let target = format!(r#"{{"type": "postgres", "url": "{}"}}"#, cluster.url(&dst));
+        let (seconds, peak) = sync(&runtime, dir.path(), &source, &target);
+        let count = cluster.query(&dst, "SELECT count(*) FROM items");
+        assert_eq!(count, vec![rows.to_string()]);
+        let rate = rows as f64 / seconds;
+        println!(
+            "{name:<44} {seconds:>7.2} s {rate:>10.0} rows/s  {:>5.1}% of the COPY pipe  peak memory {peak:.1} MiB",
+            100.0 * rate / copy_rate
+        );
+    }
+}
