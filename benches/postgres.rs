@@ -51,7 +51,17 @@ fn sync(runtime: &tokio::runtime::Runtime, dir: &std::path::Path, source: &str, 
     let options = RunOptions { progress: ProgressMode::Off, ..RunOptions::default() };
     let code = runtime.block_on(db_sync::runner::start(config, options, false, db_sync::runner::Output::Quiet));
     assert_eq!(code, 0);
-    (started.elapsed().as_secs_f64(), peak_memory_mib())
+    let seconds = started.elapsed().as_secs_f64();
+    let store = db_sync::checkpoint::Store::open(&dir.join(".db-sync")).unwrap();
+    let run = store.runs().unwrap().pop().unwrap();
+    let m = db_sync::engine::Engine::report(&run.state, false, 0).metrics;
+    println!(
+        "    time split: read {:.2} s, write {:.2} s, compare and convert {:.2} s (read overlaps write)",
+        m.readTimeAll as f64 / 1000.0,
+        m.writeTimeAll as f64 / 1000.0,
+        m.dataCompareTimeAll as f64 / 1000.0
+    );
+    (seconds, peak_memory_mib())
 }
 
 fn main() {

@@ -1,7 +1,10 @@
 //! PostgreSQL connector (sqlx, rustls). Reads page by key (`ORDER BY key` with text keys
-//! in byte order, `COLLATE "C"`), counts and OFFSET midpoints use the key index, writes
-//! are idempotent: rows are COPYed into a temporary staging table and merged with
-//! `INSERT … ON CONFLICT … DO UPDATE`, deletes use `= ANY($1)`; one transaction per batch.
+//! in byte order, `COLLATE "C"`), counts and OFFSET midpoints use the key index. Writes
+//! are idempotent and atomic per batch: rows the engine just saw missing go in with one
+//! plain `COPY … FROM STDIN` (falling back to an upsert if a key exists after all); other
+//! rows with one `INSERT … SELECT … FROM unnest($1, $2, …) ON CONFLICT (key) DO UPDATE`
+//! statement with one array parameter per column; deletes with one
+//! `DELETE … WHERE key = ANY($1)`.
 //!
 //! Values travel as text where PostgreSQL has types db-sync does not model (numeric,
 //! dates, times, JSON, UUID): the SELECT casts them `::text` and parameters are cast back
@@ -231,6 +234,38 @@ impl Sql {
         }
     }
 
+    /// Binds column `i` of `rows` as one array parameter, typed by what the values hold.
+    /// Returns the placeholder and whether it went as text (to be cast to the column type).
+    fn bind_column(&mut self, rows: &[Row], i: usize, t: ColumnType) -> (String, bool) {
+        self.n += 1;
+        let values = rows.iter().map(|r| &r[i]);
+        let all = |f: fn(&Value) -> bool| rows.iter().all(|r| r[i].is_null() || f(&r[i]));
+        let mut as_text = false;
+        let result = if t == ColumnType::Integer && all(|v| matches!(v, Value::Int(_))) {
+            self.args.add(values.map(|v| if let Value::Int(x) = v { Some(*x) } else { None }).collect::<Vec<_>>())
+        } else if t == ColumnType::Float && all(|v| matches!(v, Value::Int(_) | Value::Float(_))) {
+            self.args.add(
+                values
+                    .map(|v| match v {
+                        Value::Int(x) => Some(*x as f64),
+                        Value::Float(x) => Some(*x),
+                        _ => None,
+                    })
+                    .collect::<Vec<_>>(),
+            )
+        } else if t == ColumnType::Boolean && all(|v| matches!(v, Value::Bool(_))) {
+            self.args.add(values.map(|v| if let Value::Bool(x) = v { Some(*x) } else { None }).collect::<Vec<_>>())
+        } else if t == ColumnType::Blob && all(|v| matches!(v, Value::Bytes(_))) {
+            self.args
+                .add(values.map(|v| if let Value::Bytes(x) = v { Some(x.clone()) } else { None }).collect::<Vec<_>>())
+        } else {
+            as_text = true;
+            self.args.add(values.map(text_of).collect::<Vec<Option<String>>>())
+        };
+        result.expect("binding an array cannot fail");
+        (format!("${}", self.n), as_text)
+    }
+
     fn bind_keys(&mut self, keys: &[Key]) -> String {
         self.n += 1;
         let result = if keys.iter().all(|k| matches!(k, Key::Int(_))) {
@@ -282,6 +317,23 @@ fn decode(row: &PgRow, i: usize, w: Wire) -> Result<Value, sqlx::Error> {
         Wire::Bytes => row.try_get::<Option<Vec<u8>>, _>(i)?.map_or(Value::Null, Value::Bytes),
         Wire::Text => row.try_get::<Option<String>, _>(i)?.map_or(Value::Null, Value::Text),
     })
+}
+
+/// A value as PostgreSQL's text input of its column reads it.
+fn text_of(v: &Value) -> Option<String> {
+    match v {
+        Value::Null => None,
+        Value::Bool(b) => Some(b.to_string()),
+        Value::Int(i) => Some(i.to_string()),
+        Value::Float(f) if f.is_nan() => Some("NaN".into()),
+        Value::Float(f) if f.is_infinite() => Some(if *f > 0.0 { "Infinity" } else { "-Infinity" }.into()),
+        Value::Float(f) => Some(f.to_string()),
+        Value::Text(s) => Some(s.clone()),
+        Value::Bytes(b) => Some(b.iter().fold(String::from("\\x"), |mut s, byte| {
+            let _ = write!(s, "{byte:02x}");
+            s
+        })),
+    }
 }
 
 /// Rows in COPY text format.
@@ -629,9 +681,20 @@ impl Connector for PostgresConnector {
         if rows.is_empty() {
             return Ok(0);
         }
+        // One statement, one round trip, atomic on its own: every column travels as one
+        // array parameter and `unnest` turns them back into rows.
+        let types = self.types(scope).await?;
+        let mut sql = Sql::new("");
+        let mut selects = Vec::with_capacity(scope.columns.len());
+        let mut casts = Vec::with_capacity(scope.columns.len());
+        for (i, (t, declared)) in types.iter().enumerate() {
+            let (p, as_text) = sql.bind_column(rows, i, *t);
+            selects.push(if as_text { format!("{p}::text[]") } else { p });
+            // Text arrays are cast to the column's type; typed arrays assign as they are.
+            casts.push(if as_text && *t != ColumnType::Text { format!("c{i}::{declared}") } else { format!("c{i}") });
+        }
+        let names: Vec<String> = (0..scope.columns.len()).map(|i| format!("c{i}")).collect();
         let columns = scope.columns.iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(", ");
-        let table = self.table_ref(&scope.table);
-        let stage = quote_ident(&format!("db_sync_stage_{}", crate::checkpoint::fnv1a(scope.table.as_bytes())));
         let updates: Vec<String> = scope
             .columns
             .iter()
@@ -641,31 +704,18 @@ impl Connector for PostgresConnector {
             .collect();
         let conflict =
             if updates.is_empty() { "DO NOTHING".to_string() } else { format!("DO UPDATE SET {}", updates.join(", ")) };
-        let data = copy_data(rows);
-        // Created once per pooled connection; emptied by every commit.
-        let create = format!(
-            "CREATE TEMP TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS AS SELECT {columns} FROM {table} WITH NO DATA"
-        );
-        let copy = format!("COPY {stage} ({columns}) FROM STDIN");
-        let merge = format!(
-            "INSERT INTO {table} ({columns}) SELECT {columns} FROM {stage} ON CONFLICT ({}) {conflict}",
+        sql.text = format!(
+            "INSERT INTO {} ({columns}) SELECT {} FROM unnest({}) AS u({}) ON CONFLICT ({}) {conflict}",
+            self.table_ref(&scope.table),
+            casts.join(", "),
+            selects.join(", "),
+            names.join(", "),
             quote_ident(scope.key_column())
         );
-        self.log_sql(&create);
-        self.log_sql(&copy);
-        self.log_sql(&merge);
+        self.log_sql(&sql.text);
         self.counters.queries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let mut tx = self.pool.begin().await.map_err(self.err())?;
-        sqlx::query(AssertSqlSafe(create)).execute(&mut *tx).await.map_err(self.err())?;
-        let mut copy_in = tx.copy_in_raw(&copy).await.map_err(self.err())?;
-        if let Err(e) = copy_in.send(data.into_bytes()).await {
-            let _ = copy_in.abort("send failed").await;
-            return Err(self.err()(e));
-        }
-        copy_in.finish().await.map_err(self.err())?;
         crate::failpoint::hit("mid_write");
-        sqlx::query(AssertSqlSafe(merge)).execute(&mut *tx).await.map_err(self.err())?;
-        tx.commit().await.map_err(self.err())?;
+        sqlx::query_with(AssertSqlSafe(sql.text), sql.args).execute(&self.pool).await.map_err(self.err())?;
         self.counters.rows_written.fetch_add(rows.len() as u64, std::sync::atomic::Ordering::Relaxed);
         Ok(rows.len() as u64)
     }
@@ -677,27 +727,26 @@ impl Connector for PostgresConnector {
         if rows.is_empty() {
             return Ok(0);
         }
-        // Straight COPY into the table: no staging, no conflict handling. A key that
-        // exists after all (unique violation, SQLSTATE 23505) rolls the batch back, and
-        // the batch is written again as an upsert.
+        // Straight COPY into the table, the fastest load PostgreSQL has; one COPY is atomic
+        // on its own. A key that exists after all (unique violation, SQLSTATE 23505)
+        // fails the whole COPY, and the batch is written again as an upsert.
         let columns = scope.columns.iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(", ");
         let copy = format!("COPY {} ({columns}) FROM STDIN", self.table_ref(&scope.table));
         self.log_sql(&copy);
         self.counters.queries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let data = copy_data(rows);
         let attempt = async {
-            let mut tx = self.pool.begin().await?;
-            let mut copy_in = tx.copy_in_raw(&copy).await?;
+            let mut conn = self.pool.acquire().await?;
+            let mut copy_in = conn.copy_in_raw(&copy).await?;
             if let Err(e) = copy_in.send(data.into_bytes()).await {
                 let _ = copy_in.abort("send failed").await;
                 return Err(e);
             }
-            copy_in.finish().await?;
             crate::failpoint::hit("mid_write");
-            tx.commit().await
+            copy_in.finish().await
         };
         match attempt.await {
-            Ok(()) => {
+            Ok(_) => {
                 self.counters.rows_written.fetch_add(rows.len() as u64, std::sync::atomic::Ordering::Relaxed);
                 Ok(rows.len() as u64)
             }
@@ -737,6 +786,15 @@ impl Connector for PostgresConnector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Values as PostgreSQL's text input reads them (bytea in hex form).
+    #[test]
+    fn text_input_format() {
+        assert_eq!(text_of(&Value::Bytes(vec![0, 255])).as_deref(), Some("\\x00ff"));
+        assert_eq!(text_of(&Value::Float(f64::NAN)).as_deref(), Some("NaN"));
+        assert_eq!(text_of(&Value::Null), None);
+        assert_eq!(text_of(&Value::Bool(true)).as_deref(), Some("true"));
+    }
 
     /// COPY text format escapes what it must and writes NULL and bytea as PostgreSQL reads them.
     #[test]
