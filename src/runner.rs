@@ -102,7 +102,8 @@ fn describe_position(state: &RunState) -> String {
 }
 
 /// `db-sync run`: plans a new run, stores it, executes it.
-pub async fn start(config: Config, options: RunOptions, abandon: bool, output: Output) -> u8 {
+pub async fn start(config: Config, mut options: RunOptions, abandon: bool, output: Output) -> u8 {
+    options.create_tables = true;
     let store = match open_store(&config) {
         Ok(s) => s,
         Err(code) => return code,
@@ -187,7 +188,8 @@ pub async fn start(config: Config, options: RunOptions, abandon: bool, output: O
 
 /// `db-sync resume`: continues the newest unfinished run (or `run_id`) from its
 /// checkpoint with the same plan, or re-plans it with `replan`.
-pub async fn resume(config: Config, options: RunOptions, run_id: Option<u64>, replan: bool, output: Output) -> u8 {
+pub async fn resume(config: Config, mut options: RunOptions, run_id: Option<u64>, replan: bool, output: Output) -> u8 {
+    options.create_tables = replan;
     let store = match open_store(&config) {
         Ok(s) => s,
         Err(code) => return code,

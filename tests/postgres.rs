@@ -436,3 +436,96 @@ fn schema_translation_both_ways() {
         .unwrap();
     assert_eq!((amount, day.as_str(), flag, payload), (12.5, "2024-02-29", 1, vec![0, 255, 16]));
 }
+
+/// A missing target table: `check` lists it, `plan` creates nothing, and a run with
+/// `create_missing_tables` creates it from the source schema (translated types, primary
+/// key, renamed and excluded columns) and fills it.
+#[test]
+fn missing_target_tables_are_created_on_request() {
+    let pg = need_pg!();
+    let db = pg.create_database();
+    let ws = Workspace::new();
+    sqlite_fill(&ws, "source.sqlite", 500);
+    let config = |create: bool| {
+        ws.config(&format!(
+            r#"{{"source": {SQLITE_SOURCE}, "target": {},
+                "tables": [{{"name": "items", "modify_id_field": "modify_id", "field_mapping": {{"qty": "quantity"}},
+                            "exclude_fields": ["price"]}}],
+                "create_missing_tables": {create}}}"#,
+            pg_endpoint(pg, &db)
+        ))
+    };
+    config(false);
+    let out = ws.run(&["check"]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("target table `items` does not exist"), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("create_missing_tables"), "{}", text(&out));
+    let out = ws.run(&["run", "--progress", "off"]);
+    assert_eq!(out.status.code(), Some(4), "off by default: {}", text(&out));
+
+    config(true);
+    let out = ws.run(&["plan"]);
+    assert_eq!(out.status.code(), Some(4), "plan writes nothing: {}", text(&out));
+    let report = run_ok(&ws, &["run", "--json", "--progress", "off"]);
+    assert_eq!(report["metrics"]["recordCountAllAdded"], 500);
+    let columns = pg.query(
+        &db,
+        "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'items' ORDER BY ordinal_position",
+    );
+    assert_eq!(columns, vec!["id|bigint", "name|text", "quantity|bigint", "modify_id|bigint"]);
+    let pk = pg.query(&db, "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] WHERE i.indrelid = 'items'::regclass AND i.indisprimary");
+    assert_eq!(pk, vec!["id"]);
+    assert_eq!(pg.query(&db, "SELECT count(*), sum(quantity) FROM items"), pg_sum_check(&ws));
+}
+
+fn pg_sum_check(ws: &Workspace) -> Vec<String> {
+    let conn = rusqlite::Connection::open(ws.path("source.sqlite")).unwrap();
+    let (n, sum): (i64, i64) =
+        conn.query_row("SELECT count(*), sum(qty) FROM items", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+    vec![format!("{n}|{sum}")]
+}
+
+/// With a PostgreSQL target, table order follows its foreign keys (parents first for
+/// adds, children first for deletes) even when the config lists a child first;
+/// `table_order: "config"` keeps the listed order, and the child rows are refused.
+#[test]
+fn foreign_keys_order_the_tables() {
+    let pg = need_pg!();
+    let schema = "CREATE TABLE parent (id bigint PRIMARY KEY, name text); \
+                  CREATE TABLE child (id bigint PRIMARY KEY, parent_id bigint NOT NULL REFERENCES parent (id), note text)";
+    let ws = Workspace::new();
+    ws.db(
+        "source.sqlite",
+        "CREATE TABLE parent (id INTEGER PRIMARY KEY, name TEXT);
+         CREATE TABLE child (id INTEGER PRIMARY KEY, parent_id INTEGER NOT NULL, note TEXT);
+         WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 100)
+         INSERT INTO parent SELECT x, 'p' || x FROM c;
+         WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 300)
+         INSERT INTO child SELECT x, 1 + x % 100, 'c' || x FROM c;",
+    );
+    let config = |db: &str, order: &str| {
+        ws.config(&format!(
+            r#"{{"source": {SQLITE_SOURCE}, "target": {},
+                "tables": [{{"name": "child"}}, {{"name": "parent"}}], "table_order": "{order}",
+                "max_delete_percent": 100}}"#,
+            pg_endpoint(pg, db)
+        ))
+    };
+    let db = pg.create_database();
+    pg.psql(&db, schema);
+    config(&db, "foreign_keys");
+    let report = run_ok(&ws, &["run", "--json", "--progress", "off"]);
+    assert_eq!(report["tables"][0]["name"], "parent", "parents first: {report}");
+    assert_eq!(report["metrics"]["recordCountAllAdded"], 400);
+    // Deletes run children first: removing a parent and its children works.
+    ws.db("source.sqlite", "DELETE FROM child WHERE parent_id = 7; DELETE FROM parent WHERE id = 7;");
+    let report = run_ok(&ws, &["run", "--json", "--progress", "off"]);
+    assert_eq!(report["metrics"]["recordCountAllDeleted"], 4, "{report}");
+
+    let db = pg.create_database();
+    pg.psql(&db, schema);
+    config(&db, "config");
+    let out = ws.run(&["run", "--json", "--progress", "off"]);
+    assert_ne!(out.status.code(), Some(0), "children before parents must fail: {}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("23503"), "foreign key violation: {}", text(&out));
+}

@@ -104,6 +104,14 @@ pub struct ConfigFile {
     /// Folder of the checkpoint and audit store (default `.db-sync` beside the config).
     #[serde(default)]
     pub state_dir: Option<String>,
+    /// Create target tables that do not exist, from the source schema (off: a typo in a
+    /// table name must not create a table).
+    #[serde(default)]
+    pub create_missing_tables: bool,
+    /// Table order: `foreign_keys` (parents first, from the target's foreign keys) or
+    /// `config` (as listed).
+    #[serde(default = "default_table_order")]
+    pub table_order: TableOrder,
     /// Keep this many finished runs in the audit store (0 = keep all).
     #[serde(default = "default_keep_runs")]
     pub keep_runs: usize,
@@ -158,6 +166,22 @@ pub struct ConnectionFile {
     /// Milliseconds between retries.
     #[serde(default)]
     pub retry_delay: Option<u64>,
+}
+
+/// How tables are ordered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum TableOrder {
+    /// Parents before children, from the target's foreign keys; config order otherwise.
+    #[serde(rename = "foreign_keys")]
+    ForeignKeys,
+    /// Exactly as listed in `tables`.
+    #[serde(rename = "config")]
+    Config,
+}
+
+/// Default `table_order`.
+pub const fn default_table_order() -> TableOrder {
+    TableOrder::ForeignKeys
 }
 
 /// Supported connection types.

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value as Json;
 
-pub use file::{ConfigFile, ConnectionFile, ConnectionKind, TableFile};
+pub use file::{ConfigFile, ConnectionFile, ConnectionKind, TableFile, TableOrder};
 
 use crate::model::Value;
 
@@ -129,6 +129,10 @@ pub struct RunSettings {
     pub state_dir: PathBuf,
     /// Finished runs to keep.
     pub keep_runs: usize,
+    /// Create missing target tables.
+    pub create_missing_tables: bool,
+    /// Table order.
+    pub table_order: TableOrder,
 }
 
 /// A validated connection.
@@ -493,6 +497,8 @@ fn validate(file: ConfigFile, path: &Path, base_dir: &Path, fingerprint: u64) ->
             max_sleep_chunk_seconds: file.max_sleep_chunk_seconds,
             state_dir,
             keep_runs: file.keep_runs,
+            create_missing_tables: file.create_missing_tables,
+            table_order: file.table_order,
         },
         fingerprint,
     })

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use async_trait::async_trait;
 
 use crate::config::{ConnectionKind, Endpoint};
-use crate::model::{Key, KeyRange, Row, TableSchema, TableScope, Value};
+use crate::model::{ColumnSchema, Key, KeyRange, Row, TableSchema, TableScope, Value};
 
 /// A connector failure, classified the way the manual's error handling needs it.
 #[derive(Debug, thiserror::Error)]
@@ -173,6 +173,19 @@ pub trait Connector: Send + Sync {
     async fn upsert(&self, scope: &TableScope, rows: &[Row]) -> Result<u64, ConnectorError> {
         let _ = (scope, rows);
         Err(ConnectorError::Unsupported { backend: "this backend", operation: "writes" })
+    }
+
+    /// Creates a table with these columns (their type families translated to the
+    /// backend's types) and a primary key on `key`.
+    async fn create_table(&self, name: &str, columns: &[ColumnSchema], key: &str) -> Result<(), ConnectorError> {
+        let _ = (name, columns, key);
+        Err(ConnectorError::Unsupported { backend: "this backend", operation: "creating tables" })
+    }
+
+    /// Foreign keys among `tables`, as `(child, parent)` pairs.
+    async fn foreign_keys(&self, tables: &[String]) -> Result<Vec<(String, String)>, ConnectorError> {
+        let _ = tables;
+        Ok(Vec::new())
     }
 
     /// Inserts rows whose keys the caller has just seen missing from the target, in one

@@ -533,6 +533,50 @@ impl Connector for PostgresConnector {
         Ok(Some(schema))
     }
 
+    async fn create_table(&self, name: &str, columns: &[ColumnSchema], key: &str) -> Result<(), ConnectorError> {
+        let defs: Vec<String> = columns
+            .iter()
+            .map(|c| {
+                let t = match c.column_type {
+                    ColumnType::Integer => "bigint",
+                    ColumnType::Float => "double precision",
+                    ColumnType::Decimal => "numeric",
+                    ColumnType::Boolean => "boolean",
+                    ColumnType::Blob => "bytea",
+                    ColumnType::Date => "date",
+                    ColumnType::Time => "time",
+                    ColumnType::Timestamp => "timestamp",
+                    ColumnType::Json => "jsonb",
+                    ColumnType::Text | ColumnType::Other => "text",
+                };
+                let pk = if c.name == key { " PRIMARY KEY" } else { "" };
+                let null = if !c.nullable && c.name != key { " NOT NULL" } else { "" };
+                format!("{} {t}{pk}{null}", quote_ident(&c.name))
+            })
+            .collect();
+        let sql = format!("CREATE TABLE {} ({})", self.table_ref(name), defs.join(", "));
+        self.log_sql(&sql);
+        sqlx::query(AssertSqlSafe(sql)).execute(&self.pool).await.map_err(self.err())?;
+        Ok(())
+    }
+
+    async fn foreign_keys(&self, tables: &[String]) -> Result<Vec<(String, String)>, ConnectorError> {
+        let pairs: Vec<(String, String)> = sqlx::query_as(
+            "SELECT child.relname::text, parent.relname::text FROM pg_constraint k \
+             JOIN pg_class child ON child.oid = k.conrelid \
+             JOIN pg_class parent ON parent.oid = k.confrelid \
+             JOIN pg_namespace n ON n.oid = child.relnamespace \
+             WHERE k.contype = 'f' AND n.nspname = $1 AND child.relname = ANY($2) AND parent.relname = ANY($2) \
+               AND child.oid <> parent.oid",
+        )
+        .bind(&self.schema)
+        .bind(tables)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(self.err())?;
+        Ok(pairs)
+    }
+
     async fn count(&self, scope: &TableScope, range: &KeyRange) -> Result<u64, ConnectorError> {
         let mut sql = Sql::new("");
         let w = self.where_clause(scope, range, &mut sql).await?;

@@ -335,6 +335,50 @@ impl Connector for SqliteConnector {
         .await
     }
 
+    async fn create_table(&self, name: &str, columns: &[ColumnSchema], key: &str) -> Result<(), ConnectorError> {
+        let defs: Vec<String> = columns
+            .iter()
+            .map(|c| {
+                let t = match c.column_type {
+                    ColumnType::Integer => "INTEGER",
+                    ColumnType::Float => "REAL",
+                    ColumnType::Decimal => "NUMERIC",
+                    ColumnType::Boolean => "BOOLEAN",
+                    ColumnType::Blob => "BLOB",
+                    ColumnType::Date => "DATE",
+                    ColumnType::Time => "TIME",
+                    ColumnType::Timestamp => "DATETIME",
+                    ColumnType::Json => "JSON",
+                    ColumnType::Text | ColumnType::Other => "TEXT",
+                };
+                let pk = if c.name == key { " PRIMARY KEY" } else { "" };
+                let null = if !c.nullable && c.name != key { " NOT NULL" } else { "" };
+                format!("{} {t}{pk}{null}", quote_ident(&c.name))
+            })
+            .collect();
+        let sql = format!("CREATE TABLE {} ({})", quote_ident(name), defs.join(", "));
+        self.log_sql(&sql);
+        self.with_conn(move |conn| conn.execute_batch(&sql)).await
+    }
+
+    async fn foreign_keys(&self, tables: &[String]) -> Result<Vec<(String, String)>, ConnectorError> {
+        let tables = tables.to_vec();
+        self.with_conn(move |conn| {
+            let mut pairs = Vec::new();
+            for table in &tables {
+                let mut stmt = conn.prepare(&format!("PRAGMA foreign_key_list({})", quote_ident(table)))?;
+                let parents: Vec<String> = stmt.query_map([], |r| r.get::<_, String>(2))?.collect::<Result<_, _>>()?;
+                for parent in parents {
+                    if tables.contains(&parent) && &parent != table {
+                        pairs.push((table.clone(), parent));
+                    }
+                }
+            }
+            Ok(pairs)
+        })
+        .await
+    }
+
     async fn count(&self, scope: &TableScope, range: &KeyRange) -> Result<u64, ConnectorError> {
         let w = Where::new(scope, range);
         let sql = format!("SELECT count(*) FROM {}{}", quote_ident(&scope.table), w.sql);

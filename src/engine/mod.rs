@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, TableSpec};
 use crate::connector::{self, ConnectOptions, Connector, ConnectorError, Side};
-use crate::model::{KeyRange, Value};
+use crate::model::{ColumnSchema, KeyRange, TableSchema, Value};
 use crate::plan::{self, Plan, PlanInput, StepKind};
 use crate::report::{ErrorEntry, ErrorKind, Metrics, ProgressMode, RunReport, TableReport};
 use crate::transform::TableMapping;
@@ -74,6 +74,9 @@ pub struct RunOptions {
     pub progress: ProgressMode,
     /// Set to stop between batches.
     pub stop: Arc<AtomicBool>,
+    /// Create missing target tables when the config allows it (runs only; `plan` and
+    /// `check` write nothing).
+    pub create_tables: bool,
 }
 
 impl Default for RunOptions {
@@ -84,6 +87,7 @@ impl Default for RunOptions {
             plan_only: false,
             progress: ProgressMode::Auto,
             stop: Arc::new(AtomicBool::new(false)),
+            create_tables: false,
         }
     }
 }
@@ -415,11 +419,16 @@ impl Engine {
                 .describe(&spec.source_table)
                 .await
                 .map_err(db_error(format!("describing source table {}", spec.source_table)))?;
-            let target = self
+            let mut target = self
                 .target
                 .describe(&spec.target_table)
                 .await
                 .map_err(db_error(format!("describing target table {}", spec.target_table)))?;
+            if let (Some(source), None) = (&source, &target) {
+                if self.config.run.create_missing_tables && self.options.create_tables {
+                    target = Some(self.create_target_table(spec, source).await?);
+                }
+            }
             let (Some(source), Some(target)) = (&source, &target) else {
                 if source.is_none() {
                     problems.push(format!(
@@ -431,7 +440,7 @@ impl Engine {
                 }
                 if target.is_none() {
                     problems.push(format!(
-                        "table {}: target table `{}` does not exist in {}; create it first",
+                        "table {}: target table `{}` does not exist in {}; create it, or set \"create_missing_tables\": true",
                         spec.name,
                         spec.target_table,
                         self.target.describe_endpoint()
@@ -450,9 +459,74 @@ impl Engine {
         if problems.is_empty() { Ok((jobs, warnings)) } else { Err(EngineError::Schema(problems)) }
     }
 
-    /// [`Engine::prepare_tables`] for the selected tables.
+    /// [`Engine::prepare_tables`] for the selected tables, in dependency order.
     pub async fn prepare(&self) -> Result<(Vec<TableJob>, Vec<String>), EngineError> {
-        self.prepare_tables(&self.selected_tables()).await
+        let ordered = self.ordered_tables().await?;
+        self.prepare_tables(&ordered).await
+    }
+
+    /// Creates a missing target table from the source schema: the synced columns under
+    /// their target names, their types translated, the key as primary key.
+    async fn create_target_table(&self, spec: &TableSpec, source: &TableSchema) -> Result<TableSchema, EngineError> {
+        let columns: Vec<ColumnSchema> = source
+            .columns
+            .iter()
+            .filter(|c| !spec.exclude_fields.contains(&c.name))
+            .map(|c| ColumnSchema { name: spec.target_column(&c.name).to_string(), ..c.clone() })
+            .collect();
+        let key = spec.target_column(&spec.key_field).to_string();
+        let context = format!("creating target table {}", spec.target_table);
+        self.target.create_table(&spec.target_table, &columns, &key).await.map_err(db_error(context.clone()))?;
+        tracing::warn!(table = %spec.name, "created target table `{}` from the source schema", spec.target_table);
+        self.target
+            .describe(&spec.target_table)
+            .await
+            .map_err(db_error(context.clone()))?
+            .ok_or_else(|| EngineError::Schema(vec![format!("{context}: the table is still missing")]))
+    }
+
+    /// The selected tables, parents before children when `table_order` is
+    /// `foreign_keys` and the target knows foreign keys between them; config order
+    /// otherwise, and for tables in a cycle (reported).
+    pub async fn ordered_tables(&self) -> Result<Vec<&TableSpec>, EngineError> {
+        let selected = self.selected_tables();
+        if self.config.run.table_order == crate::config::TableOrder::Config || selected.len() < 2 {
+            return Ok(selected);
+        }
+        let mut names: Vec<String> = selected.iter().map(|t| t.target_table.clone()).collect();
+        names.dedup();
+        let foreign_keys =
+            self.target.foreign_keys(&names).await.map_err(db_error("reading the target's foreign keys"))?;
+        if foreign_keys.is_empty() {
+            return Ok(selected);
+        }
+        let mut placed: Vec<&TableSpec> = Vec::with_capacity(selected.len());
+        let mut left = selected.clone();
+        while !left.is_empty() {
+            // The first remaining entry (in config order) whose parents are all placed.
+            let ready = left.iter().position(|t| {
+                foreign_keys.iter().filter(|(child, _)| *child == t.target_table).all(|(_, parent)| {
+                    !left.iter().any(|o| &o.target_table == parent && o.target_table != t.target_table)
+                })
+            });
+            match ready {
+                Some(i) => placed.push(left.remove(i)),
+                None => {
+                    let cycle: Vec<&str> = left.iter().map(|t| t.name.as_str()).collect();
+                    tracing::warn!(
+                        "foreign keys form a cycle among {}; these tables keep their config order",
+                        cycle.join(", ")
+                    );
+                    placed.append(&mut left);
+                }
+            }
+        }
+        let order: Vec<&str> = placed.iter().map(|t| t.name.as_str()).collect();
+        let config_order: Vec<&str> = selected.iter().map(|t| t.name.as_str()).collect();
+        if order != config_order {
+            tracing::info!("table order from foreign keys: {}", order.join(", "));
+        }
+        Ok(placed)
     }
 
     /// Counts rows, reads modify IDs and plans one table.
