@@ -5,7 +5,7 @@ CREATE TABLE currency (
     id          INTEGER PRIMARY KEY,
     code        TEXT NOT NULL,
     name        TEXT,
-    rate        REAL,
+    rate        DOUBLE PRECISION,
     modify_id   INTEGER NOT NULL
 );
 
@@ -41,7 +41,7 @@ CREATE TABLE orders (
     company_id  INTEGER NOT NULL REFERENCES company (id),
     order_date  DATE NOT NULL,
     status      TEXT NOT NULL,
-    total       REAL,
+    total       DOUBLE PRECISION,
     modify_id   INTEGER NOT NULL
 );
 
@@ -49,8 +49,8 @@ CREATE TABLE order_row (
     id          INTEGER PRIMARY KEY,
     order_id    INTEGER NOT NULL REFERENCES orders (id),
     product_id  INTEGER NOT NULL REFERENCES product (id),
-    quantity    REAL NOT NULL,
-    price       REAL,
+    quantity    DOUBLE PRECISION NOT NULL,
+    price       DOUBLE PRECISION,
     modify_id   INTEGER NOT NULL
 );
 
@@ -60,7 +60,7 @@ CREATE TABLE invoice (
     order_id    INTEGER REFERENCES orders (id),
     invoice_date DATE NOT NULL,
     due_date    DATE,
-    total       REAL,
+    total       DOUBLE PRECISION,
     modify_id   INTEGER NOT NULL
 );
 
@@ -68,8 +68,8 @@ CREATE TABLE invoice_row (
     id          INTEGER PRIMARY KEY,
     invoice_id  INTEGER NOT NULL REFERENCES invoice (id),
     product_id  INTEGER REFERENCES product (id),
-    quantity    REAL NOT NULL,
-    price       REAL,
+    quantity    DOUBLE PRECISION NOT NULL,
+    price       DOUBLE PRECISION,
     modify_id   INTEGER NOT NULL
 );
 

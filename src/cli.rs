@@ -72,6 +72,8 @@ pub enum Command {
     Plan(TableArgs),
     /// Check the config, both connections and every table's schema compatibility.
     Check(ConfigArgs),
+    /// Compare every row of the selected tables, read-only; exit 1 when they differ.
+    Verify(VerifyArgs),
     /// Build demo SQLite databases (ERP-like, 200,000+ rows), sync them, change the
     /// source and sync again.
     Demo(DemoArgs),
@@ -167,6 +169,17 @@ pub struct ShowArgs {
     pub json: bool,
 }
 
+/// Options of `verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Config and tables.
+    #[command(flatten)]
+    pub tables: TableArgs,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// Options of `demo`.
 #[derive(Debug, Args)]
 pub struct DemoArgs {
@@ -176,6 +189,10 @@ pub struct DemoArgs {
     /// Scale of the data set (1 = about 225,000 rows).
     #[arg(long, default_value_t = 1.0)]
     pub scale: f64,
+    /// Sync into this PostgreSQL database instead of target.sqlite (its demo tables are
+    /// dropped and recreated from migrations/).
+    #[arg(long, value_name = "URL")]
+    pub target_url: Option<String>,
 }
 
 /// `--progress` values.
@@ -208,6 +225,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Show(args) => cmd_show(args),
         Command::Plan(args) => cmd_plan(args).await,
         Command::Check(args) => cmd_check(args).await,
+        Command::Verify(args) => cmd_verify(args).await,
         Command::Demo(args) => crate::demo::run(args).await,
     };
     ExitCode::from(code)
@@ -395,6 +413,38 @@ async fn cmd_plan(args: TableArgs) -> u8 {
     }
     let options = RunOptions { tables: args.tables, plan_only: true, ..RunOptions::default() };
     plan(config, options).await
+}
+
+async fn cmd_verify(args: VerifyArgs) -> u8 {
+    let config = match load(&args.tables.config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    if let Err(code) = check_tables(&config, &args.tables.tables) {
+        return code;
+    }
+    let options = RunOptions { tables: args.tables.tables, ..RunOptions::default() };
+    let engine = match Engine::connect(config, options).await {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return engine_exit(&e);
+        }
+    };
+    match crate::verify::compare(&engine).await {
+        Ok(diffs) => {
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&diffs).expect("serializes"));
+            } else {
+                print!("{}", crate::verify::render(&diffs));
+            }
+            if diffs.iter().all(crate::verify::TableDiff::is_equal) { exit::OK } else { exit::COMPLETED_WITH_ERRORS }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            engine_exit(&e)
+        }
+    }
 }
 
 async fn cmd_check(args: ConfigArgs) -> u8 {

@@ -282,7 +282,7 @@ pub fn mutate_source(conn: &mut Connection, seed: u64) -> rusqlite::Result<Mutat
     for _ in 0..100 {
         let id = 1 + rng.below(products);
         m.updated += tx.execute(
-            "UPDATE product SET price = price * 1.1, descr = descr || ' (new price)', modify_id = ?2 WHERE id = ?1",
+            "UPDATE product SET price = round(price * 1.1, 2), descr = descr || ' (new price)', modify_id = ?2 WHERE id = ?1",
             params![id, next()],
         )? as u64;
     }
@@ -358,6 +358,28 @@ pub fn build(dir: &Path, scale: f64) -> Result<(PathBuf, u64), String> {
     Ok((config, rows))
 }
 
+/// Environment variable holding the PostgreSQL URL of `demo --target-url` (the written
+/// config refers to it, so no secret lands in the file).
+pub const DEMO_URL_VAR: &str = "DB_SYNC_DEMO_TARGET_URL";
+
+/// Prepares a PostgreSQL demo target: drops the demo tables and applies `migrations/`.
+async fn prepare_postgres(url: &str) -> Result<(), String> {
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(url)
+        .await
+        .map_err(|e| format!("cannot connect to the demo target: {e}"))?;
+    sqlx::query(
+        "DROP TABLE IF EXISTS invoice_row, invoice, order_row, orders, product, company, terms_of_payment, currency, \
+         _sqlx_migrations CASCADE",
+    )
+    .execute(&pool)
+    .await
+    .map_err(|e| format!("cannot reset the demo target: {e}"))?;
+    sqlx::migrate!("./migrations").run(&pool).await.map_err(|e| format!("applying migrations/: {e}"))?;
+    Ok(())
+}
+
 /// The `demo` command.
 pub async fn run(args: DemoArgs) -> u8 {
     println!("== building demo databases in {} ==", args.dir.display());
@@ -368,13 +390,42 @@ pub async fn run(args: DemoArgs) -> u8 {
             return exit::ABORTED;
         }
     };
-    println!("source.sqlite: {rows} rows in 8 tables; target.sqlite: empty; config: {}", config_path.display());
+    let target_url = args.target_url.clone();
+    if let Some(url) = &target_url {
+        if let Err(e) = prepare_postgres(url).await {
+            eprintln!("error: {e}");
+            return exit::CONNECTION;
+        }
+        let text = DEMO_CONFIG.replace(
+            r#""target": {"type": "sqlite", "path": "target.sqlite"}"#,
+            &format!(r#""target": {{"type": "postgres", "url": "${{{DEMO_URL_VAR}}}"}}"#),
+        );
+        if let Err(e) = std::fs::write(&config_path, text) {
+            eprintln!("error: cannot write {}: {e}", config_path.display());
+            return exit::ABORTED;
+        }
+        println!(
+            "source.sqlite: {rows} rows in 8 tables; target: PostgreSQL {} (schema from migrations/); config: {} \
+             (export {DEMO_URL_VAR} to use it)",
+            crate::config::redact_url(url),
+            config_path.display()
+        );
+    } else {
+        println!("source.sqlite: {rows} rows in 8 tables; target.sqlite: empty; config: {}", config_path.display());
+    }
+    let load = || {
+        let text = std::fs::read_to_string(&config_path).map_err(|e| e.to_string())?;
+        let env = |name: &str| {
+            if name == DEMO_URL_VAR { target_url.clone() } else { std::env::var(name).ok() }
+        };
+        Config::from_str_at(&text, &config_path, &env).map_err(|e| e.to_string())
+    };
 
     let sync = |title: &str| {
         println!("\n== {title} ==");
-        let config_path = config_path.clone();
+        let config = load();
         async move {
-            let config = match Config::load(&config_path) {
+            let config = match config {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("error: {e}");
@@ -411,18 +462,34 @@ pub async fn run(args: DemoArgs) -> u8 {
         return code;
     }
 
-    match compare_demo(&args.dir.join("source.sqlite"), &args.dir.join("target.sqlite")) {
-        Ok((compared, diffs)) if diffs.is_empty() => {
-            println!("\n== verified: all {compared} rows of target.sqlite equal source.sqlite ==");
+    // Every row compared through the connectors (`db-sync verify`).
+    let config = match load() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::CONFIG;
+        }
+    };
+    let engine = match crate::engine::Engine::connect(config, RunOptions::default()).await {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return crate::cli::engine_exit(&e);
+        }
+    };
+    match crate::verify::compare(&engine).await {
+        Ok(diffs) if diffs.iter().all(crate::verify::TableDiff::is_equal) => {
+            let compared: u64 = diffs.iter().map(|d| d.compared).sum();
+            println!("\n== verified: all {compared} rows of the target equal the source ==");
             exit::OK
         }
-        Ok((_, diffs)) => {
-            eprintln!("demo verification failed:\n  {}", diffs.join("\n  "));
+        Ok(diffs) => {
+            eprintln!("demo verification failed:\n{}", crate::verify::render(&diffs));
             exit::COMPLETED_WITH_ERRORS
         }
         Err(e) => {
             eprintln!("error: comparing demo databases: {e}");
-            exit::ABORTED
+            crate::cli::engine_exit(&e)
         }
     }
 }

@@ -14,6 +14,7 @@
 //! - [`failpoint`] crash points used by the crash tests
 //! - [`runner`]    durable runs: start, resume, signals, outcome (engine + checkpoint store)
 //! - [`audit`]     `runs` and `show`: the run history as text or JSON
+//! - [`verify`]    `verify`: a read-only comparison of every row
 //! - [`cli`]       clap commands and exit codes
 //! - [`demo`]      the ERP-like demo data set used by `db-sync demo`, the tests and the benchmark
 
@@ -31,3 +32,4 @@ pub mod plan;
 pub mod report;
 pub mod runner;
 pub mod transform;
+pub mod verify;

@@ -529,3 +529,19 @@ fn foreign_keys_order_the_tables() {
     assert_ne!(out.status.code(), Some(0), "children before parents must fail: {}", text(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("23503"), "foreign key violation: {}", text(&out));
 }
+
+/// The demo into PostgreSQL: schema from migrations/ (sqlx::migrate!), both syncs, and
+/// every row verified.
+#[test]
+fn demo_into_postgres() {
+    let pg = need_pg!();
+    let db = pg.create_database();
+    let ws = Workspace::new();
+    let out = ws.run(&["demo", "--dir", "demo", "--scale", "0.05", "--target-url", &pg.url(&db)]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("== verified: all"), "{stdout}");
+    assert!(stdout.contains("target empty => add all"), "{stdout}");
+    let config = std::fs::read_to_string(ws.path("demo/db-sync.json")).unwrap();
+    assert!(config.contains("${DB_SYNC_DEMO_TARGET_URL}"), "no URL in the file: {config}");
+}
