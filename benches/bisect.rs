@@ -8,6 +8,10 @@
 //!
 //! `cargo bench --bench bisect` (BENCH_ROWS sets the table size).
 
+mod common;
+
+use common::{peak_memory_mib, reset_peak_memory};
+
 use std::path::Path;
 use std::time::Instant;
 
@@ -23,19 +27,6 @@ use db_sync::report::ProgressMode;
 
 const SCHEMA: &str =
     "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL, qty INTEGER, modify_id INTEGER NOT NULL);";
-
-fn reset_peak_memory() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-}
-
-fn peak_memory_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
 
 struct Figures {
     queries: u64,

@@ -7,6 +7,10 @@
 //!
 //! `cargo bench --bench postgres` (BENCH_ROWS sets the table size).
 
+mod common;
+
+use common::{peak_memory_mib, reset_peak_memory};
+
 #[path = "../tests/common/pg.rs"]
 #[allow(dead_code)]
 mod pg;
@@ -20,19 +24,6 @@ use db_sync::report::ProgressMode;
 
 const PG_TABLE: &str = "CREATE TABLE items (id bigint PRIMARY KEY, name text NOT NULL, qty integer, \
                         price double precision, note text, modify_id bigint NOT NULL)";
-
-fn reset_peak_memory() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-}
-
-fn peak_memory_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
 
 fn sync(runtime: &tokio::runtime::Runtime, dir: &std::path::Path, source: &str, target: &str) -> (f64, f64) {
     let path = dir.join("db-sync.json");

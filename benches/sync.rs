@@ -3,6 +3,10 @@
 //! queries, bytes read and peak memory per scenario; asserts nothing about speed. Run
 //! with `cargo bench --bench sync` (BENCH_ROWS sets the table size, default 1,000,000).
 
+mod common;
+
+use common::{peak_memory_mib, reset_peak_memory};
+
 use std::path::Path;
 use std::time::Instant;
 
@@ -12,21 +16,6 @@ use db_sync::report::ProgressMode;
 
 const SCHEMA: &str = "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL, qty INTEGER, price REAL, note TEXT, modify_id INTEGER NOT NULL);
                       CREATE INDEX items_modify ON items (modify_id);";
-
-/// Resets the kernel's peak-RSS mark so each scenario reports its own peak.
-fn reset_peak_memory() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-}
-
-/// Peak resident memory since the last reset, in MiB.
-fn peak_memory_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
 
 fn create(path: &Path, rows: u64) {
     let _ = std::fs::remove_file(path);

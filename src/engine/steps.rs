@@ -161,6 +161,19 @@ impl StepContext<'_> {
         self.policy.record(self.state, kind, &self.job.spec.name, message)
     }
 
+    /// Adds a compared batch to the table's counters: `added` and `modified` rows were
+    /// sent, `written` of them landed, `same` compared equal. Rows the target refused are
+    /// neither added nor modified; they come off the modified count first (an update is
+    /// the likelier to hit a constraint).
+    fn account(&mut self, added: u64, modified: u64, same: u64, written: u64) {
+        let refused = (added + modified).saturating_sub(written);
+        let refused_mod = refused.min(modified);
+        let report = self.report();
+        report.modified += modified - refused_mod;
+        report.added += added - (refused - refused_mod);
+        report.skipped += same;
+    }
+
     fn batch_done(&mut self, had_errors: bool) -> Result<(), EngineError> {
         self.policy.batch_done(self.state, had_errors)
     }
@@ -840,13 +853,7 @@ async fn changed_step(
         ctx.state.timers.compare += compare.elapsed();
         let move_errors = ctx.remove_extras(&extras).await?;
         let (written, write_errors) = ctx.write(upserts).await?;
-        // Rows refused by the target are neither added nor modified; take them off the
-        // modified count first (an update is the likelier to hit a constraint).
-        let refused = (added + modified).saturating_sub(written);
-        let refused_mod = refused.min(modified);
-        ctx.report().modified += modified - refused_mod;
-        ctx.report().added += added - (refused - refused_mod);
-        ctx.report().skipped += same;
+        ctx.account(added, modified, same, written);
         ctx.batch_done(conversion_errors || write_errors || move_errors)?;
         progress.advance(src.len() as u64);
         match upper {
@@ -911,11 +918,7 @@ async fn incremental_step(
         }
         ctx.state.timers.compare += compare.elapsed();
         let (written, write_errors) = ctx.write(upserts).await?;
-        let refused = (added + modified).saturating_sub(written);
-        let refused_mod = refused.min(modified);
-        ctx.report().modified += modified - refused_mod;
-        ctx.report().added += added - (refused - refused_mod);
-        ctx.report().skipped += same;
+        ctx.account(added, modified, same, written);
         ctx.batch_done(conversion_errors || write_errors)?;
         let last = rows.last().expect("not empty");
         position = ModifyCursor { modify_id: Some(last[modify_index].clone()), key: src_scope.key_of(last) };
