@@ -5,7 +5,8 @@
 //! throwaway cluster (see tests/common/pg.rs; fsync off, as in the tests). Prints rows/s
 //! and peak memory; asserts nothing about speed.
 //!
-//! `cargo bench --bench postgres` (BENCH_ROWS sets the table size).
+//! `cargo bench --bench postgres` (BENCH_ROWS sets the table size; BENCH_PG_SOCKET=1 makes
+//! db-sync use the server's Unix socket instead of TCP).
 
 mod common;
 
@@ -99,13 +100,22 @@ fn main() {
     let copy_rate = rows as f64 / copy_seconds;
     println!("{:<44} {copy_seconds:>7.2} s {copy_rate:>10.0} rows/s", "psql COPY TO STDOUT | psql COPY FROM STDIN");
 
+    // BENCH_PG_SOCKET=1: db-sync reaches the server through its Unix socket instead of TCP.
+    let socket = std::env::var("BENCH_PG_SOCKET").is_ok_and(|v| v == "1");
+    let url = |db: &str| {
+        if socket {
+            format!("postgres://postgres@localhost/{db}?host={}&port={}", cluster.socket_dir.display(), cluster.port)
+        } else {
+            cluster.url(db)
+        }
+    };
     for (name, source) in [
         ("db-sync run SQLite -> PostgreSQL", r#"{"type": "sqlite", "path": "source.sqlite"}"#.to_string()),
-        ("db-sync run PostgreSQL -> PostgreSQL", format!(r#"{{"type": "postgres", "url": "{}"}}"#, cluster.url(&src))),
+        ("db-sync run PostgreSQL -> PostgreSQL", format!(r#"{{"type": "postgres", "url": "{}"}}"#, url(&src))),
     ] {
         let dst = cluster.create_database();
         cluster.psql(&dst, PG_TABLE);
-        let target = format!(r#"{{"type": "postgres", "url": "{}"}}"#, cluster.url(&dst));
+        let target = format!(r#"{{"type": "postgres", "url": "{}"}}"#, url(&dst));
         let (seconds, peak) = sync(&runtime, dir.path(), &source, &target);
         let count = cluster.query(&dst, "SELECT count(*) FROM items");
         assert_eq!(count, vec![rows.to_string()]);

@@ -17,6 +17,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 pub struct Cluster {
     /// TCP port on 127.0.0.1.
     pub port: u16,
+    /// Folder of the server's Unix socket.
+    pub socket_dir: PathBuf,
     bin: PathBuf,
 }
 
@@ -129,7 +131,8 @@ fn start() -> Option<Cluster> {
         .stderr(Stdio::null())
         .spawn()
         .expect("watchdog");
-    Some(Cluster { port, bin })
+    let dir = dir.clone();
+    Some(Cluster { port, socket_dir: dir, bin })
 }
 
 /// The cluster of this test binary, or `None` (skip) when PostgreSQL is missing locally.
