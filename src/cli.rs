@@ -108,15 +108,9 @@ pub struct RunArgs {
     /// Config and tables.
     #[command(flatten)]
     pub tables: TableArgs,
-    /// Allow deleting more than `max_delete_percent` of a target table.
-    #[arg(long)]
-    pub allow_mass_delete: bool,
-    /// Progress display.
-    #[arg(long, value_enum, default_value_t = ProgressArg::Auto)]
-    pub progress: ProgressArg,
-    /// Print the final report as JSON instead of a table.
-    #[arg(long)]
-    pub json: bool,
+    /// Delete guard, progress and report format.
+    #[command(flatten)]
+    pub sync: SyncArgs,
     /// Give up an unfinished run in the state store and start a new one.
     #[arg(long)]
     pub abandon: bool,
@@ -134,13 +128,21 @@ pub struct ResumeArgs {
     /// since it was planned (keeps its history and counters).
     #[arg(long)]
     pub replan: bool,
+    /// Delete guard, progress and report format.
+    #[command(flatten)]
+    pub sync: SyncArgs,
+}
+
+/// Options of the commands that sync (`run`, `resume`).
+#[derive(Debug, Args)]
+pub struct SyncArgs {
     /// Allow deleting more than `max_delete_percent` of a target table.
     #[arg(long)]
     pub allow_mass_delete: bool,
     /// Progress display.
     #[arg(long, value_enum, default_value_t = ProgressArg::Auto)]
     pub progress: ProgressArg,
-    /// Print the final report as JSON.
+    /// Print the final report as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
 }
@@ -288,15 +290,15 @@ async fn cmd_run(args: RunArgs) -> u8 {
     }
     let options = RunOptions {
         tables: args.tables.tables.clone(),
-        allow_mass_delete: args.allow_mass_delete,
+        allow_mass_delete: args.sync.allow_mass_delete,
         plan_only: false,
-        progress: args.progress.into(),
+        progress: args.sync.progress.into(),
         ..RunOptions::default()
     };
     if config.run.only_sync_plan {
         return plan(config, options).await;
     }
-    crate::runner::start(config, options, args.abandon, output(args.json)).await
+    crate::runner::start(config, options, args.abandon, output(args.sync.json)).await
 }
 
 async fn cmd_resume(args: ResumeArgs) -> u8 {
@@ -305,11 +307,11 @@ async fn cmd_resume(args: ResumeArgs) -> u8 {
         Err(code) => return code,
     };
     let options = RunOptions {
-        allow_mass_delete: args.allow_mass_delete,
-        progress: args.progress.into(),
+        allow_mass_delete: args.sync.allow_mass_delete,
+        progress: args.sync.progress.into(),
         ..RunOptions::default()
     };
-    crate::runner::resume(config, options, args.run_id, args.replan, output(args.json)).await
+    crate::runner::resume(config, options, args.run_id, args.replan, output(args.sync.json)).await
 }
 
 fn cmd_runs(args: ListArgs) -> u8 {

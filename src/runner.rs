@@ -316,15 +316,8 @@ async fn execute(
     let identities = jobs.iter().map(|j| watermark_identity(&meta.source, &meta.target, j)).collect();
     let written = state.tables.iter().map(|t| t.verified).collect();
     let active_ms_before = meta.active_ms;
-    let mut observer = StoreObserver {
-        store,
-        meta: &mut meta,
-        identities,
-        watermarks_written: written,
-        checkpoints: 0,
-        active_ms_before,
-        started,
-    };
+    let mut observer =
+        StoreObserver { store, meta: &mut meta, identities, watermarks_written: written, active_ms_before, started };
     let result = engine.execute(&jobs, &mut state, &mut observer).await;
     meta.active_ms = active_ms_before + started.elapsed().as_millis() as u64;
     let code = match &result {

@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::engine::{Engine, EngineError, TableJob};
-use crate::model::{Key, KeyRange};
+use crate::model::Key;
 
 /// Keys listed per kind of difference.
 const SAMPLE: usize = 5;
@@ -53,24 +53,10 @@ async fn compare_table(engine: &Engine, job: &TableJob, window: usize) -> Result
         }
     };
     loop {
-        let src = source
-            .read_rows(s_scope, &KeyRange::after(after.clone()), window)
-            .await
-            .map_err(db("reading source rows"))?;
-        let mut upper = if src.len() < window { None } else { src.last().and_then(|r| s_scope.key_of(r)) };
-        let tgt = target
-            .read_rows(t_scope, &KeyRange { after: after.clone(), upto: upper.clone() }, window)
-            .await
-            .map_err(db("reading target rows"))?;
-        let mut src = src;
-        if tgt.len() == window {
-            let last = tgt.last().and_then(|r| t_scope.key_of(r));
-            if upper.is_none() || last < upper {
-                upper = last;
-                let bound = upper.clone().expect("not empty");
-                src.retain(|r| s_scope.key_of(r).is_some_and(|k| k <= bound));
-            }
-        }
+        let crate::diff::Window { source: src, target: tgt, upper } =
+            crate::diff::row_window(source.as_ref(), target.as_ref(), (s_scope, t_scope), &after, window)
+                .await
+                .map_err(db("reading rows"))?;
         let (mut i, mut j) = (0, 0);
         while i < src.len() || j < tgt.len() {
             let sk = src.get(i).and_then(|r| s_scope.key_of(r));

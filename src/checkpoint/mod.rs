@@ -580,8 +580,6 @@ pub struct StoreObserver<'a> {
     pub identities: Vec<String>,
     /// Tables whose watermark is written.
     pub watermarks_written: Vec<bool>,
-    /// Checkpoints written by this process.
-    pub checkpoints: u64,
     /// `meta.active_ms` when this process took the run over.
     pub active_ms_before: u64,
     /// When this process took the run over.
@@ -622,7 +620,6 @@ impl Observer for StoreObserver<'_> {
             _ => write(),
         };
         result.map_err(|e| EngineError::Checkpoint(e.to_string()))?;
-        self.checkpoints += 1;
         crate::failpoint::hit("after_checkpoint");
         Ok(())
     }

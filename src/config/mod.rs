@@ -288,13 +288,7 @@ fn strip_position(message: &str) -> String {
 /// FNV-1a over the canonical JSON text. Secrets are hashed as written (`${VAR}`), so a
 /// rotated password does not count as a changed config.
 fn fingerprint(json: &Json) -> u64 {
-    let text = json.to_string();
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in text.bytes() {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    hash
+    crate::checkpoint::fnv1a(json.to_string().as_bytes())
 }
 
 fn join_path(parent: &str, key: &str) -> String {

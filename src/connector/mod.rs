@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use async_trait::async_trait;
 
 use crate::config::{ConnectionKind, Endpoint};
-use crate::model::{ColumnSchema, Key, KeyRange, Row, TableSchema, TableScope, Value};
+use crate::model::{ColumnSchema, ColumnType, Key, KeyRange, Row, TableSchema, TableScope, Value};
 
 /// A connector failure, classified the way the manual's error handling needs it.
 #[derive(Debug, thiserror::Error)]
@@ -202,6 +202,25 @@ pub trait Connector: Send + Sync {
         let _ = (scope, keys);
         Err(ConnectorError::Unsupported { backend: "this backend", operation: "deletes" })
     }
+}
+
+/// Quotes an SQL identifier (the same rule in SQLite and PostgreSQL).
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// The column list of a `CREATE TABLE`: each column with the backend's name for its type
+/// family, the key as primary key, NOT NULL kept.
+pub fn column_definitions(columns: &[ColumnSchema], key: &str, type_name: fn(ColumnType) -> &'static str) -> String {
+    columns
+        .iter()
+        .map(|c| {
+            let pk = if c.name == key { " PRIMARY KEY" } else { "" };
+            let null = if !c.nullable && c.name != key { " NOT NULL" } else { "" };
+            format!("{} {}{pk}{null}", quote_ident(&c.name), type_name(c.column_type))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Which side a connector serves; SQLite opens the source read-only.

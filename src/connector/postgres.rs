@@ -23,10 +23,7 @@ use super::{Capabilities, ConnectOptions, Connector, ConnectorError, IoCounters,
 use crate::config::{Endpoint, redact_url};
 use crate::model::{ColumnSchema, ColumnType, Key, KeyRange, Row, TableSchema, TableScope, Value};
 
-/// Quotes an identifier for PostgreSQL.
-pub fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
+pub use super::quote_ident;
 
 /// How a column travels between PostgreSQL and db-sync.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -534,27 +531,20 @@ impl Connector for PostgresConnector {
     }
 
     async fn create_table(&self, name: &str, columns: &[ColumnSchema], key: &str) -> Result<(), ConnectorError> {
-        let defs: Vec<String> = columns
-            .iter()
-            .map(|c| {
-                let t = match c.column_type {
-                    ColumnType::Integer => "bigint",
-                    ColumnType::Float => "double precision",
-                    ColumnType::Decimal => "numeric",
-                    ColumnType::Boolean => "boolean",
-                    ColumnType::Blob => "bytea",
-                    ColumnType::Date => "date",
-                    ColumnType::Time => "time",
-                    ColumnType::Timestamp => "timestamp",
-                    ColumnType::Json => "jsonb",
-                    ColumnType::Text | ColumnType::Other => "text",
-                };
-                let pk = if c.name == key { " PRIMARY KEY" } else { "" };
-                let null = if !c.nullable && c.name != key { " NOT NULL" } else { "" };
-                format!("{} {t}{pk}{null}", quote_ident(&c.name))
-            })
-            .collect();
-        let sql = format!("CREATE TABLE {} ({})", self.table_ref(name), defs.join(", "));
+        let type_name = |t: ColumnType| match t {
+            ColumnType::Integer => "bigint",
+            ColumnType::Float => "double precision",
+            ColumnType::Decimal => "numeric",
+            ColumnType::Boolean => "boolean",
+            ColumnType::Blob => "bytea",
+            ColumnType::Date => "date",
+            ColumnType::Time => "time",
+            ColumnType::Timestamp => "timestamp",
+            ColumnType::Json => "jsonb",
+            ColumnType::Text | ColumnType::Other => "text",
+        };
+        let sql =
+            format!("CREATE TABLE {} ({})", self.table_ref(name), super::column_definitions(columns, key, type_name));
         self.log_sql(&sql);
         sqlx::query(AssertSqlSafe(sql)).execute(&self.pool).await.map_err(self.err())?;
         Ok(())

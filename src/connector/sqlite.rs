@@ -118,10 +118,7 @@ fn classify(endpoint: &str, e: rusqlite::Error) -> ConnectorError {
     ConnectorError::Other(format!("{endpoint}: {message}"))
 }
 
-/// Quotes an identifier for SQLite.
-pub fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
+pub use super::quote_ident;
 
 /// The key column in comparisons and ORDER BY: byte order whatever the column's declared
 /// collation, so both sides agree on key order (the index is used when the column is
@@ -336,27 +333,20 @@ impl Connector for SqliteConnector {
     }
 
     async fn create_table(&self, name: &str, columns: &[ColumnSchema], key: &str) -> Result<(), ConnectorError> {
-        let defs: Vec<String> = columns
-            .iter()
-            .map(|c| {
-                let t = match c.column_type {
-                    ColumnType::Integer => "INTEGER",
-                    ColumnType::Float => "REAL",
-                    ColumnType::Decimal => "NUMERIC",
-                    ColumnType::Boolean => "BOOLEAN",
-                    ColumnType::Blob => "BLOB",
-                    ColumnType::Date => "DATE",
-                    ColumnType::Time => "TIME",
-                    ColumnType::Timestamp => "DATETIME",
-                    ColumnType::Json => "JSON",
-                    ColumnType::Text | ColumnType::Other => "TEXT",
-                };
-                let pk = if c.name == key { " PRIMARY KEY" } else { "" };
-                let null = if !c.nullable && c.name != key { " NOT NULL" } else { "" };
-                format!("{} {t}{pk}{null}", quote_ident(&c.name))
-            })
-            .collect();
-        let sql = format!("CREATE TABLE {} ({})", quote_ident(name), defs.join(", "));
+        let type_name = |t: ColumnType| match t {
+            ColumnType::Integer => "INTEGER",
+            ColumnType::Float => "REAL",
+            ColumnType::Decimal => "NUMERIC",
+            ColumnType::Boolean => "BOOLEAN",
+            ColumnType::Blob => "BLOB",
+            ColumnType::Date => "DATE",
+            ColumnType::Time => "TIME",
+            ColumnType::Timestamp => "DATETIME",
+            ColumnType::Json => "JSON",
+            ColumnType::Text | ColumnType::Other => "TEXT",
+        };
+        let sql =
+            format!("CREATE TABLE {} ({})", quote_ident(name), super::column_definitions(columns, key, type_name));
         self.log_sql(&sql);
         self.with_conn(move |conn| conn.execute_batch(&sql)).await
     }

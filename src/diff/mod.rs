@@ -4,7 +4,75 @@
 
 pub mod bisect;
 
-use crate::model::Key;
+use crate::connector::{Connector, ConnectorError};
+use crate::model::{Key, KeyRange, Row, TableScope};
+
+/// Items of both sides inside `(after, upper]`, every one of them: `upper == None` means
+/// the window reaches the end of the table.
+pub struct Window<T> {
+    /// Source items, ascending.
+    pub source: Vec<T>,
+    /// Target items, ascending.
+    pub target: Vec<T>,
+    /// Inclusive upper bound of the window.
+    pub upper: Option<Key>,
+}
+
+/// The bound of a window from a source page: its last key, or the end of the table when
+/// the page was not full.
+fn page_bound<T>(page: &[T], limit: usize, key: impl Fn(&T) -> Option<Key>) -> Option<Key> {
+    if page.len() < limit { None } else { page.last().and_then(key) }
+}
+
+/// Closes a window: when the target page was full below `upper`, the window ends at its
+/// last key and the source page is cut there, so nothing beyond is compared half-read.
+fn close<T>(
+    mut source: Vec<T>,
+    target: Vec<T>,
+    mut upper: Option<Key>,
+    limit: usize,
+    source_key: impl Fn(&T) -> Option<Key>,
+    target_key: impl Fn(&T) -> Option<Key>,
+) -> Window<T> {
+    if target.len() == limit {
+        let last = target.last().and_then(target_key);
+        if upper.is_none() || last < upper {
+            upper = last;
+            let bound = upper.clone().expect("a full page is not empty");
+            source.retain(|item| source_key(item).is_some_and(|k| k <= bound));
+        }
+    }
+    Window { source, target, upper }
+}
+
+/// The next key window after `after`: up to `limit` keys per side.
+pub async fn key_window(
+    source: &dyn Connector,
+    target: &dyn Connector,
+    scopes: (&TableScope, &TableScope),
+    after: &Option<Key>,
+    limit: usize,
+) -> Result<Window<Key>, ConnectorError> {
+    let src = source.read_keys(scopes.0, &KeyRange::after(after.clone()), limit).await?;
+    let upper = page_bound(&src, limit, |k| Some(k.clone()));
+    let tgt = target.read_keys(scopes.1, &KeyRange { after: after.clone(), upto: upper.clone() }, limit).await?;
+    Ok(close(src, tgt, upper, limit, |k| Some(k.clone()), |k| Some(k.clone())))
+}
+
+/// The next row window after `after`: up to `limit` rows per side.
+pub async fn row_window(
+    source: &dyn Connector,
+    target: &dyn Connector,
+    scopes: (&TableScope, &TableScope),
+    after: &Option<Key>,
+    limit: usize,
+) -> Result<Window<Row>, ConnectorError> {
+    let (s_scope, t_scope) = scopes;
+    let src = source.read_rows(s_scope, &KeyRange::after(after.clone()), limit).await?;
+    let upper = page_bound(&src, limit, |r| s_scope.key_of(r));
+    let tgt = target.read_rows(t_scope, &KeyRange { after: after.clone(), upto: upper.clone() }, limit).await?;
+    Ok(close(src, tgt, upper, limit, |r| s_scope.key_of(r), |r| t_scope.key_of(r)))
+}
 
 /// Sorted-merge difference of two ascending key lists: `(in a only, in b only)`.
 pub fn key_diff(a: &[Key], b: &[Key]) -> (Vec<Key>, Vec<Key>) {

@@ -204,66 +204,36 @@ impl StepContext<'_> {
         self.observer.checkpoint(self.state)
     }
 
-    /// Reads a window of keys `(after, upper]` that is complete on both sides: every
-    /// source and target key in it is returned. `upper == None` means the window reaches
-    /// the end of the table.
+    /// The next key window (see [`crate::diff::key_window`]), read with retries.
     async fn key_window(
         &mut self,
         after: &Option<Key>,
         limit: usize,
     ) -> Result<(Vec<Key>, Vec<Key>, Option<Key>), EngineError> {
         let started = Instant::now();
-        let (src_scope, tgt_scope) = (&self.job.mapping.source, &self.job.mapping.target);
-        let range = KeyRange::after(after.clone());
         let (source, target) = (self.source, self.target);
-        let mut src = retry("reading source keys", || source.read_keys(src_scope, &range, limit))
+        let scopes = (&self.job.mapping.source, &self.job.mapping.target);
+        let w = retry("reading keys", || crate::diff::key_window(source, target, scopes, after, limit))
             .await
-            .map_err(self.db("reading source keys"))?;
-        let mut upper = if src.len() < limit { None } else { src.last().cloned() };
-        let tgt_range = KeyRange { after: after.clone(), upto: upper.clone() };
-        let tgt = retry("reading target keys", || target.read_keys(tgt_scope, &tgt_range, limit))
-            .await
-            .map_err(self.db("reading target keys"))?;
-        if tgt.len() == limit {
-            let last = tgt.last().cloned();
-            if upper.is_none() || last < upper {
-                upper = last;
-                let bound = upper.clone().expect("target window is not empty");
-                src.retain(|k| *k <= bound);
-            }
-        }
+            .map_err(self.db("reading keys"))?;
         self.state.timers.read += started.elapsed();
-        Ok((src, tgt, upper))
+        Ok((w.source, w.target, w.upper))
     }
 
-    /// Like [`Self::key_window`], with whole rows.
+    /// The next row window (see [`crate::diff::row_window`]), read with retries.
     async fn row_window(
         &mut self,
         after: &Option<Key>,
         limit: usize,
     ) -> Result<(Vec<Row>, Vec<Row>, Option<Key>), EngineError> {
         let started = Instant::now();
-        let (src_scope, tgt_scope) = (&self.job.mapping.source, &self.job.mapping.target);
-        let range = KeyRange::after(after.clone());
         let (source, target) = (self.source, self.target);
-        let mut src = retry("reading source rows", || source.read_rows(src_scope, &range, limit))
+        let scopes = (&self.job.mapping.source, &self.job.mapping.target);
+        let w = retry("reading rows", || crate::diff::row_window(source, target, scopes, after, limit))
             .await
-            .map_err(self.db("reading source rows"))?;
-        let mut upper = if src.len() < limit { None } else { src.last().and_then(|r| src_scope.key_of(r)) };
-        let tgt_range = KeyRange { after: after.clone(), upto: upper.clone() };
-        let tgt = retry("reading target rows", || target.read_rows(tgt_scope, &tgt_range, limit))
-            .await
-            .map_err(self.db("reading target rows"))?;
-        if tgt.len() == limit {
-            let last = tgt.last().and_then(|r| tgt_scope.key_of(r));
-            if upper.is_none() || last < upper {
-                upper = last;
-                let bound = upper.clone().expect("target window is not empty");
-                src.retain(|r| src_scope.key_of(r).is_some_and(|k| k <= bound));
-            }
-        }
+            .map_err(self.db("reading rows"))?;
         self.state.timers.read += started.elapsed();
-        Ok((src, tgt, upper))
+        Ok((w.source, w.target, w.upper))
     }
 
     /// Converts source rows to target rows; rows that fail are recorded as data errors
