@@ -333,19 +333,18 @@ fn text_of(v: &Value) -> Option<String> {
     }
 }
 
-/// Rows in COPY text format.
-fn copy_data(rows: &[Row]) -> String {
-    let mut data = String::with_capacity(rows.len() * 64);
-    for row in rows {
-        for (i, value) in row.iter().enumerate() {
-            if i > 0 {
-                data.push('\t');
-            }
-            copy_value(&mut data, value);
+/// Size of the pieces a COPY's data is sent in.
+const COPY_CHUNK: usize = 32 * 1024;
+
+/// Appends one row in COPY text format.
+fn copy_row(out: &mut String, row: &Row) {
+    for (i, value) in row.iter().enumerate() {
+        if i > 0 {
+            out.push('\t');
         }
-        data.push('\n');
+        copy_value(out, value);
     }
-    data
+    out.push('\n');
 }
 
 /// Appends one value in COPY text format.
@@ -362,15 +361,18 @@ fn copy_value(out: &mut String, value: &Value) {
             let _ = write!(out, "{f}");
         }
         Value::Text(s) => {
-            for c in s.chars() {
-                match c {
-                    '\\' => out.push_str("\\\\"),
-                    '\t' => out.push_str("\\t"),
-                    '\n' => out.push_str("\\n"),
-                    '\r' => out.push_str("\\r"),
-                    c => out.push(c),
-                }
+            let mut rest = s.as_str();
+            while let Some(at) = rest.find(['\\', '\t', '\n', '\r']) {
+                out.push_str(&rest[..at]);
+                out.push_str(match rest.as_bytes()[at] {
+                    b'\\' => "\\\\",
+                    b'\t' => "\\t",
+                    b'\n' => "\\n",
+                    _ => "\\r",
+                });
+                rest = &rest[at + 1..];
             }
+            out.push_str(rest);
         }
         Value::Bytes(b) => {
             out.push_str("\\\\x");
@@ -768,13 +770,22 @@ impl Connector for PostgresConnector {
         let copy = format!("COPY {} ({columns}) FROM STDIN", self.table_ref(&scope.table));
         self.log_sql(&copy);
         self.counters.queries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let data = copy_data(rows);
         let attempt = async {
             let mut conn = self.pool.acquire().await?;
             let mut copy_in = conn.copy_in_raw(&copy).await?;
-            if let Err(e) = copy_in.send(data.into_bytes()).await {
-                let _ = copy_in.abort("send failed").await;
-                return Err(e);
+            // Rows go out in pieces of about COPY_CHUNK bytes as they are encoded, so the
+            // server parses one piece while the next is being written; PostgreSQL also
+            // takes pieces of its input buffer's size much faster than one large message.
+            let mut data = String::with_capacity(COPY_CHUNK + 4096);
+            for (i, row) in rows.iter().enumerate() {
+                copy_row(&mut data, row);
+                if data.len() >= COPY_CHUNK || i + 1 == rows.len() {
+                    if let Err(e) = copy_in.send(data.as_bytes()).await {
+                        let _ = copy_in.abort("send failed").await;
+                        return Err(e);
+                    }
+                    data.clear();
+                }
             }
             crate::failpoint::hit("mid_write");
             copy_in.finish().await
@@ -835,7 +846,7 @@ mod tests {
     fn copy_text_format() {
         let mut out = String::new();
         for v in [
-            Value::Text("a\tb\\c\nd".into()),
+            Value::Text("a\tb\\c\nd\ré".into()),
             Value::Null,
             Value::Bytes(vec![0, 255]),
             Value::Bool(true),
@@ -844,7 +855,7 @@ mod tests {
             copy_value(&mut out, &v);
             out.push('|');
         }
-        assert_eq!(out, "a\\tb\\\\c\\nd|\\N|\\\\x00ff|t|NaN|");
+        assert_eq!(out, "a\\tb\\\\c\\nd\\ré|\\N|\\\\x00ff|t|NaN|");
     }
 
     /// Type names map onto families; text keys sort with `COLLATE "C"`, integers without.

@@ -240,19 +240,12 @@ impl StepContext<'_> {
     /// and left out.
     fn convert(&mut self, rows: &[Row]) -> Result<(Vec<Row>, bool), EngineError> {
         let started = Instant::now();
-        let mut out = Vec::with_capacity(rows.len());
-        let mut had_errors = false;
-        for row in rows {
-            match self.job.mapping.convert(row) {
-                Ok(r) => out.push(r),
-                Err(e) => {
-                    had_errors = true;
-                    let key = self.job.mapping.source.key_of(row).map_or("?".into(), |k| k.to_string());
-                    self.record_error(ErrorKind::Data, format!("row {key} cannot be converted: {e}"))?;
-                }
-            }
-        }
+        let (out, errors) = convert_rows(self.job, rows);
         self.state.timers.compare += started.elapsed();
+        let had_errors = !errors.is_empty();
+        for message in errors {
+            self.record_error(ErrorKind::Data, message)?;
+        }
         Ok((out, had_errors))
     }
 
@@ -703,33 +696,59 @@ async fn fetch(
     (rows, started.elapsed())
 }
 
-async fn add_step(
-    ctx: &mut StepContext<'_>,
-    cursor: StepCursor,
-    progress: &mut StepProgress,
-) -> Result<(), EngineError> {
-    let limit = ctx.job.spec.settings.id_array_batch_size;
-    let batch = ctx.batch_size();
-    let mut after = cursor.after_key();
-    // Copied out of the context so reading the next chunk can overlap writing this one.
-    let (source, job) = (ctx.source, ctx.job);
+/// What the reading half of the add step hands the writing half, in key order.
+enum Feed {
+    /// One batch of missing source rows, converted; `errors` names the rows that failed
+    /// conversion. Keys up to `last` are done once it is written.
+    Batch { rows: Vec<Row>, errors: Vec<String>, last: Option<Key>, read: Duration, convert: Duration },
+    /// A key window is complete: every missing key up to `upper` was in a batch before.
+    WindowEnd { upper: Option<Key>, keys: u64, read: Duration, compare: Duration },
+    /// Reading failed; the step stops with this error.
+    Failed(EngineError),
+}
+
+/// Batches the reading half of the add step may be ahead of the writing half.
+const FEED_AHEAD: usize = 2;
+
+/// Reads the missing rows after `after` window by window and feeds them to `tx` until
+/// the table ends, reading fails, or the writing half hangs up.
+async fn feed_missing(
+    source: &dyn Connector,
+    target: &dyn Connector,
+    job: &TableJob,
+    mut after: Option<Key>,
+    batch: usize,
+    tx: tokio::sync::mpsc::Sender<Feed>,
+) {
+    let limit = job.spec.settings.id_array_batch_size;
+    let scopes = (&job.mapping.source, &job.mapping.target);
+    let failed = |what: &str, e: ConnectorError| {
+        Feed::Failed(EngineError::Database { context: format!("{what} ({})", job.spec.name), source: e })
+    };
     loop {
-        ctx.check_stop()?;
-        let window_start = after.clone();
-        let (src, tgt, upper) = ctx.key_window(&after, limit).await?;
-        let compare = Instant::now();
-        let (missing, _) = crate::diff::key_diff(&src, &tgt);
-        ctx.state.timers.compare += compare.elapsed();
+        let started = Instant::now();
+        let window = retry("reading keys", || crate::diff::key_window(source, target, scopes, &after, limit)).await;
+        let read = started.elapsed();
+        let w = match window {
+            Ok(w) => w,
+            Err(e) => {
+                let _ = tx.send(failed("reading keys", e)).await;
+                return;
+            }
+        };
+        let started = Instant::now();
+        let (missing, _) = crate::diff::key_diff(&w.source, &w.target);
         // Contiguous runs of missing source keys are read by range, others by key list.
         let mut plans = Vec::new();
         let mut position = 0usize;
         for chunk in missing.chunks(batch) {
+            let src = &w.source;
             let first = src[position..].iter().position(|k| *k == chunk[0]).expect("missing ⊆ src") + position;
             let last = src[first..].iter().position(|k| *k == chunk[chunk.len() - 1]).expect("ordered") + first;
             position = last + 1;
             let plan = if last - first + 1 == chunk.len() {
                 let range = KeyRange {
-                    after: if first == 0 { window_start.clone() } else { Some(src[first - 1].clone()) },
+                    after: if first == 0 { after.clone() } else { Some(src[first - 1].clone()) },
                     upto: Some(chunk[chunk.len() - 1].clone()),
                 };
                 Fetch::Range(range, chunk.len())
@@ -738,38 +757,93 @@ async fn add_step(
             };
             plans.push((plan, chunk.last().cloned()));
         }
-        let mut next = match plans.first() {
-            Some((plan, _)) => Some(fetch(source, &job.mapping.source, plan).await),
-            None => None,
-        };
-        for i in 0..plans.len() {
-            ctx.check_stop()?;
-            let (rows, took) = next.take().expect("fetched");
-            ctx.state.timers.read += took;
-            let rows = rows.map_err(ctx.db("reading source rows"))?;
-            let (converted, conversion_errors) = ctx.convert(&rows)?;
-            let prefetch = async {
-                match plans.get(i + 1) {
-                    Some((plan, _)) => Some(fetch(source, &job.mapping.source, plan).await),
-                    None => None,
+        let compare = started.elapsed();
+        for (plan, last) in plans {
+            let (rows, read) = fetch(source, scopes.0, &plan).await;
+            let rows = match rows {
+                Ok(rows) => rows,
+                Err(e) => {
+                    let _ = tx.send(failed("reading source rows", e)).await;
+                    return;
                 }
             };
-            let (written, prefetched) = tokio::join!(ctx.write_mode(converted, WriteMode::InsertNew), prefetch);
-            next = prefetched;
-            let (written, write_errors) = written?;
-            ctx.report().added += written;
-            ctx.batch_done(conversion_errors || write_errors)?;
-            ctx.commit(StepCursor::Keys { after: plans[i].1.clone() })?;
-        }
-        progress.advance(src.len() as u64);
-        match upper {
-            Some(u) => {
-                after = Some(u);
-                ctx.commit(StepCursor::Keys { after: after.clone() })?;
+            let started = Instant::now();
+            let (rows, errors) = convert_rows(job, &rows);
+            let convert = started.elapsed();
+            if tx.send(Feed::Batch { rows, errors, last, read, convert }).await.is_err() {
+                return;
             }
-            None => return Ok(()),
+        }
+        let keys = w.source.len() as u64;
+        if tx.send(Feed::WindowEnd { upper: w.upper.clone(), keys, read, compare }).await.is_err() {
+            return;
+        }
+        match w.upper {
+            Some(u) => after = Some(u),
+            None => return,
         }
     }
+}
+
+/// Converts source rows to target rows: `(converted rows, one message per row that failed)`.
+fn convert_rows(job: &TableJob, rows: &[Row]) -> (Vec<Row>, Vec<String>) {
+    let mut out = Vec::with_capacity(rows.len());
+    let mut errors = Vec::new();
+    for row in rows {
+        match job.mapping.convert(row) {
+            Ok(r) => out.push(r),
+            Err(e) => {
+                let key = job.mapping.source.key_of(row).map_or("?".into(), |k| k.to_string());
+                errors.push(format!("row {key} cannot be converted: {e}"));
+            }
+        }
+    }
+    (out, errors)
+}
+
+/// `add`: copies the source rows the target lacks. Reading (key windows, source rows,
+/// conversion) runs ahead of writing by up to [`FEED_AHEAD`] batches, so the target is
+/// kept busy; writes and checkpoints stay in key order, one batch at a time.
+async fn add_step(
+    ctx: &mut StepContext<'_>,
+    cursor: StepCursor,
+    progress: &mut StepProgress,
+) -> Result<(), EngineError> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel(FEED_AHEAD);
+    let reader = feed_missing(ctx.source, ctx.target, ctx.job, cursor.after_key(), ctx.batch_size(), tx);
+    let writer = async move {
+        while let Some(feed) = rx.recv().await {
+            ctx.check_stop()?;
+            match feed {
+                Feed::Batch { rows, errors, last, read, convert } => {
+                    ctx.state.timers.read += read;
+                    ctx.state.timers.compare += convert;
+                    let conversion_errors = !errors.is_empty();
+                    for message in errors {
+                        ctx.record_error(ErrorKind::Data, message)?;
+                    }
+                    let (written, write_errors) = ctx.write_mode(rows, WriteMode::InsertNew).await?;
+                    ctx.report().added += written;
+                    ctx.batch_done(conversion_errors || write_errors)?;
+                    ctx.commit(StepCursor::Keys { after: last })?;
+                }
+                Feed::WindowEnd { upper, keys, read, compare } => {
+                    ctx.state.timers.read += read;
+                    ctx.state.timers.compare += compare;
+                    progress.advance(keys);
+                    match upper {
+                        Some(u) => ctx.commit(StepCursor::Keys { after: Some(u) })?,
+                        None => return Ok(()),
+                    }
+                }
+                Feed::Failed(e) => return Err(e),
+            }
+        }
+        unreachable!("the add step's reader stops only after the last window, on an error, or when the writer quits")
+    };
+    // The writer returning drops `rx`, which ends the reader at its next batch.
+    let ((), result) = tokio::join!(reader, writer);
+    result
 }
 
 async fn changed_step(
