@@ -265,13 +265,22 @@ fn boolean(v: &Value) -> Option<bool> {
 }
 
 /// `2024-01-01T10:00:00.000` and `2024-01-01 10:00:00` are the same instant as text.
+/// A date, time or timestamp in one spelling for comparison: `T` or space, trailing zeros
+/// of the fraction, and the offset (an instant with one compares as its UTC time, so
+/// `12:00:00+02:00` equals `10:00:00Z` and a UTC timestamp without a zone).
 fn normalize_time(s: &str) -> String {
-    let s = s.trim().replacen('T', " ", 1);
-    let s = match s.find('.') {
-        Some(dot) if s[dot + 1..].chars().all(|c| c == '0') => s[..dot].to_string(),
-        _ => s,
-    };
-    s.strip_suffix("+00").or_else(|| s.strip_suffix("Z")).map(str::to_string).unwrap_or(s)
+    let s = s.trim();
+    if let Ok(instant) = s.parse::<jiff::Timestamp>() {
+        return instant.strftime("%Y-%m-%d %H:%M:%S%.f").to_string();
+    }
+    let s = s.replacen('T', " ", 1);
+    let s = s.strip_suffix("+00").or_else(|| s.strip_suffix('Z')).unwrap_or(&s);
+    if s.contains('.') {
+        // The fraction ends the value here (the offset is gone): drop its trailing zeros.
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s.to_string()
+    }
 }
 
 fn default_for(t: ColumnType) -> Value {
@@ -441,6 +450,15 @@ mod tests {
             &Value::Text("2024-01-01 10:00:00".into()),
             ColumnType::Timestamp
         ));
+        let same_time = |a: &str, b: &str, t| equal_as(&Value::Text(a.into()), &Value::Text(b.into()), t);
+        // Offsets: an instant compares as its UTC time, and a UTC one equals the bare time.
+        assert!(same_time("2024-03-01T12:00:00+02:00", "2024-03-01 10:00:00+00", ColumnType::Timestamp));
+        assert!(same_time("2024-03-01 10:00:00.250Z", "2024-03-01 10:00:00.25", ColumnType::Timestamp));
+        assert!(!same_time("2024-03-01 12:00:00+02", "2024-03-01 12:00:00", ColumnType::Timestamp));
+        assert!(!same_time("2024-03-01 10:00:00.25", "2024-03-01 10:00:00.2", ColumnType::Timestamp));
+        assert!(same_time("13:30:00.500", "13:30:00.5", ColumnType::Time));
+        assert!(!same_time("13:30:00", "13:30:01", ColumnType::Time));
+        assert!(same_time("2024-02-29", "2024-02-29", ColumnType::Date));
         assert!(equal_as(
             &Value::Text("{\"a\":1, \"b\": [1,2]}".into()),
             &Value::Text("{\"b\": [1, 2], \"a\": 1}".into()),

@@ -78,6 +78,28 @@ fn sqlite_rows(path: &Path) -> Vec<String> {
     .unwrap()
 }
 
+/// Rows of any SQLite query as `|`-separated text (NULL as empty).
+fn sqlite_rows_of(path: &Path, sql: &str) -> Vec<String> {
+    use rusqlite::types::ValueRef;
+    let conn = rusqlite::Connection::open(path).unwrap();
+    let mut stmt = conn.prepare(sql).unwrap();
+    let n = stmt.column_count();
+    stmt.query_map([], |r| {
+        let cells = (0..n).map(|i| {
+            Ok(match r.get_ref(i)? {
+                ValueRef::Null => String::new(),
+                ValueRef::Integer(v) => v.to_string(),
+                ValueRef::Real(v) => v.to_string(),
+                ValueRef::Text(v) | ValueRef::Blob(v) => String::from_utf8_lossy(v).into_owned(),
+            })
+        });
+        Ok(cells.collect::<rusqlite::Result<Vec<_>>>()?.join("|"))
+    })
+    .unwrap()
+    .collect::<Result<_, _>>()
+    .unwrap()
+}
+
 fn assert_rows(a: &[String], b: &[String]) {
     for (x, y) in a.iter().zip(b) {
         assert_eq!(x, y, "first differing row");
@@ -435,6 +457,103 @@ fn schema_translation_both_ways() {
         })
         .unwrap();
     assert_eq!((amount, day.as_str(), flag, payload), (12.5, "2024-02-29", 1, vec![0, 255, 16]));
+}
+
+const PG_MOMENTS: &str = "CREATE TABLE moments (id bigint PRIMARY KEY, at_zone timestamptz, at_local timestamp, \
+                          day date, clock time, clock_zone timetz, span interval, modify_id bigint)";
+const SQLITE_MOMENTS: &str = "CREATE TABLE moments (id INTEGER PRIMARY KEY, at_zone TEXT, at_local TEXT, day TEXT, \
+                              clock TEXT, clock_zone TEXT, span TEXT, modify_id INTEGER);";
+
+fn moments_config(ws: &Workspace, source: &str, target: &str) {
+    ws.config(&format!(
+        r#"{{"source": {source}, "target": {target}, "tables": [{{"name": "moments", "modify_id_field": "modify_id"}}]}}"#
+    ));
+}
+
+/// Dates, times, timestamps with and without time zone, and intervals, out of and into
+/// databases whose time zone is not UTC. PostgreSQL → SQLite stores the instants in UTC,
+/// PostgreSQL → PostgreSQL with the two timestamp kinds swapped keeps each instant (a
+/// timestamp without zone is taken as UTC), and SQLite text with offsets lands in
+/// `timestamptz` as the same instants. Every second run changes nothing.
+#[test]
+fn dates_times_and_zones() {
+    let pg = need_pg!();
+    let src = pg.create_database();
+    pg.psql(&src, &format!("ALTER DATABASE {src} SET timezone TO 'America/New_York'"));
+    pg.psql(&src, PG_MOMENTS);
+    pg.psql(
+        &src,
+        "INSERT INTO moments VALUES
+           (1, '2024-03-01 12:00:00+02', '2024-03-01 12:00:00', '2024-02-29', '13:30:00.5', '13:30:00+02', '1 day 02:00:00', 1),
+           (2, '1999-12-31 23:59:59.123456+00', '2000-01-01 00:00:00', '1999-12-31', '00:00:00', '23:59:59-05', '-3 mons 4 days', 2),
+           (3, NULL, NULL, NULL, NULL, NULL, NULL, 3)",
+    );
+    let pg_source = pg_endpoint(pg, &src);
+
+    // PostgreSQL → SQLite: text in UTC, whatever the server's zone.
+    let ws = Workspace::new();
+    ws.db("target.sqlite", SQLITE_MOMENTS);
+    moments_config(&ws, &pg_source, SQLITE_TARGET);
+    let report = run_ok(&ws, &["run", "--json", "--progress", "off"]);
+    assert_eq!(report["metrics"]["recordCountAllAdded"], 3, "{report}");
+    let rows = sqlite_rows_of(&ws.path("target.sqlite"), "SELECT * FROM moments ORDER BY id");
+    assert_eq!(
+        rows,
+        vec![
+            "1|2024-03-01 10:00:00+00|2024-03-01 12:00:00|2024-02-29|13:30:00.5|13:30:00+02|P1DT2H|1",
+            "2|1999-12-31 23:59:59.123456+00|2000-01-01 00:00:00|1999-12-31|00:00:00|23:59:59-05|P-3M4D|2",
+            "3|||||||3",
+        ]
+    );
+    let report = run_ok(&ws, &["run", "--json", "--progress", "off"]);
+    assert_eq!(report["metrics"]["recordCountAllModified"], 0, "nothing rewritten: {report}");
+
+    // PostgreSQL → PostgreSQL, the timestamp kinds swapped, into yet another zone.
+    let dst = pg.create_database();
+    pg.psql(&dst, &format!("ALTER DATABASE {dst} SET timezone TO 'Asia/Kolkata'"));
+    pg.psql(
+        &dst,
+        &PG_MOMENTS.replace("at_zone timestamptz, at_local timestamp", "at_zone timestamp, at_local timestamptz"),
+    );
+    let ws = Workspace::new();
+    moments_config(&ws, &pg_source, &pg_endpoint(pg, &dst));
+    run_ok(&ws, &["run", "--json", "--progress", "off"]);
+    let utc = "SET timezone TO 'UTC'; SELECT * FROM moments ORDER BY id";
+    assert_eq!(
+        pg.query(&dst, utc),
+        vec![
+            "1|2024-03-01 10:00:00|2024-03-01 12:00:00+00|2024-02-29|13:30:00.5|13:30:00+02|1 day 02:00:00|1",
+            "2|1999-12-31 23:59:59.123456|2000-01-01 00:00:00+00|1999-12-31|00:00:00|23:59:59-05|-3 mons +4 days|2",
+            "3|||||||3",
+        ]
+    );
+    let report = run_ok(&ws, &["run", "--json", "--progress", "off"]);
+    assert_eq!(report["metrics"]["recordCountAllModified"], 0, "nothing rewritten: {report}");
+    assert_eq!(report["metrics"]["recordCountAllSkipped"], 3, "{report}");
+
+    // SQLite text with offsets → timestamptz: the same instants.
+    let dst = pg.create_database();
+    pg.psql(&dst, PG_MOMENTS);
+    let ws = Workspace::new();
+    ws.db(
+        "source.sqlite",
+        &format!(
+            "{SQLITE_MOMENTS}
+             INSERT INTO moments VALUES (1, '2024-03-01T12:00:00+02:00', '2024-03-01T12:00:00', '2024-02-29', '13:30:00.500', NULL, 'P1D', 1);
+             INSERT INTO moments VALUES (2, '2024-03-01 10:00:00.250Z', '2024-03-01 10:00:00.000', NULL, NULL, NULL, NULL, 2);"
+        ),
+    );
+    moments_config(&ws, SQLITE_SOURCE, &pg_endpoint(pg, &dst));
+    run_ok(&ws, &["run", "--json", "--progress", "off"]);
+    assert_eq!(
+        pg.query(&dst, "SET timezone TO 'UTC'; SELECT id, at_zone, at_local, clock, span FROM moments ORDER BY id"),
+        vec![
+            "1|2024-03-01 10:00:00+00|2024-03-01 12:00:00|13:30:00.5|1 day",
+            "2|2024-03-01 10:00:00.25+00|2024-03-01 10:00:00||"
+        ]
+    );
+    let report = run_ok(&ws, &["run", "--json", "--progress", "off"]);
+    assert_eq!(report["metrics"]["recordCountAllModified"], 0, "nothing rewritten: {report}");
 }
 
 /// A missing target table: `check` lists it, `plan` creates nothing, and a run with

@@ -133,6 +133,10 @@ impl PostgresConnector {
             })?;
             connect = connect.ssl_mode(mode);
         }
+        // Dates, times and intervals are read as text. sqlx opens every session with
+        // TimeZone UTC and DateStyle ISO, so instants read in UTC whatever the server's
+        // zone; intervals read in ISO 8601 so that other databases can parse them.
+        connect = connect.options([("IntervalStyle", "iso_8601")]);
         if let Some(secs) = raw.statement_timeout_secs {
             connect = connect.options([("statement_timeout", format!("{}s", secs))]);
         }
