@@ -22,6 +22,8 @@ pub struct TableMapping {
     /// Columns written to the target, in the order [`TableMapping::convert`] produces.
     pub target: TableScope,
     columns: Vec<ColumnSource>,
+    /// JSON columns keep the keys only the target has (`copy_all_json_keys: false`).
+    merge_json: bool,
     /// Lossy or skipped columns worth telling the user about.
     pub warnings: Vec<String>,
 }
@@ -185,7 +187,8 @@ impl TableMapping {
             filter: spec.filter.iter().map(|(c, v)| (spec.target_column(c).to_string(), v.clone())).collect(),
             columns: target_columns,
         };
-        Ok(TableMapping { source, target, columns, warnings })
+        let merge_json = !spec.settings.copy_all_json_keys;
+        Ok(TableMapping { source, target, columns, merge_json, warnings })
     }
 
     /// Converts a source row into a target row. An error names the column and value type.
@@ -204,11 +207,59 @@ impl TableMapping {
 
     /// True when a converted source row and a target row hold the same data (columns
     /// filled with defaults are not compared: the target may legitimately hold others).
+    /// Unless `copy_all_json_keys`, a JSON object in the target may hold keys the source's
+    /// lacks: only the source's keys are compared.
     pub fn rows_equal(&self, converted: &Row, target: &Row) -> bool {
         self.columns.iter().enumerate().all(|(i, c)| match c {
+            ColumnSource::Source { to: ColumnType::Json, .. } if self.merge_json => {
+                json_covers(&converted[i], &target[i])
+            }
             ColumnSource::Source { to, .. } => equal_as(&converted[i], &target[i], *to),
             ColumnSource::Default(_) => true,
         })
+    }
+
+    /// Whether writing over existing target rows needs them ([`TableMapping::merge_into`]).
+    pub fn merges_json(&self) -> bool {
+        self.merge_json && self.columns.iter().any(|c| matches!(c, ColumnSource::Source { to: ColumnType::Json, .. }))
+    }
+
+    /// The row to write over the target row `old`: `row` itself, except that unless
+    /// `copy_all_json_keys`, where both hold JSON objects the target's keys that the
+    /// source lacks are kept (the source's keys win, the target's key order stays).
+    pub fn merge_into(&self, mut row: Row, old: &Row) -> Row {
+        if !self.merge_json {
+            return row;
+        }
+        for (i, c) in self.columns.iter().enumerate() {
+            if let ColumnSource::Source { to: ColumnType::Json, .. } = c
+                && let (Some(serde_json::Value::Object(new)), Some(serde_json::Value::Object(mut merged))) =
+                    (json_of(&row[i]), json_of(&old[i]))
+            {
+                merged.extend(new);
+                row[i] = Value::Text(serde_json::Value::Object(merged).to_string());
+            }
+        }
+        row
+    }
+}
+
+/// A text value parsed as JSON.
+fn json_of(v: &Value) -> Option<serde_json::Value> {
+    match v {
+        Value::Text(s) => serde_json::from_str(s).ok(),
+        _ => None,
+    }
+}
+
+/// True when the target JSON value `target` holds the source's `source`: every key of a
+/// source object with an equal value, or else an equal document.
+fn json_covers(source: &Value, target: &Value) -> bool {
+    match (json_of(source), json_of(target)) {
+        (Some(serde_json::Value::Object(s)), Some(serde_json::Value::Object(t))) => {
+            s.iter().all(|(k, v)| t.get(k) == Some(v))
+        }
+        _ => equal_as(source, target, ColumnType::Json),
     }
 }
 
@@ -431,6 +482,34 @@ mod tests {
         assert!(matches!(out[2], Value::Int(0)));
         let stored = vec![Value::Int(1), Value::Int(5), Value::Int(7)];
         assert!(m.rows_equal(&out, &stored));
+    }
+
+    /// JSON objects: by default the target keeps the keys only it has (they are neither
+    /// compared nor overwritten); `copy_all_json_keys` makes the target's value the source's.
+    #[test]
+    fn json_keys_merge_unless_copy_all() {
+        let doc = |s: &str| vec![Value::Int(1), Value::Text(s.into())];
+        let schema_with_doc = schema("product", vec![col("id", "INTEGER", false), col("doc", "JSON", true)]);
+        let build = |extra: &str| {
+            let spec = spec(&format!(r#", "modify_id_field": null {extra}"#));
+            TableMapping::build(&spec, &schema_with_doc, &schema_with_doc).unwrap()
+        };
+        let merge = build("");
+        let copy_all = build(r#", "copy_all_json_keys": true"#);
+        let source = doc(r#"{"a": 1, "b": [2]}"#);
+        let target = doc(r#"{"t": true, "a": 1, "b": [2]}"#);
+        assert!(merge.merges_json() && !copy_all.merges_json());
+        assert!(merge.rows_equal(&source, &target), "a key only the target has is not a difference");
+        assert!(!copy_all.rows_equal(&source, &target));
+        assert!(!merge.rows_equal(&doc(r#"{"a": 2, "b": [2]}"#), &target));
+        assert!(!merge.rows_equal(&doc("[1]"), &doc("[1, 2]")), "arrays compare whole");
+
+        let merged = merge.merge_into(doc(r#"{"a": 2, "c": null}"#), &target);
+        assert_eq!(merged[1], Value::Text(r#"{"t":true,"a":2,"b":[2],"c":null}"#.into()));
+        let replaced = copy_all.merge_into(doc(r#"{"a": 2}"#), &target);
+        assert_eq!(replaced[1], Value::Text(r#"{"a": 2}"#.into()));
+        // Not both objects: the source's value as it is.
+        assert_eq!(merge.merge_into(doc("[3]"), &target)[1], Value::Text("[3]".into()));
     }
 
     /// Unknown columns in the config are reported with a suggestion.

@@ -556,6 +556,53 @@ fn dates_times_and_zones() {
     assert_eq!(report["metrics"]["recordCountAllModified"], 0, "nothing rewritten: {report}");
 }
 
+/// JSON objects into `jsonb`: keys another application adds to the target's copy are
+/// kept through later changes (compared and updated by the changed and the incremental
+/// step), until `copy_all_json_keys` makes every target document the source's again.
+#[test]
+fn json_keys_kept_or_copied_all() {
+    let pg = need_pg!();
+    let db = pg.create_database();
+    pg.psql(&db, "CREATE TABLE docs (id bigint PRIMARY KEY, doc jsonb, modify_id bigint)");
+    let ws = Workspace::new();
+    let source = ws.db(
+        "source.sqlite",
+        r#"CREATE TABLE docs (id INTEGER PRIMARY KEY, doc TEXT, modify_id INTEGER);
+           INSERT INTO docs VALUES (1, '{"a": 1, "b": [2]}', 1), (2, '{"a": 1}', 2), (3, '[1, 2]', 3);"#,
+    );
+    let config = |extra: &str| {
+        ws.config(&format!(
+            r#"{{"source": {SQLITE_SOURCE}, "target": {},
+                "tables": [{{"name": "docs", "modify_id_field": "modify_id"}}] {extra}}}"#,
+            pg_endpoint(pg, &db)
+        ))
+    };
+    let docs = || pg.query(&db, "SELECT id, doc FROM docs ORDER BY id");
+    config("");
+    run_ok(&ws, &["run", "--json", "--progress", "off"]);
+    // Another application keeps its own key in the target's documents.
+    pg.psql(&db, r#"UPDATE docs SET doc = doc || '{"seen": true}' WHERE id IN (1, 2)"#);
+    let report = run_ok(&ws, &["run", "--json", "--progress", "off"]);
+    assert_eq!(report["metrics"]["recordCountAllModified"], 0, "the target's own keys are no difference: {report}");
+
+    // A silent edit (changed step) and a trusted one (incremental step) keep the key.
+    source.execute_batch(r#"UPDATE docs SET doc = '{"a": 5, "b": [2]}' WHERE id = 1;"#).unwrap();
+    let report = run_ok(&ws, &["run", "--json", "--progress", "off"]);
+    assert_eq!(report["metrics"]["recordCountAllModified"], 1, "{report}");
+    source.execute_batch(r#"UPDATE docs SET doc = '{"a": 6}', modify_id = 10 WHERE id = 2;"#).unwrap();
+    config(r#", "trust_modify_id": true"#);
+    let report = run_ok(&ws, &["run", "--json", "--progress", "off"]);
+    assert_eq!(report["tables"][0]["plan"]["steps"], serde_json::json!(["Incremental"]), "{report}");
+    assert_eq!(report["metrics"]["recordCountAllModified"], 1, "{report}");
+    assert_eq!(docs(), vec![r#"1|{"a": 5, "b": [2], "seen": true}"#, r#"2|{"a": 6, "seen": true}"#, "3|[1, 2]"]);
+
+    // copy_all_json_keys: the target's documents become the source's.
+    config(r#", "copy_all_json_keys": true"#);
+    let report = run_ok(&ws, &["run", "--json", "--progress", "off"]);
+    assert_eq!(report["metrics"]["recordCountAllModified"], 2, "{report}");
+    assert_eq!(docs(), vec![r#"1|{"a": 5, "b": [2]}"#, r#"2|{"a": 6}"#, "3|[1, 2]"]);
+}
+
 /// A missing target table: `check` lists it, `plan` creates nothing, and a run with
 /// `create_missing_tables` creates it from the source schema (translated types, primary
 /// key, renamed and excluded columns) and fills it.

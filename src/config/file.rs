@@ -59,7 +59,8 @@ pub struct ConfigFile {
     /// Fill NOT NULL target columns that have no source value with a type default.
     #[serde(default)]
     pub set_default_value: bool,
-    /// Copy every key of JSON fields, not only the mapped ones.
+    /// JSON objects: `false` keeps the keys only the target's document has (they are
+    /// neither compared nor overwritten); `true` makes the target's document the source's.
     #[serde(default)]
     pub copy_all_json_keys: bool,
     /// Log every SQL statement (values are never logged).

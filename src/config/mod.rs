@@ -204,7 +204,8 @@ pub struct TableSettings {
     pub max_delete_percent: f64,
     /// Fill NOT NULL columns without source values.
     pub set_default_value: bool,
-    /// Copy all JSON keys.
+    /// JSON objects are copied whole rather than merged into the target's (see
+    /// [`crate::transform::TableMapping::merge_into`]).
     pub copy_all_json_keys: bool,
     /// Binary search for adds.
     pub binary_search_for_add: bool,

@@ -336,7 +336,25 @@ impl StepContext<'_> {
             return Ok(false);
         }
         tracing::info!(table = %self.job.spec.name, rows = moved.len(), "rows moved to another record type");
-        let (converted, conversion_errors) = self.convert(&moved)?;
+        let (mut converted, conversion_errors) = self.convert(&moved)?;
+        if self.job.mapping.merges_json() {
+            // The target rows being rewritten keep their own JSON keys, as in any update.
+            let mut scope = self.job.mapping.target.clone();
+            scope.filter.clear();
+            let target = self.target;
+            let keys: Vec<Key> = moved_keys.iter().cloned().collect();
+            let old = retry("reading target rows", || target.read_rows_by_keys(&scope, &keys))
+                .await
+                .map_err(self.db("reading target rows"))?;
+            let old: HashMap<Key, Row> = old.into_iter().filter_map(|r| Some((scope.key_of(&r)?, r))).collect();
+            converted = converted
+                .into_iter()
+                .map(|row| match scope.key_of(&row).and_then(|k| old.get(&k)) {
+                    Some(o) => self.job.mapping.merge_into(row, o),
+                    None => row,
+                })
+                .collect();
+        }
         let (written, write_errors) = self.write(converted).await?;
         self.report().modified += written;
         Ok(conversion_errors || write_errors)
@@ -872,7 +890,7 @@ async fn changed_step(
                         same += 1;
                     } else {
                         modified += 1;
-                        upserts.push(converted[i].clone());
+                        upserts.push(ctx.job.mapping.merge_into(converted[i].clone(), &tgt[j]));
                     }
                     i += 1;
                     j += 1;
@@ -954,9 +972,9 @@ async fn incremental_step(
                     upserts.push(row);
                 }
                 Some(old) if ctx.job.mapping.rows_equal(&row, old) => same += 1,
-                Some(_) => {
+                Some(old) => {
                     modified += 1;
-                    upserts.push(row);
+                    upserts.push(ctx.job.mapping.merge_into(row, old));
                 }
             }
         }
