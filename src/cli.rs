@@ -480,6 +480,9 @@ async fn cmd_check(args: ConfigArgs) -> u8 {
             for w in &warnings {
                 println!("warning: {w}");
             }
+            for n in jobs.iter().flat_map(|job| &job.mapping.narrowing) {
+                println!("note: {n}");
+            }
             println!("check passed");
             exit::OK
         }

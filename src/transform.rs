@@ -26,6 +26,10 @@ pub struct TableMapping {
     merge_json: bool,
     /// Lossy or skipped columns worth telling the user about.
     pub warnings: Vec<String>,
+    /// Narrower columns of the same type family (`bigint` into `integer`, `text` into
+    /// `varchar(50)`): `check` lists them; a run names them only in its log's info level,
+    /// since a value that does not fit is isolated and reported anyway.
+    pub narrowing: Vec<String>,
 }
 
 /// Whether values of one type family convert to another.
@@ -69,6 +73,7 @@ impl TableMapping {
     ) -> Result<TableMapping, Vec<String>> {
         let mut problems = Vec::new();
         let mut warnings = Vec::new();
+        let mut narrowed = Vec::new();
         let t = &spec.name;
         let src_table = &spec.source_table;
         let tgt_table = &spec.target_table;
@@ -145,7 +150,15 @@ impl TableMapping {
                      rows that do not convert are reported as data errors",
                     column.name, column.declared_type, target_name, target_column.declared_type
                 )),
-                Convertibility::Exact => {}
+                Convertibility::Exact => {
+                    if let Some(why) = narrowing(&column.declared_type, &target_column.declared_type) {
+                        narrowed.push(format!(
+                            "table {t}: source column `{}` ({}) -> target `{}` ({}) may lose data: {why}; \
+                             rows that do not fit are reported as data errors",
+                            column.name, column.declared_type, target_name, target_column.declared_type
+                        ));
+                    }
+                }
             }
             columns.push(ColumnSource::Source { index: source_columns.len(), to: target_column.column_type });
             source_columns.push(column.name.clone());
@@ -188,7 +201,7 @@ impl TableMapping {
             columns: target_columns,
         };
         let merge_json = !spec.settings.copy_all_json_keys;
-        Ok(TableMapping { source, target, columns, merge_json, warnings })
+        Ok(TableMapping { source, target, columns, merge_json, warnings, narrowing: narrowed })
     }
 
     /// Converts a source row into a target row. An error names the column and value type.
@@ -241,6 +254,62 @@ impl TableMapping {
             }
         }
         row
+    }
+}
+
+/// Why a column of declared type `to` may not hold every value of one of declared type
+/// `from` of the same family: a narrower integer or float, fewer numeric digits, a shorter
+/// text. Declared types as PostgreSQL's `format_type` or SQLite's DDL spell them.
+fn narrowing(from: &str, to: &str) -> Option<String> {
+    // Bits of an integer or float type. PostgreSQL spells its 32-bit integer `integer` (in
+    // lower case); SQLite stores every integer in 64 bits, whatever the declaration, and
+    // its DDL customarily writes `INTEGER`.
+    let bits = |t: &str| match t.split('(').next().unwrap_or("").trim() {
+        "integer" | "int4" => Some(32),
+        t => match t.to_ascii_lowercase().as_str() {
+            "smallint" | "int2" => Some(16),
+            "real" | "float4" => Some(24),
+            "double precision" | "float8" | "double" | "float" => Some(53),
+            t if t.contains("int") => Some(64),
+            _ => None,
+        },
+    };
+    let (from_declared, to_declared) = (from, to);
+    let (from, to) = (from.to_ascii_lowercase(), to.to_ascii_lowercase());
+    // (precision, scale) of numeric(p, s) / decimal(p, s); text length of varchar(n) / char(n).
+    let args = |t: &str| -> Vec<i64> {
+        t.split_once('(')
+            .and_then(|(_, rest)| rest.split_once(')'))
+            .map(|(inner, _)| inner.split(',').filter_map(|a| a.trim().parse().ok()).collect())
+            .unwrap_or_default()
+    };
+    let is_numeric = |t: &str| t.starts_with("numeric") || t.starts_with("decimal");
+    let is_text =
+        |t: &str| ["char", "varchar", "character", "text", "clob", "nvarchar"].iter().any(|p| t.starts_with(p));
+    if is_numeric(&to) {
+        let target = args(&to);
+        let (p, s) = match target[..] {
+            [p] => (p, 0),
+            [p, s] => (p, s),
+            _ => return None,
+        };
+        return match (is_numeric(&from), &args(&from)[..]) {
+            (true, [fp, fs]) if fp - fs <= p - s && *fs <= s => None,
+            (true, [fp]) if *fp <= p - s => None,
+            _ => Some(format!("values beyond {p} digits with {s} after the point do not fit")),
+        };
+    }
+    if is_text(&to) {
+        let n = *args(&to).first()?;
+        return match args(&from).first() {
+            Some(m) if is_text(&from) && *m <= n => None,
+            _ => Some(format!("text longer than {n} characters does not fit")),
+        };
+    }
+    match (bits(from_declared), bits(to_declared)) {
+        (Some(a), Some(b)) if a > b && b == 24 => Some("double precision narrows to real".into()),
+        (Some(a), Some(b)) if a > b => Some(format!("integers wider than {b} bits do not fit")),
+        _ => None,
     }
 }
 
@@ -510,6 +579,39 @@ mod tests {
         assert_eq!(replaced[1], Value::Text(r#"{"a": 2}"#.into()));
         // Not both objects: the source's value as it is.
         assert_eq!(merge.merge_into(doc("[3]"), &target)[1], Value::Text("[3]".into()));
+    }
+
+    /// Same-family columns that narrow (integer and float widths, numeric digits, text
+    /// lengths) are reported; widening and equal ones are not.
+    #[test]
+    fn narrowing_columns_are_reported() {
+        for (from, to) in [
+            ("bigint", "smallint"),
+            ("INTEGER", "integer"),
+            ("integer", "smallint"),
+            ("double precision", "real"),
+            ("numeric(12,2)", "numeric(8,2)"),
+            ("numeric(12,4)", "numeric(12,2)"),
+            ("REAL", "numeric(10,2)"),
+            ("TEXT", "character varying(50)"),
+            ("character varying(80)", "VARCHAR(50)"),
+        ] {
+            assert!(narrowing(from, to).is_some(), "{from} -> {to}");
+        }
+        for (from, to) in [
+            ("smallint", "bigint"),
+            ("integer", "INTEGER"),
+            ("bigint", "INTEGER"),
+            ("real", "double precision"),
+            ("numeric(8,2)", "numeric(12,2)"),
+            ("numeric", "numeric"),
+            ("character varying(50)", "text"),
+            ("VARCHAR(20)", "character varying(50)"),
+            ("numeric(2,5)", "numeric(3,5)"),
+            ("timestamp with time zone", "timestamp without time zone"),
+        ] {
+            assert_eq!(narrowing(from, to), None, "{from} -> {to}");
+        }
     }
 
     /// Unknown columns in the config are reported with a suggestion.

@@ -421,6 +421,13 @@ fn schema_translation_both_ways() {
         "{}",
         text(&out)
     );
+    // Narrower columns of the same family are reported too.
+    for narrowed in [
+        "`small` (INTEGER) -> target `small` (smallint) may lose data: integers wider than 16 bits do not fit",
+        "`note` (TEXT) -> target `note` (character varying(50)) may lose data: text longer than 50 characters",
+    ] {
+        assert!(String::from_utf8_lossy(&out.stdout).contains(narrowed), "{narrowed}\n{}", text(&out));
+    }
     let report = run_ok(&ws, &["run", "--json", "--progress", "off"]);
     assert_eq!(report["metrics"]["recordCountAllAdded"], 3, "{report}");
     let rows = pg.query(

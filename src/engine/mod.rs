@@ -584,6 +584,9 @@ impl Engine {
         for w in &warnings {
             tracing::warn!("{w}");
         }
+        for n in jobs.iter().flat_map(|job| &job.mapping.narrowing) {
+            tracing::info!("{n}");
+        }
         let mut tables = Vec::with_capacity(jobs.len());
         for job in &jobs {
             let survey = self.survey(job, watermarks.watermark(job)?).await?;
