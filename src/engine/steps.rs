@@ -734,73 +734,82 @@ async fn feed_missing(
     source: &dyn Connector,
     target: &dyn Connector,
     job: &TableJob,
-    mut after: Option<Key>,
+    after: Option<Key>,
     batch: usize,
     tx: tokio::sync::mpsc::Sender<Feed>,
 ) {
+    if let Err(e) = read_missing(source, target, job, after, batch, &tx).await {
+        let _ = tx.send(Feed::Failed(e)).await;
+    }
+}
+
+/// [`feed_missing`]'s loop; a closed channel (the writer quit) ends it quietly.
+async fn read_missing(
+    source: &dyn Connector,
+    target: &dyn Connector,
+    job: &TableJob,
+    mut after: Option<Key>,
+    batch: usize,
+    tx: &tokio::sync::mpsc::Sender<Feed>,
+) -> Result<(), EngineError> {
     let limit = job.spec.settings.id_array_batch_size;
     let scopes = (&job.mapping.source, &job.mapping.target);
-    let failed = |what: &str, e: ConnectorError| {
-        Feed::Failed(EngineError::Database { context: format!("{what} ({})", job.spec.name), source: e })
+    let failed = |what: &'static str| {
+        move |e: ConnectorError| EngineError::Database { context: format!("{what} ({})", job.spec.name), source: e }
     };
     loop {
         let started = Instant::now();
-        let window = retry("reading keys", || crate::diff::key_window(source, target, scopes, &after, limit)).await;
+        let w = retry("reading keys", || crate::diff::key_window(source, target, scopes, &after, limit))
+            .await
+            .map_err(failed("reading keys"))?;
         let read = started.elapsed();
-        let w = match window {
-            Ok(w) => w,
-            Err(e) => {
-                let _ = tx.send(failed("reading keys", e)).await;
-                return;
-            }
-        };
         let started = Instant::now();
         let (missing, _) = crate::diff::key_diff(&w.source, &w.target);
-        // Contiguous runs of missing source keys are read by range, others by key list.
-        let mut plans = Vec::new();
-        let mut position = 0usize;
-        for chunk in missing.chunks(batch) {
-            let src = &w.source;
-            let first = src[position..].iter().position(|k| *k == chunk[0]).expect("missing ⊆ src") + position;
-            let last = src[first..].iter().position(|k| *k == chunk[chunk.len() - 1]).expect("ordered") + first;
-            position = last + 1;
-            let plan = if last - first + 1 == chunk.len() {
-                let range = KeyRange {
-                    after: if first == 0 { after.clone() } else { Some(src[first - 1].clone()) },
-                    upto: Some(chunk[chunk.len() - 1].clone()),
-                };
-                Fetch::Range(range, chunk.len())
-            } else {
-                Fetch::Keys(chunk.to_vec())
-            };
-            plans.push((plan, chunk.last().cloned()));
-        }
+        let plans = fetch_plans(&w.source, &missing, &after, batch);
         let compare = started.elapsed();
         for (plan, last) in plans {
             let (rows, read) = fetch(source, scopes.0, &plan).await;
-            let rows = match rows {
-                Ok(rows) => rows,
-                Err(e) => {
-                    let _ = tx.send(failed("reading source rows", e)).await;
-                    return;
-                }
-            };
+            let rows = rows.map_err(failed("reading source rows"))?;
             let started = Instant::now();
             let (rows, errors) = convert_rows(job, &rows);
             let convert = started.elapsed();
             if tx.send(Feed::Batch { rows, errors, last, read, convert }).await.is_err() {
-                return;
+                return Ok(());
             }
         }
         let keys = w.source.len() as u64;
         if tx.send(Feed::WindowEnd { upper: w.upper.clone(), keys, read, compare }).await.is_err() {
-            return;
+            return Ok(());
         }
         match w.upper {
             Some(u) => after = Some(u),
-            None => return,
+            None => return Ok(()),
         }
     }
+}
+
+/// How to read `missing` (ascending, a subset of the window's source keys `src` after
+/// `after`) in batches, each with its last key: contiguous runs of source keys by range,
+/// others by key list.
+fn fetch_plans(src: &[Key], missing: &[Key], after: &Option<Key>, batch: usize) -> Vec<(Fetch, Option<Key>)> {
+    let mut plans = Vec::new();
+    let mut position = 0usize;
+    for chunk in missing.chunks(batch) {
+        let first = src[position..].iter().position(|k| *k == chunk[0]).expect("missing ⊆ src") + position;
+        let last = src[first..].iter().position(|k| *k == chunk[chunk.len() - 1]).expect("ordered") + first;
+        position = last + 1;
+        let plan = if last - first + 1 == chunk.len() {
+            let range = KeyRange {
+                after: if first == 0 { after.clone() } else { Some(src[first - 1].clone()) },
+                upto: Some(chunk[chunk.len() - 1].clone()),
+            };
+            Fetch::Range(range, chunk.len())
+        } else {
+            Fetch::Keys(chunk.to_vec())
+        };
+        plans.push((plan, chunk.last().cloned()));
+    }
+    plans
 }
 
 /// Converts source rows to target rows: `(converted rows, one message per row that failed)`.
