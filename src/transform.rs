@@ -274,8 +274,7 @@ fn narrowing(from: &str, to: &str) -> Option<String> {
             _ => None,
         },
     };
-    let (from_declared, to_declared) = (from, to);
-    let (from, to) = (from.to_ascii_lowercase(), to.to_ascii_lowercase());
+    let (lower_from, lower_to) = (from.to_ascii_lowercase(), to.to_ascii_lowercase());
     // (precision, scale) of numeric(p, s) / decimal(p, s); text length of varchar(n) / char(n).
     let args = |t: &str| -> Vec<i64> {
         t.split_once('(')
@@ -286,27 +285,27 @@ fn narrowing(from: &str, to: &str) -> Option<String> {
     let is_numeric = |t: &str| t.starts_with("numeric") || t.starts_with("decimal");
     let is_text =
         |t: &str| ["char", "varchar", "character", "text", "clob", "nvarchar"].iter().any(|p| t.starts_with(p));
-    if is_numeric(&to) {
-        let target = args(&to);
+    if is_numeric(&lower_to) {
+        let target = args(&lower_to);
         let (p, s) = match target[..] {
             [p] => (p, 0),
             [p, s] => (p, s),
             _ => return None,
         };
-        return match (is_numeric(&from), &args(&from)[..]) {
+        return match (is_numeric(&lower_from), &args(&lower_from)[..]) {
             (true, [fp, fs]) if fp - fs <= p - s && *fs <= s => None,
             (true, [fp]) if *fp <= p - s => None,
             _ => Some(format!("values beyond {p} digits with {s} after the point do not fit")),
         };
     }
-    if is_text(&to) {
-        let n = *args(&to).first()?;
-        return match args(&from).first() {
-            Some(m) if is_text(&from) && *m <= n => None,
+    if is_text(&lower_to) {
+        let n = *args(&lower_to).first()?;
+        return match args(&lower_from).first() {
+            Some(m) if is_text(&lower_from) && *m <= n => None,
             _ => Some(format!("text longer than {n} characters does not fit")),
         };
     }
-    match (bits(from_declared), bits(to_declared)) {
+    match (bits(from), bits(to)) {
         (Some(a), Some(b)) if a > b && b == 24 => Some("double precision narrows to real".into()),
         (Some(a), Some(b)) if a > b => Some(format!("integers wider than {b} bits do not fit")),
         _ => None,

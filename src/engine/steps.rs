@@ -346,7 +346,7 @@ impl StepContext<'_> {
             let old = retry("reading target rows", || target.read_rows_by_keys(&scope, &keys))
                 .await
                 .map_err(self.db("reading target rows"))?;
-            let old: HashMap<Key, Row> = old.into_iter().filter_map(|r| Some((scope.key_of(&r)?, r))).collect();
+            let old = rows_by_key(&scope, old);
             converted = converted
                 .into_iter()
                 .map(|row| match scope.key_of(&row).and_then(|k| old.get(&k)) {
@@ -812,6 +812,11 @@ fn fetch_plans(src: &[Key], missing: &[Key], after: &Option<Key>, batch: usize) 
     plans
 }
 
+/// Rows by their key in `scope`.
+fn rows_by_key(scope: &TableScope, rows: Vec<Row>) -> HashMap<Key, Row> {
+    rows.into_iter().filter_map(|r| Some((scope.key_of(&r)?, r))).collect()
+}
+
 /// Converts source rows to target rows: `(converted rows, one message per row that failed)`.
 fn convert_rows(job: &TableJob, rows: &[Row]) -> (Vec<Row>, Vec<String>) {
     let mut out = Vec::with_capacity(rows.len());
@@ -970,8 +975,7 @@ async fn incremental_step(
         ctx.state.timers.read += started.elapsed();
         let (converted, conversion_errors) = ctx.convert(&rows)?;
         let compare = Instant::now();
-        let existing: HashMap<Key, Row> =
-            existing.into_iter().filter_map(|r| Some((tgt_scope.key_of(&r)?, r))).collect();
+        let existing = rows_by_key(tgt_scope, existing);
         let (mut added, mut modified, mut same) = (0u64, 0u64, 0u64);
         let mut upserts = Vec::new();
         for row in converted {
