@@ -356,14 +356,11 @@ fn copy_value(out: &mut String, value: &Value) {
     match value {
         Value::Null => out.push_str("\\N"),
         Value::Bool(b) => out.push(if *b { 't' } else { 'f' }),
-        Value::Int(i) => {
-            let _ = write!(out, "{i}");
-        }
+        Value::Int(i) => out.push_str(itoa::Buffer::new().format(*i)),
         Value::Float(f) if f.is_nan() => out.push_str("NaN"),
         Value::Float(f) if f.is_infinite() => out.push_str(if *f > 0.0 { "Infinity" } else { "-Infinity" }),
-        Value::Float(f) => {
-            let _ = write!(out, "{f}");
-        }
+        // The shortest text that reads back as the same double ("1.0", "1e-7", "1e16").
+        Value::Float(f) => out.push_str(zmij::Buffer::new().format_finite(*f)),
         Value::Text(s) => {
             let mut rest = s.as_str();
             while let Some(at) = rest.find(['\\', '\t', '\n', '\r']) {
@@ -860,6 +857,20 @@ mod tests {
             out.push('|');
         }
         assert_eq!(out, "a\\tb\\\\c\\nd\\ré|\\N|\\\\x00ff|t|NaN|");
+    }
+
+    /// Numbers go out as text that reads back as the same value.
+    #[test]
+    fn copy_numbers() {
+        let mut out = String::new();
+        copy_value(&mut out, &Value::Int(i64::MIN));
+        assert_eq!(out, "-9223372036854775808");
+        for f in [0.1, -2.5, 1.0, 1e-7, 123456789.125, 1e300, f64::MIN_POSITIVE, -0.0] {
+            out.clear();
+            copy_value(&mut out, &Value::Float(f));
+            let back: f64 = out.parse().unwrap();
+            assert_eq!(back.to_bits(), f.to_bits(), "{f} went out as {out}");
+        }
     }
 
     /// Type names map onto families; text keys sort with `COLLATE "C"`, integers without.

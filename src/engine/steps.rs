@@ -44,6 +44,12 @@ pub enum StepCursor {
         /// Key of the last row done among those with `modify_id`.
         key: Option<Key>,
     },
+    /// `add` into a target table that was empty when the step began: source rows are
+    /// read in key order and written without comparing keys. Keys up to `after` are done.
+    Copy {
+        /// Last key done; `None` = nothing done yet.
+        after: Option<Key>,
+    },
 }
 
 impl std::fmt::Display for StepCursor {
@@ -51,6 +57,8 @@ impl std::fmt::Display for StepCursor {
         match self {
             StepCursor::Keys { after: Some(key) } => write!(f, "after key {key}"),
             StepCursor::Keys { after: None } => write!(f, "at the first key"),
+            StepCursor::Copy { after: Some(key) } => write!(f, "after key {key} (plain copy)"),
+            StepCursor::Copy { after: None } => write!(f, "at the first key (plain copy)"),
             StepCursor::Modify { modify_id: Some(m), key: Some(k) } => write!(f, "after modify id {m}, key {k}"),
             StepCursor::Modify { modify_id: Some(m), key: None } => write!(f, "from modify id {m}"),
             StepCursor::Modify { modify_id: None, .. } => write!(f, "at the first modify id"),
@@ -79,7 +87,7 @@ impl StepCursor {
 
     fn after_key(&self) -> Option<Key> {
         match self {
-            StepCursor::Keys { after } => after.clone(),
+            StepCursor::Keys { after } | StepCursor::Copy { after } => after.clone(),
             StepCursor::Modify { .. } | StepCursor::Bisect { .. } => None,
         }
     }
@@ -261,7 +269,16 @@ impl StepContext<'_> {
         let mut written = 0;
         let mut had_errors = false;
         let batch = self.batch_size();
-        let mut pending: Vec<Vec<Row>> = rows.chunks(batch).rev().map(<[Row]>::to_vec).collect();
+        let mut pending = Vec::with_capacity(rows.len().div_ceil(batch.max(1)));
+        let mut rows = rows.into_iter();
+        loop {
+            let chunk: Vec<Row> = rows.by_ref().take(batch.max(1)).collect();
+            if chunk.is_empty() {
+                break;
+            }
+            pending.push(chunk);
+        }
+        pending.reverse();
         while let Some(chunk) = pending.pop() {
             let started = Instant::now();
             let (target, scope) = (self.target, &self.job.mapping.target);
@@ -281,9 +298,10 @@ impl StepContext<'_> {
                         let key = scope.key_of(&chunk[0]).map_or("?".into(), |k| k.to_string());
                         self.record_error(ErrorKind::Data, format!("row {key} was refused: {message}"))?;
                     } else {
-                        let (a, b) = chunk.split_at(chunk.len() / 2);
-                        pending.push(b.to_vec());
-                        pending.push(a.to_vec());
+                        let mut first = chunk;
+                        let second = first.split_off(first.len() / 2);
+                        pending.push(second);
+                        pending.push(first);
                     }
                 }
                 Err(e) => return Err(self.db("writing rows")(e)),
@@ -403,9 +421,10 @@ pub async fn run_step(
     };
     let cursor = match (direction, cursor) {
         (Some(direction), StepCursor::Keys { after: None }) if !full_compare_only => {
-            match choose_bisect(ctx, direction).await? {
-                Some(search) => StepCursor::Bisect { search, written: 0 },
-                None => StepCursor::Keys { after: None },
+            match choose_approach(ctx, direction).await? {
+                Approach::Bisect(search) => StepCursor::Bisect { search, written: 0 },
+                Approach::Compare => StepCursor::Keys { after: None },
+                Approach::Copy => StepCursor::Copy { after: None },
             }
         }
         (_, cursor) => cursor,
@@ -436,9 +455,20 @@ fn note(ctx: &StepContext<'_>, line: &str) {
 /// stays within the table size: its key reads stay under 2.5% of a full compare's.
 const BISECT_MAX_SHARE: u64 = 40;
 
+/// How a fresh `add` or `delete` step finds its rows.
+enum Approach {
+    /// Key windows of both sides compared in full.
+    Compare,
+    /// The binary search, started.
+    Bisect(SearchState),
+    /// Adds into an empty target table: every source row, without reading keys.
+    Copy,
+}
+
 /// Decides between the binary search and a full compare for an `add` or `delete` step,
-/// as the manual's log lines say. Returns the started search when it is the choice.
-async fn choose_bisect(ctx: &mut StepContext<'_>, direction: Direction) -> Result<Option<SearchState>, EngineError> {
+/// as the manual's log lines say; adds into a target table that is empty copy the
+/// source's rows without comparing keys.
+async fn choose_approach(ctx: &mut StepContext<'_>, direction: Direction) -> Result<Approach, EngineError> {
     let settings = &ctx.job.spec.settings;
     let (source, target) = (ctx.source, ctx.target);
     let (src_scope, tgt_scope) = (&ctx.job.mapping.source, &ctx.job.mapping.target);
@@ -461,6 +491,10 @@ async fn choose_bisect(ctx: &mut StepContext<'_>, direction: Direction) -> Resul
         Direction::Add => "adds",
         Direction::Delete => "deletes",
     };
+    if direction == Direction::Add && target_count == 0 {
+        note(ctx, &format!("using plain copy for adds (reason=target table empty, rows={source_count})"));
+        return Ok(Approach::Copy);
+    }
     let reason = if !source.capabilities().offset_in_range || !target.capabilities().offset_in_range {
         Some("backend cannot find a key by offset")
     } else if direction == Direction::Add && !settings.binary_search_for_add {
@@ -477,14 +511,14 @@ async fn choose_bisect(ctx: &mut StepContext<'_>, direction: Direction) -> Resul
     };
     if let Some(reason) = reason {
         note(ctx, &format!("using full compare for {what} (reason={reason})"));
-        return Ok(None);
+        return Ok(Approach::Compare);
     }
     note(ctx, &format!("using binary search for {what} (from={from}, to={to}, diff={diff})"));
     let searcher = searcher(ctx, direction);
     let started = Instant::now();
     let search = searcher.start(source_count, target_count).await.map_err(ctx.db("binary search"))?;
     ctx.state.timers.bisect += started.elapsed();
-    Ok(Some(search))
+    Ok(Approach::Bisect(search))
 }
 
 fn searcher<'a>(ctx: &StepContext<'a>, direction: Direction) -> Searcher<'a> {
@@ -717,8 +751,9 @@ async fn fetch(
 /// What the reading half of the add step hands the writing half, in key order.
 enum Feed {
     /// One batch of missing source rows, converted; `errors` names the rows that failed
-    /// conversion. Keys up to `last` are done once it is written.
-    Batch { rows: Vec<Row>, errors: Vec<String>, last: Option<Key>, read: Duration, convert: Duration },
+    /// conversion. Keys up to `last` are done once it is written; `keys` source keys
+    /// are then done that no window end counts.
+    Batch { rows: Vec<Row>, errors: Vec<String>, last: Option<Key>, keys: u64, read: Duration, convert: Duration },
     /// A key window is complete: every missing key up to `upper` was in a batch before.
     WindowEnd { upper: Option<Key>, keys: u64, read: Duration, compare: Duration },
     /// Reading failed; the step stops with this error.
@@ -728,18 +763,71 @@ enum Feed {
 /// Batches the reading half of the add step may be ahead of the writing half.
 const FEED_AHEAD: usize = 2;
 
-/// Reads the missing rows after `after` window by window and feeds them to `tx` until
-/// the table ends, reading fails, or the writing half hangs up.
+/// Reads the missing rows after `after` window by window (with `copy`, every source
+/// row in key order) and feeds them to `tx` until the table ends, reading fails, or the
+/// writing half hangs up.
 async fn feed_missing(
     source: &dyn Connector,
     target: &dyn Connector,
     job: &TableJob,
     after: Option<Key>,
     batch: usize,
+    copy: bool,
     tx: tokio::sync::mpsc::Sender<Feed>,
 ) {
-    if let Err(e) = read_missing(source, target, job, after, batch, &tx).await {
+    let read = if copy {
+        read_all(source, job, after, batch, &tx).await
+    } else {
+        read_missing(source, target, job, after, batch, &tx).await
+    };
+    if let Err(e) = read {
         let _ = tx.send(Feed::Failed(e)).await;
+    }
+}
+
+/// The error of a failed read of `job`'s table.
+fn read_failed(job: &TableJob, what: &str) -> impl Fn(ConnectorError) -> EngineError + use<> {
+    let context = format!("{what} ({})", job.spec.name);
+    move |e| EngineError::Database { context: context.clone(), source: e }
+}
+
+/// [`feed_missing`]'s loop for a plain copy: source rows after `after`, `batch` at a time.
+async fn read_all(
+    source: &dyn Connector,
+    job: &TableJob,
+    mut after: Option<Key>,
+    batch: usize,
+    tx: &tokio::sync::mpsc::Sender<Feed>,
+) -> Result<(), EngineError> {
+    let scope = &job.mapping.source;
+    loop {
+        let range = KeyRange { after: after.clone(), upto: None };
+        let (rows, read) = fetch(source, scope, &Fetch::Range(range, batch)).await;
+        let rows = rows.map_err(read_failed(job, "reading source rows"))?;
+        let last = match rows.last() {
+            Some(row) => Some(scope.key_of(row).ok_or_else(|| {
+                read_failed(job, "reading source rows")(ConnectorError::Schema(
+                    "a source row has no usable key (NULL, or neither a number nor text)".into(),
+                ))
+            })?),
+            None => None,
+        };
+        let (keys, more) = (rows.len() as u64, rows.len() == batch);
+        let started = Instant::now();
+        let (rows, errors) = convert_rows(job, &rows);
+        let convert = started.elapsed();
+        if last.is_some() {
+            let feed = Feed::Batch { rows, errors, last: last.clone(), keys, read, convert };
+            if tx.send(feed).await.is_err() {
+                return Ok(());
+            }
+        }
+        if !more {
+            let end = Feed::WindowEnd { upper: None, keys: 0, read: Duration::ZERO, compare: Duration::ZERO };
+            let _ = tx.send(end).await;
+            return Ok(());
+        }
+        after = last;
     }
 }
 
@@ -754,9 +842,7 @@ async fn read_missing(
 ) -> Result<(), EngineError> {
     let limit = job.spec.settings.id_array_batch_size;
     let scopes = (&job.mapping.source, &job.mapping.target);
-    let failed = |what: &'static str| {
-        move |e: ConnectorError| EngineError::Database { context: format!("{what} ({})", job.spec.name), source: e }
-    };
+    let failed = |what| read_failed(job, what);
     loop {
         let started = Instant::now();
         let w = retry("reading keys", || crate::diff::key_window(source, target, scopes, &after, limit))
@@ -773,7 +859,7 @@ async fn read_missing(
             let started = Instant::now();
             let (rows, errors) = convert_rows(job, &rows);
             let convert = started.elapsed();
-            if tx.send(Feed::Batch { rows, errors, last, read, convert }).await.is_err() {
+            if tx.send(Feed::Batch { rows, errors, last, keys: 0, read, convert }).await.is_err() {
                 return Ok(());
             }
         }
@@ -833,21 +919,24 @@ fn convert_rows(job: &TableJob, rows: &[Row]) -> (Vec<Row>, Vec<String>) {
     (out, errors)
 }
 
-/// `add`: copies the source rows the target lacks. Reading (key windows, source rows,
-/// conversion) runs ahead of writing by up to [`FEED_AHEAD`] batches, so the target is
-/// kept busy; writes and checkpoints stay in key order, one batch at a time.
+/// `add`: copies the source rows the target lacks (with a [`StepCursor::Copy`] cursor,
+/// all of them). Reading (key windows, source rows, conversion) runs ahead of writing by
+/// up to [`FEED_AHEAD`] batches, so the target is kept busy; writes and checkpoints stay
+/// in key order, one batch at a time.
 async fn add_step(
     ctx: &mut StepContext<'_>,
     cursor: StepCursor,
     progress: &mut StepProgress,
 ) -> Result<(), EngineError> {
+    let copy = matches!(cursor, StepCursor::Copy { .. });
+    let at = move |after| if copy { StepCursor::Copy { after } } else { StepCursor::Keys { after } };
     let (tx, mut rx) = tokio::sync::mpsc::channel(FEED_AHEAD);
-    let reader = feed_missing(ctx.source, ctx.target, ctx.job, cursor.after_key(), ctx.batch_size(), tx);
+    let reader = feed_missing(ctx.source, ctx.target, ctx.job, cursor.after_key(), ctx.batch_size(), copy, tx);
     let writer = async move {
         while let Some(feed) = rx.recv().await {
             ctx.check_stop()?;
             match feed {
-                Feed::Batch { rows, errors, last, read, convert } => {
+                Feed::Batch { rows, errors, last, keys, read, convert } => {
                     ctx.state.timers.read += read;
                     ctx.state.timers.compare += convert;
                     let conversion_errors = !errors.is_empty();
@@ -857,14 +946,15 @@ async fn add_step(
                     let (written, write_errors) = ctx.write_mode(rows, WriteMode::InsertNew).await?;
                     ctx.report().added += written;
                     ctx.batch_done(conversion_errors || write_errors)?;
-                    ctx.commit(StepCursor::Keys { after: last })?;
+                    progress.advance(keys);
+                    ctx.commit(at(last))?;
                 }
                 Feed::WindowEnd { upper, keys, read, compare } => {
                     ctx.state.timers.read += read;
                     ctx.state.timers.compare += compare;
                     progress.advance(keys);
                     match upper {
-                        Some(u) => ctx.commit(StepCursor::Keys { after: Some(u) })?,
+                        Some(u) => ctx.commit(at(Some(u)))?,
                         None => return Ok(()),
                     }
                 }
