@@ -113,7 +113,7 @@ impl Connector for MemoryConnector {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities { offset_in_range: true, writable: true, transactional_batches: true }
+        Capabilities { offset_in_range: true, writable: true, transactional_batches: true, concurrent_writes: 1 }
     }
 
     fn counters(&self) -> &IoCounters {

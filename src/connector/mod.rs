@@ -73,6 +73,9 @@ pub struct Capabilities {
     pub writable: bool,
     /// Writes of one batch are atomic.
     pub transactional_batches: bool,
+    /// Batches worth writing at once (each in its own transaction, on its own
+    /// connection) when their keys are known to be disjoint and new; 1 = one at a time.
+    pub concurrent_writes: usize,
 }
 
 /// Counters every connector keeps, for the report's metrics.

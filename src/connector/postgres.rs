@@ -478,7 +478,14 @@ impl Connector for PostgresConnector {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities { offset_in_range: true, writable: self.side == Side::Target, transactional_batches: true }
+        Capabilities {
+            offset_in_range: true,
+            writable: self.side == Side::Target,
+            transactional_batches: true,
+            // Two COPYs at once keep the server busy while the next batch is sent and
+            // checkpointed; more only add contention on the same table and index.
+            concurrent_writes: (self.pool.options().get_max_connections() as usize).clamp(1, 2),
+        }
     }
 
     fn counters(&self) -> &IoCounters {

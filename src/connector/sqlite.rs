@@ -261,7 +261,13 @@ impl Connector for SqliteConnector {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities { offset_in_range: true, writable: self.side == Side::Target, transactional_batches: true }
+        Capabilities {
+            offset_in_range: true,
+            writable: self.side == Side::Target,
+            transactional_batches: true,
+            // One connection: writes queue behind each other anyway.
+            concurrent_writes: 1,
+        }
     }
 
     fn counters(&self) -> &IoCounters {

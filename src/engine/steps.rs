@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::{EngineError, ErrorPolicy, Observer, RunOptions, RunState, TableJob, TableSurvey};
+use futures::StreamExt;
+
 use crate::connector::{Connector, ConnectorError, ModifyCursor};
 use crate::diff::bisect::{Direction, SearchState, Searcher, token};
 use crate::model::{Key, KeyRange, Row, TableScope, Value};
@@ -921,8 +923,11 @@ fn convert_rows(job: &TableJob, rows: &[Row]) -> (Vec<Row>, Vec<String>) {
 
 /// `add`: copies the source rows the target lacks (with a [`StepCursor::Copy`] cursor,
 /// all of them). Reading (key windows, source rows, conversion) runs ahead of writing by
-/// up to [`FEED_AHEAD`] batches, so the target is kept busy; writes and checkpoints stay
-/// in key order, one batch at a time.
+/// up to [`FEED_AHEAD`] batches, so the target is kept busy. A plain copy also writes up
+/// to [`Capabilities::concurrent_writes`](crate::connector::Capabilities) batches at
+/// once; their results are taken, and checkpointed, in key order. A crash may leave a
+/// later batch committed and an earlier one not: the resume writes both again (the
+/// committed one as an upsert) and counts each once.
 async fn add_step(
     ctx: &mut StepContext<'_>,
     cursor: StepCursor,
@@ -930,42 +935,175 @@ async fn add_step(
 ) -> Result<(), EngineError> {
     let copy = matches!(cursor, StepCursor::Copy { .. });
     let at = move |after| if copy { StepCursor::Copy { after } } else { StepCursor::Keys { after } };
+    // Key windows leave no room: keys they saw missing may be present by the time a
+    // resume reads them again, and such batches would go uncounted.
+    let mut limit = if copy { ctx.target.capabilities().concurrent_writes.max(1) } else { 1 };
     let (tx, mut rx) = tokio::sync::mpsc::channel(FEED_AHEAD);
     let reader = feed_missing(ctx.source, ctx.target, ctx.job, cursor.after_key(), ctx.batch_size(), copy, tx);
+    let (target, scope) = (ctx.target, &ctx.job.mapping.target);
     let writer = async move {
-        while let Some(feed) = rx.recv().await {
-            ctx.check_stop()?;
-            match feed {
-                Feed::Batch { rows, errors, last, keys, read, convert } => {
-                    ctx.state.timers.read += read;
-                    ctx.state.timers.compare += convert;
-                    let conversion_errors = !errors.is_empty();
-                    for message in errors {
-                        ctx.record_error(ErrorKind::Data, message)?;
+        let mut queue = futures::stream::FuturesOrdered::new();
+        // Batches in the queue, and since when at least one is.
+        let mut writing = 0usize;
+        let mut busy: Option<Instant> = None;
+        let mut stopping = false;
+        let mut ended = false;
+        loop {
+            if ctx.check_stop().is_err() {
+                stopping = true;
+            }
+            if stopping && queue.is_empty() {
+                return Err(EngineError::Interrupted);
+            }
+            tokio::select! {
+                biased;
+                Some(landed) = queue.next() => {
+                    let mut landed = vec![landed];
+                    let overlapped = limit > 1;
+                    if overlapped && matches!(landed[0], (Feed::Batch { .. }, Some(Err(ConnectorError::Data(_))))) {
+                        // The refused batch is written again alone, after the ones
+                        // still in flight have landed (they may hold what it waits for,
+                        // as a row's parent in the same table).
+                        while let Some(l) = queue.next().await {
+                            landed.push(l);
+                        }
                     }
-                    let (written, write_errors) = ctx.write_mode(rows, WriteMode::InsertNew).await?;
-                    ctx.report().added += written;
-                    ctx.batch_done(conversion_errors || write_errors)?;
-                    progress.advance(keys);
-                    ctx.commit(at(last))?;
-                }
-                Feed::WindowEnd { upper, keys, read, compare } => {
-                    ctx.state.timers.read += read;
-                    ctx.state.timers.compare += compare;
-                    progress.advance(keys);
-                    match upper {
-                        Some(u) => ctx.commit(at(Some(u)))?,
-                        None => return Ok(()),
+                    for (feed, result) in landed {
+                        if matches!(feed, Feed::Batch { .. }) {
+                            writing -= 1;
+                        }
+                        if writing == 0 && let Some(since) = busy.take() {
+                            ctx.state.timers.write += since.elapsed();
+                        }
+                        if ctx.land(feed, result, overlapped, &mut limit, progress, at).await? {
+                            return Ok(());
+                        }
                     }
                 }
-                Feed::Failed(e) => return Err(e),
+                feed = rx.recv(), if !stopping && !ended && writing < limit => {
+                    let feed = feed.expect("the add step's reader ends with the last window or an error");
+                    match feed {
+                        Feed::Failed(e) => return Err(e),
+                        Feed::Batch { .. } => {
+                            writing += 1;
+                            busy.get_or_insert_with(Instant::now);
+                        }
+                        Feed::WindowEnd { ref upper, .. } => ended = upper.is_none(),
+                    }
+                    queue.push_back(write_new(target, scope, feed));
+                }
             }
         }
-        unreachable!("the add step's reader stops only after the last window, on an error, or when the writer quits")
     };
     // The writer returning drops `rx`, which ends the reader at its next batch.
     let ((), result) = tokio::join!(reader, writer);
     result
+}
+
+/// Writes a batch's rows with [`Connector::insert_new`] (retrying retryable errors);
+/// other feeds pass through. Returns the feed with the write's result.
+async fn write_new(
+    target: &dyn Connector,
+    scope: &TableScope,
+    feed: Feed,
+) -> (Feed, Option<Result<u64, ConnectorError>>) {
+    let result = match &feed {
+        Feed::Batch { rows, .. } if !rows.is_empty() => {
+            Some(retry("writing rows", || target.insert_new(scope, rows)).await)
+        }
+        Feed::Batch { .. } => Some(Ok(0)),
+        _ => None,
+    };
+    (feed, result)
+}
+
+impl StepContext<'_> {
+    /// Takes a written batch or a window end, in key order: counts, records errors and
+    /// checkpoints. A batch the target refused as bad data is written again (split until
+    /// the bad rows are isolated); `overlapped` says it had company in flight, so the
+    /// refusal may have been only a row it depended on not being committed yet. When
+    /// the batch then lands whole, its rows depend on earlier batches (a parent in the
+    /// same table) and so may the next ones': `limit` drops to one batch at a time.
+    /// Returns whether the step is done.
+    async fn land(
+        &mut self,
+        feed: Feed,
+        result: Option<Result<u64, ConnectorError>>,
+        overlapped: bool,
+        limit: &mut usize,
+        progress: &mut StepProgress,
+        at: impl Fn(Option<Key>) -> StepCursor,
+    ) -> Result<bool, EngineError> {
+        match feed {
+            Feed::Batch { rows, errors, last, keys, read, convert } => {
+                self.state.timers.read += read;
+                self.state.timers.compare += convert;
+                let conversion_errors = !errors.is_empty();
+                for message in errors {
+                    self.record_error(ErrorKind::Data, message)?;
+                }
+                let (written, write_errors) = match result.expect("a batch's write result") {
+                    Ok(n) => {
+                        crate::failpoint::hit("after_commit");
+                        (n, false)
+                    }
+                    Err(ConnectorError::Data(message)) => {
+                        let n = rows.len() as u64;
+                        let (written, errors) = self.write_refused(rows, message, overlapped).await?;
+                        if overlapped && written == n && *limit > 1 {
+                            *limit = 1;
+                            tracing::info!(
+                                table = %self.name(),
+                                "a batch refused beside another landed alone; writing one batch at a time"
+                            );
+                        }
+                        (written, errors)
+                    }
+                    Err(e) => return Err(self.db("writing rows")(e)),
+                };
+                self.report().added += written;
+                self.batch_done(conversion_errors || write_errors)?;
+                progress.advance(keys);
+                self.commit(at(last))?;
+                Ok(false)
+            }
+            Feed::WindowEnd { upper, keys, read, compare } => {
+                self.state.timers.read += read;
+                self.state.timers.compare += compare;
+                progress.advance(keys);
+                match upper {
+                    Some(u) => self.commit(at(Some(u)))?,
+                    None => return Ok(true),
+                }
+                Ok(false)
+            }
+            Feed::Failed(e) => Err(e),
+        }
+    }
+
+    /// Writes again a batch of new rows the target refused with `message`: whole when
+    /// it was written `overlapped` with others, else split in halves at once. Returns
+    /// `(rows written, any errors)` as [`Self::write_mode`] does.
+    async fn write_refused(
+        &mut self,
+        mut rows: Vec<Row>,
+        message: String,
+        overlapped: bool,
+    ) -> Result<(u64, bool), EngineError> {
+        if overlapped {
+            tracing::debug!(table = %self.name(), rows = rows.len(), "batch refused beside others ({message}); writing it again alone");
+            return self.write_mode(rows, WriteMode::InsertNew).await;
+        }
+        if rows.len() == 1 {
+            let key = self.job.mapping.target.key_of(&rows[0]).map_or("?".into(), |k| k.to_string());
+            self.record_error(ErrorKind::Data, format!("row {key} was refused: {message}"))?;
+            return Ok((0, true));
+        }
+        let second = rows.split_off(rows.len() / 2);
+        let (a, _) = self.write_mode(rows, WriteMode::InsertNew).await?;
+        let (b, _) = self.write_mode(second, WriteMode::InsertNew).await?;
+        Ok((a + b, true))
+    }
 }
 
 async fn changed_step(
