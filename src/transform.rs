@@ -206,12 +206,20 @@ impl TableMapping {
 
     /// Converts a source row into a target row. An error names the column and value type.
     pub fn convert(&self, row: &Row) -> Result<Row, String> {
+        self.convert_owned(row.clone())
+    }
+
+    /// [`TableMapping::convert`], taking the row: values that need no conversion move.
+    pub fn convert_owned(&self, mut row: Row) -> Result<Row, String> {
         self.columns
             .iter()
             .enumerate()
             .map(|(i, c)| match c {
                 ColumnSource::Source { index, to } => {
-                    convert_value(&row[*index], *to).map_err(|e| format!("column `{}`: {e}", self.target.columns[i]))
+                    // `build` walks the source columns once: each feeds one target
+                    // column at most, so its value can move.
+                    let value = std::mem::replace(&mut row[*index], Value::Null);
+                    convert_owned(value, *to).map_err(|e| format!("column `{}`: {e}", self.target.columns[i]))
                 }
                 ColumnSource::Default(v) => Ok(v.clone()),
             })
@@ -418,33 +426,38 @@ fn default_for(t: ColumnType) -> Value {
 
 /// Converts one value to a target type family.
 pub fn convert_value(value: &Value, to: ColumnType) -> Result<Value, String> {
+    convert_owned(value.clone(), to)
+}
+
+/// [`convert_value`], taking the value.
+pub fn convert_owned(value: Value, to: ColumnType) -> Result<Value, String> {
     use ColumnType as T;
     Ok(match (value, to) {
-        (Value::Null, _) | (_, T::Other) => value.clone(),
-        (Value::Int(_), T::Integer) => value.clone(),
-        (Value::Float(f), T::Integer) if f.fract() == 0.0 && f.abs() < 9.2e18 => Value::Int(*f as i64),
-        (Value::Bool(b), T::Integer) => Value::Int(i64::from(*b)),
+        (value @ Value::Null, _) | (value, T::Other) => value,
+        (value @ Value::Int(_), T::Integer) => value,
+        (Value::Float(f), T::Integer) if f.fract() == 0.0 && f.abs() < 9.2e18 => Value::Int(f as i64),
+        (Value::Bool(b), T::Integer) => Value::Int(i64::from(b)),
         (Value::Text(s), T::Integer) => {
             Value::Int(s.trim().parse().map_err(|_| format!("text {s:?} is not an integer"))?)
         }
-        (Value::Int(i), T::Float | T::Decimal) => Value::Float(*i as f64),
-        (Value::Float(_), T::Float | T::Decimal) => value.clone(),
+        (Value::Int(i), T::Float | T::Decimal) => Value::Float(i as f64),
+        (value @ Value::Float(_), T::Float | T::Decimal) => value,
         (Value::Text(s), T::Float | T::Decimal) => {
             Value::Float(s.trim().parse().map_err(|_| format!("text {s:?} is not a number"))?)
         }
-        (Value::Bool(_), T::Boolean) => value.clone(),
-        (Value::Int(i @ (0 | 1)), T::Boolean) => Value::Bool(*i == 1),
-        (Value::Text(_), T::Text | T::Date | T::Time | T::Timestamp | T::Json) => value.clone(),
+        (value @ Value::Bool(_), T::Boolean) => value,
+        (Value::Int(i @ (0 | 1)), T::Boolean) => Value::Bool(i == 1),
+        (value @ Value::Text(_), T::Text | T::Date | T::Time | T::Timestamp | T::Json) => value,
         (Value::Int(i), T::Text) => Value::Text(i.to_string()),
         (Value::Float(f), T::Text) => Value::Text(f.to_string()),
         (Value::Bool(b), T::Text) => Value::Text(b.to_string()),
         (Value::Bytes(b), T::Text) => {
-            Value::Text(String::from_utf8(b.clone()).map_err(|_| "bytes are not valid UTF-8 text".to_string())?)
+            Value::Text(String::from_utf8(b).map_err(|_| "bytes are not valid UTF-8 text".to_string())?)
         }
-        (Value::Bytes(_), T::Blob) => value.clone(),
-        (Value::Text(s), T::Blob) => Value::Bytes(s.as_bytes().to_vec()),
+        (value @ Value::Bytes(_), T::Blob) => value,
+        (Value::Text(s), T::Blob) => Value::Bytes(s.into_bytes()),
         // Dates and times kept as integers (unix time) or floats (julian days) pass through.
-        (Value::Int(_) | Value::Float(_), T::Date | T::Time | T::Timestamp) => value.clone(),
+        (value @ (Value::Int(_) | Value::Float(_)), T::Date | T::Time | T::Timestamp) => value,
         (v, t) => return Err(format!("{} value cannot convert to {t}", v.kind())),
     })
 }

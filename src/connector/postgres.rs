@@ -310,13 +310,16 @@ fn cast_for(t: ColumnType, declared: &str) -> Option<String> {
     }
 }
 
+/// Column `i` of a row read with [`select_expr`]: the SQL casts every column to the
+/// type its wire form decodes, so the per-value type check is skipped (a value of
+/// another type would still fail to decode, by its length or its UTF-8).
 fn decode(row: &PgRow, i: usize, w: Wire) -> Result<Value, sqlx::Error> {
     Ok(match w {
-        Wire::Int => row.try_get::<Option<i64>, _>(i)?.map_or(Value::Null, Value::Int),
-        Wire::Float => row.try_get::<Option<f64>, _>(i)?.map_or(Value::Null, Value::Float),
-        Wire::Bool => row.try_get::<Option<bool>, _>(i)?.map_or(Value::Null, Value::Bool),
-        Wire::Bytes => row.try_get::<Option<Vec<u8>>, _>(i)?.map_or(Value::Null, Value::Bytes),
-        Wire::Text => row.try_get::<Option<String>, _>(i)?.map_or(Value::Null, Value::Text),
+        Wire::Int => row.try_get_unchecked::<Option<i64>, _>(i)?.map_or(Value::Null, Value::Int),
+        Wire::Float => row.try_get_unchecked::<Option<f64>, _>(i)?.map_or(Value::Null, Value::Float),
+        Wire::Bool => row.try_get_unchecked::<Option<bool>, _>(i)?.map_or(Value::Null, Value::Bool),
+        Wire::Bytes => row.try_get_unchecked::<Option<Vec<u8>>, _>(i)?.map_or(Value::Null, Value::Bytes),
+        Wire::Text => row.try_get_unchecked::<Option<String>, _>(i)?.map_or(Value::Null, Value::Text),
     })
 }
 

@@ -248,7 +248,7 @@ impl StepContext<'_> {
 
     /// Converts source rows to target rows; rows that fail are recorded as data errors
     /// and left out.
-    fn convert(&mut self, rows: &[Row]) -> Result<(Vec<Row>, bool), EngineError> {
+    fn convert(&mut self, rows: Vec<Row>) -> Result<(Vec<Row>, bool), EngineError> {
         let started = Instant::now();
         let (out, errors) = convert_rows(self.job, rows);
         self.state.timers.compare += started.elapsed();
@@ -356,7 +356,7 @@ impl StepContext<'_> {
             return Ok(false);
         }
         tracing::info!(table = %self.job.spec.name, rows = moved.len(), "rows moved to another record type");
-        let (mut converted, conversion_errors) = self.convert(&moved)?;
+        let (mut converted, conversion_errors) = self.convert(moved)?;
         if self.job.mapping.merges_json() {
             // The target rows being rewritten keep their own JSON keys, as in any update.
             let mut scope = self.job.mapping.target.clone();
@@ -602,7 +602,7 @@ async fn bisect_step(
                     .await
                     .map_err(ctx.db("reading source rows"))?;
                 ctx.state.timers.read += started.elapsed();
-                let (converted, conversion_errors) = ctx.convert(&rows)?;
+                let (converted, conversion_errors) = ctx.convert(rows)?;
                 let (n, write_errors) = ctx.write_mode(converted, WriteMode::InsertNew).await?;
                 ctx.report().added += n;
                 conversion_errors || write_errors
@@ -793,18 +793,20 @@ fn read_failed(job: &TableJob, what: &str) -> impl Fn(ConnectorError) -> EngineE
     move |e| EngineError::Database { context: context.clone(), source: e }
 }
 
-/// [`feed_missing`]'s loop for a plain copy: source rows after `after`, `batch` at a time.
+/// [`feed_missing`]'s loop for a plain copy: source rows after `after`, `batch` at a
+/// time. The next page is read while the current one is converted and handed over.
 async fn read_all(
     source: &dyn Connector,
     job: &TableJob,
-    mut after: Option<Key>,
+    after: Option<Key>,
     batch: usize,
     tx: &tokio::sync::mpsc::Sender<Feed>,
 ) -> Result<(), EngineError> {
     let scope = &job.mapping.source;
+    let page = |after| async move { fetch(source, scope, &Fetch::Range(KeyRange { after, upto: None }, batch)).await };
+    let mut next = page(after).await;
     loop {
-        let range = KeyRange { after: after.clone(), upto: None };
-        let (rows, read) = fetch(source, scope, &Fetch::Range(range, batch)).await;
+        let (rows, read) = next;
         let rows = rows.map_err(read_failed(job, "reading source rows"))?;
         let last = match rows.last() {
             Some(row) => Some(scope.key_of(row).ok_or_else(|| {
@@ -814,22 +816,29 @@ async fn read_all(
             })?),
             None => None,
         };
-        let (keys, more) = (rows.len() as u64, rows.len() == batch);
-        let started = Instant::now();
-        let (rows, errors) = convert_rows(job, &rows);
-        let convert = started.elapsed();
-        if last.is_some() {
-            let feed = Feed::Batch { rows, errors, last: last.clone(), keys, read, convert };
-            if tx.send(feed).await.is_err() {
-                return Ok(());
+        let more = rows.len() == batch;
+        let hand_over = async {
+            if rows.is_empty() {
+                return true;
             }
-        }
+            let started = Instant::now();
+            let keys = rows.len() as u64;
+            let (rows, errors) = convert_rows(job, rows);
+            let feed = Feed::Batch { rows, errors, last: last.clone(), keys, read, convert: started.elapsed() };
+            tx.send(feed).await.is_ok()
+        };
         if !more {
-            let end = Feed::WindowEnd { upper: None, keys: 0, read: Duration::ZERO, compare: Duration::ZERO };
-            let _ = tx.send(end).await;
+            if hand_over.await {
+                let end = Feed::WindowEnd { upper: None, keys: 0, read: Duration::ZERO, compare: Duration::ZERO };
+                let _ = tx.send(end).await;
+            }
             return Ok(());
         }
-        after = last;
+        let (handed, ahead) = tokio::join!(hand_over, page(last.clone()));
+        if !handed {
+            return Ok(());
+        }
+        next = ahead;
     }
 }
 
@@ -859,7 +868,7 @@ async fn read_missing(
             let (rows, read) = fetch(source, scopes.0, &plan).await;
             let rows = rows.map_err(failed("reading source rows"))?;
             let started = Instant::now();
-            let (rows, errors) = convert_rows(job, &rows);
+            let (rows, errors) = convert_rows(job, rows);
             let convert = started.elapsed();
             if tx.send(Feed::Batch { rows, errors, last, keys: 0, read, convert }).await.is_err() {
                 return Ok(());
@@ -906,14 +915,15 @@ fn rows_by_key(scope: &TableScope, rows: Vec<Row>) -> HashMap<Key, Row> {
 }
 
 /// Converts source rows to target rows: `(converted rows, one message per row that failed)`.
-fn convert_rows(job: &TableJob, rows: &[Row]) -> (Vec<Row>, Vec<String>) {
+fn convert_rows(job: &TableJob, rows: Vec<Row>) -> (Vec<Row>, Vec<String>) {
     let mut out = Vec::with_capacity(rows.len());
     let mut errors = Vec::new();
     for row in rows {
-        match job.mapping.convert(row) {
+        let key = job.mapping.source.key_of(&row);
+        match job.mapping.convert_owned(row) {
             Ok(r) => out.push(r),
             Err(e) => {
-                let key = job.mapping.source.key_of(row).map_or("?".into(), |k| k.to_string());
+                let key = key.map_or("?".into(), |k| k.to_string());
                 errors.push(format!("row {key} cannot be converted: {e}"));
             }
         }
@@ -1116,7 +1126,8 @@ async fn changed_step(
     loop {
         ctx.check_stop()?;
         let (src, tgt, upper) = ctx.row_window(&after, batch).await?;
-        let (converted, conversion_errors) = ctx.convert(&src)?;
+        let n = src.len() as u64;
+        let (converted, conversion_errors) = ctx.convert(src)?;
         let compare = Instant::now();
         let (src_scope, tgt_scope) = (&ctx.job.mapping.target, &ctx.job.mapping.target);
         let mut upserts = Vec::new();
@@ -1159,7 +1170,7 @@ async fn changed_step(
         let (written, write_errors) = ctx.write(upserts).await?;
         ctx.account(added, modified, same, written);
         ctx.batch_done(conversion_errors || write_errors || move_errors)?;
-        progress.advance(src.len() as u64);
+        progress.advance(n);
         match upper {
             Some(u) => {
                 after = Some(u);
@@ -1201,7 +1212,9 @@ async fn incremental_step(
             .await
             .map_err(ctx.db("reading target rows"))?;
         ctx.state.timers.read += started.elapsed();
-        let (converted, conversion_errors) = ctx.convert(&rows)?;
+        let (n, last) = (rows.len(), rows.last().expect("not empty"));
+        let next = ModifyCursor { modify_id: Some(last[modify_index].clone()), key: src_scope.key_of(last) };
+        let (converted, conversion_errors) = ctx.convert(rows)?;
         let compare = Instant::now();
         let existing = rows_by_key(tgt_scope, existing);
         let (mut added, mut modified, mut same) = (0u64, 0u64, 0u64);
@@ -1223,11 +1236,10 @@ async fn incremental_step(
         let (written, write_errors) = ctx.write(upserts).await?;
         ctx.account(added, modified, same, written);
         ctx.batch_done(conversion_errors || write_errors)?;
-        let last = rows.last().expect("not empty");
-        position = ModifyCursor { modify_id: Some(last[modify_index].clone()), key: src_scope.key_of(last) };
+        position = next;
         ctx.commit(StepCursor::Modify { modify_id: position.modify_id.clone(), key: position.key.clone() })?;
-        progress.advance(rows.len() as u64);
-        if rows.len() < batch {
+        progress.advance(n as u64);
+        if n < batch {
             return Ok(());
         }
     }
