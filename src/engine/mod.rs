@@ -533,38 +533,33 @@ impl Engine {
     pub async fn survey(&self, job: &TableJob, stored_watermark: Option<Value>) -> Result<TableSurvey, EngineError> {
         let name = &job.spec.name;
         let all = KeyRange::all();
-        let (source_count, target_count) =
-            tokio::join!(self.source.count(&job.mapping.source, &all), self.target.count(&job.mapping.target, &all));
+        let has_modify = job.mapping.source.modify_index.is_some() && job.mapping.target.modify_index.is_some();
+        // Each of these may scan a table; all but the changed rows' count (which needs
+        // the watermark) run at once, on backends with a pool on separate connections.
+        let (source_count, target_count, target_max, source_max, nulls) = tokio::join!(
+            self.source.count(&job.mapping.source, &all),
+            self.target.count(&job.mapping.target, &all),
+            async {
+                match stored_watermark {
+                    _ if !has_modify => Ok(None),
+                    Some(w) => Ok(Some(w)),
+                    None => self.target.max_modify(&job.mapping.target).await,
+                }
+            },
+            async { if has_modify { self.source.max_modify(&job.mapping.source).await } else { Ok(None) } },
+            async { if has_modify { self.source.count_null_modify(&job.mapping.source).await } else { Ok(0) } },
+        );
         let source_count = source_count.map_err(db_error(format!("counting source rows of {name}")))?;
         let target_count = target_count.map_err(db_error(format!("counting target rows of {name}")))?;
-        let has_modify = job.mapping.source.modify_index.is_some() && job.mapping.target.modify_index.is_some();
-        let (mut watermark, mut source_max_modify, mut changed, mut null_modify) = (None, None, None, 0);
-        if has_modify {
-            watermark = match stored_watermark {
-                Some(w) => Some(w),
-                None => self
-                    .target
-                    .max_modify(&job.mapping.target)
-                    .await
-                    .map_err(db_error(format!("reading target modify id of {name}")))?,
-            };
-            source_max_modify = self
-                .source
-                .max_modify(&job.mapping.source)
-                .await
-                .map_err(db_error(format!("reading source modify id of {name}")))?;
-            changed = Some(
-                self.source
-                    .count_changed_since(&job.mapping.source, watermark.as_ref())
-                    .await
-                    .map_err(db_error(format!("counting changed rows of {name}")))?,
-            );
-            null_modify = self
-                .source
-                .count_null_modify(&job.mapping.source)
-                .await
-                .map_err(db_error(format!("counting NULL modify ids of {name}")))?;
-        }
+        let watermark = target_max.map_err(db_error(format!("reading target modify id of {name}")))?;
+        let source_max_modify = source_max.map_err(db_error(format!("reading source modify id of {name}")))?;
+        let null_modify = nulls.map_err(db_error(format!("counting NULL modify ids of {name}")))?;
+        let changed = if has_modify {
+            let changed = self.source.count_changed_since(&job.mapping.source, watermark.as_ref()).await;
+            Some(changed.map_err(db_error(format!("counting changed rows of {name}")))?)
+        } else {
+            None
+        };
         let settings = &job.spec.settings;
         let plan = plan::decide(PlanInput {
             source_count,
