@@ -128,6 +128,13 @@ fn run_ok(ws: &Workspace, args: &[&str]) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}\n{}", text(&out)))
 }
 
+/// Runs the sync again and asserts it rewrote no row; returns the report.
+fn rerun_rewrites_nothing(ws: &Workspace) -> serde_json::Value {
+    let report = run_ok(ws, &["run", "--json", "--progress", "off"]);
+    assert_eq!(report["metrics"]["recordCountAllModified"], 0, "nothing rewritten: {report}");
+    report
+}
+
 /// SQLite → PostgreSQL: a full copy, then deletes, updates (trusted and silent) and
 /// inserts through every step kind, each time compared row by row.
 #[test]
@@ -442,8 +449,7 @@ fn schema_translation_both_ways() {
             "3|1234567890.12|||||[]|tab\there|-32768|",
         ]
     );
-    let report = run_ok(&ws, &["run", "--json", "--progress", "off"]);
-    assert_eq!(report["metrics"]["recordCountAllModified"], 0, "nothing rewritten: {report}");
+    let report = rerun_rewrites_nothing(&ws);
     assert_eq!(report["metrics"]["recordCountAllSkipped"], 3, "{report}");
 
     // And back: PostgreSQL into a SQLite table of the same loose types.
@@ -455,8 +461,7 @@ fn schema_translation_both_ways() {
         pg_endpoint(pg, &db)
     ));
     run_ok(&back, &["run", "--json", "--progress", "off"]);
-    let report = run_ok(&back, &["run", "--json", "--progress", "off"]);
-    assert_eq!(report["metrics"]["recordCountAllModified"], 0, "nothing rewritten: {report}");
+    rerun_rewrites_nothing(&back);
     let conn = rusqlite::Connection::open(back.path("target.sqlite")).unwrap();
     let (amount, day, flag, payload): (f64, String, i64, Vec<u8>) = conn
         .query_row("SELECT amount, day, flag, payload FROM typed WHERE id = 1", [], |r| {
@@ -512,8 +517,7 @@ fn dates_times_and_zones() {
             "3|||||||3",
         ]
     );
-    let report = run_ok(&ws, &["run", "--json", "--progress", "off"]);
-    assert_eq!(report["metrics"]["recordCountAllModified"], 0, "nothing rewritten: {report}");
+    rerun_rewrites_nothing(&ws);
 
     // PostgreSQL → PostgreSQL, the timestamp kinds swapped, into yet another zone.
     let dst = pg.create_database();
@@ -534,8 +538,7 @@ fn dates_times_and_zones() {
             "3|||||||3",
         ]
     );
-    let report = run_ok(&ws, &["run", "--json", "--progress", "off"]);
-    assert_eq!(report["metrics"]["recordCountAllModified"], 0, "nothing rewritten: {report}");
+    let report = rerun_rewrites_nothing(&ws);
     assert_eq!(report["metrics"]["recordCountAllSkipped"], 3, "{report}");
 
     // SQLite text with offsets → timestamptz: the same instants.
@@ -559,8 +562,7 @@ fn dates_times_and_zones() {
             "2|2024-03-01 10:00:00.25+00|2024-03-01 10:00:00||"
         ]
     );
-    let report = run_ok(&ws, &["run", "--json", "--progress", "off"]);
-    assert_eq!(report["metrics"]["recordCountAllModified"], 0, "nothing rewritten: {report}");
+    rerun_rewrites_nothing(&ws);
 }
 
 /// JSON objects into `jsonb`: keys another application adds to the target's copy are

@@ -268,8 +268,6 @@ impl StepContext<'_> {
 
     /// [`Self::write`], choosing how the target writes.
     async fn write_mode(&mut self, rows: Vec<Row>, mode: WriteMode) -> Result<(u64, bool), EngineError> {
-        let mut written = 0;
-        let mut had_errors = false;
         let batch = self.batch_size();
         let mut pending = Vec::with_capacity(rows.len().div_ceil(batch.max(1)));
         let mut rows = rows.into_iter();
@@ -281,6 +279,13 @@ impl StepContext<'_> {
             pending.push(chunk);
         }
         pending.reverse();
+        self.write_pending(pending, mode).await
+    }
+
+    /// Writes the chunks of `pending`, last first; see [`Self::write`].
+    async fn write_pending(&mut self, mut pending: Vec<Vec<Row>>, mode: WriteMode) -> Result<(u64, bool), EngineError> {
+        let mut written = 0;
+        let mut had_errors = false;
         while let Some(chunk) = pending.pop() {
             let started = Instant::now();
             let (target, scope) = (self.target, &self.job.mapping.target);
@@ -296,20 +301,25 @@ impl StepContext<'_> {
                 }
                 Err(ConnectorError::Data(message)) => {
                     had_errors = true;
-                    if chunk.len() == 1 {
-                        let key = scope.key_of(&chunk[0]).map_or("?".into(), |k| k.to_string());
-                        self.record_error(ErrorKind::Data, format!("row {key} was refused: {message}"))?;
-                    } else {
-                        let mut first = chunk;
-                        let second = first.split_off(first.len() / 2);
-                        pending.push(second);
-                        pending.push(first);
-                    }
+                    self.refused(chunk, &message, &mut pending)?;
                 }
                 Err(e) => return Err(self.db("writing rows")(e)),
             }
         }
         Ok((written, had_errors))
+    }
+
+    /// A chunk the target refused as bad data with `message`: one row is recorded as a
+    /// data error; more go back on `pending` in halves, to be written apart.
+    fn refused(&mut self, mut chunk: Vec<Row>, message: &str, pending: &mut Vec<Vec<Row>>) -> Result<(), EngineError> {
+        if chunk.len() == 1 {
+            let key = self.job.mapping.target.key_of(&chunk[0]).map_or("?".into(), |k| k.to_string());
+            return self.record_error(ErrorKind::Data, format!("row {key} was refused: {message}"));
+        }
+        let second = chunk.split_off(chunk.len() / 2);
+        pending.push(second);
+        pending.push(chunk);
+        Ok(())
     }
 
     /// Deletes keys in `delete_batch_size` transactions, within the delete guard.
@@ -1092,27 +1102,22 @@ impl StepContext<'_> {
     }
 
     /// Writes again a batch of new rows the target refused with `message`: whole when
-    /// it was written `overlapped` with others, else split in halves at once. Returns
-    /// `(rows written, any errors)` as [`Self::write_mode`] does.
+    /// it was written `overlapped` with others, else split at once as [`Self::write`]
+    /// splits. Returns `(rows written, any errors)`.
     async fn write_refused(
         &mut self,
-        mut rows: Vec<Row>,
+        rows: Vec<Row>,
         message: String,
         overlapped: bool,
     ) -> Result<(u64, bool), EngineError> {
         if overlapped {
             tracing::debug!(table = %self.name(), rows = rows.len(), "batch refused beside others ({message}); writing it again alone");
-            return self.write_mode(rows, WriteMode::InsertNew).await;
+            return self.write_pending(vec![rows], WriteMode::InsertNew).await;
         }
-        if rows.len() == 1 {
-            let key = self.job.mapping.target.key_of(&rows[0]).map_or("?".into(), |k| k.to_string());
-            self.record_error(ErrorKind::Data, format!("row {key} was refused: {message}"))?;
-            return Ok((0, true));
-        }
-        let second = rows.split_off(rows.len() / 2);
-        let (a, _) = self.write_mode(rows, WriteMode::InsertNew).await?;
-        let (b, _) = self.write_mode(second, WriteMode::InsertNew).await?;
-        Ok((a + b, true))
+        let mut pending = Vec::new();
+        self.refused(rows, &message, &mut pending)?;
+        let (written, _) = self.write_pending(pending, WriteMode::InsertNew).await?;
+        Ok((written, true))
     }
 }
 
