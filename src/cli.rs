@@ -139,6 +139,10 @@ pub struct SyncArgs {
     /// Allow deleting more than `max_delete_percent` of a target table.
     #[arg(long)]
     pub allow_mass_delete: bool,
+    /// Leave out source rows whose key is NULL or shared by several rows (each counted as
+    /// an error) instead of refusing to sync their tables.
+    #[arg(long)]
+    pub skip_bad_keys: bool,
     /// Progress display.
     #[arg(long, value_enum, default_value_t = ProgressArg::Auto)]
     pub progress: ProgressArg,
@@ -274,6 +278,7 @@ pub fn engine_exit(e: &EngineError) -> u8 {
         EngineError::Connect(crate::connector::ConnectorError::Config(_)) => exit::CONFIG,
         EngineError::Connect(_) => exit::CONNECTION,
         EngineError::Schema(_) => exit::SCHEMA,
+        EngineError::BadKeys(_) => exit::ABORTED,
         EngineError::Interrupted => exit::INTERRUPTED,
         EngineError::Database { source, .. } if source.is_retryable() => exit::CONNECTION,
         _ => exit::ABORTED,
@@ -291,6 +296,7 @@ async fn cmd_run(args: RunArgs) -> u8 {
     let options = RunOptions {
         tables: args.tables.tables.clone(),
         allow_mass_delete: args.sync.allow_mass_delete,
+        skip_bad_keys: args.sync.skip_bad_keys,
         plan_only: false,
         progress: args.sync.progress.into(),
         ..RunOptions::default()
@@ -308,6 +314,7 @@ async fn cmd_resume(args: ResumeArgs) -> u8 {
     };
     let options = RunOptions {
         allow_mass_delete: args.sync.allow_mass_delete,
+        skip_bad_keys: args.sync.skip_bad_keys,
         progress: args.sync.progress.into(),
         ..RunOptions::default()
     };

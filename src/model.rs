@@ -112,22 +112,20 @@ impl Value {
         }
     }
 
-    /// Equality as the sync sees it: the same data, whatever the storage class. An
-    /// integer 1 equals a float 1.0 (SQLite stores REAL columns holding whole numbers
-    /// either way); NaN equals NaN so that an unchanged NaN is not rewritten forever.
+    /// Equality as the sync sees it: the same data, whatever the storage class, and never
+    /// through a lossy type. An integer equals a float only when the float is that whole
+    /// number exactly (SQLite stores REAL columns holding whole numbers either way);
+    /// floats compare by bit pattern (-0.0 is not 0.0), and NaN equals NaN so that an
+    /// unchanged NaN is not rewritten forever.
     pub fn same_as(&self, other: &Value) -> bool {
         match (self, other) {
-            (Value::Null, Value::Null) => true,
-            (Value::Bool(a), Value::Bool(b)) => a == b,
-            (Value::Int(a), Value::Int(b)) => a == b,
-            (Value::Float(a), Value::Float(b)) => a == b || (a.is_nan() && b.is_nan()),
-            (Value::Text(a), Value::Text(b)) => a == b,
-            (Value::Bytes(a), Value::Bytes(b)) => a == b,
-            (Value::Int(a), Value::Float(b)) | (Value::Float(b), Value::Int(a)) => {
-                (*a as f64) == *b && b.fract() == 0.0
-            }
             (Value::Bool(a), Value::Int(b)) | (Value::Int(b), Value::Bool(a)) => i64::from(*a) == *b,
-            _ => false,
+            (Value::Float(x), Value::Float(y)) => x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()),
+            (Value::Int(i), Value::Float(f)) | (Value::Float(f), Value::Int(i)) => {
+                // Every whole double below 2^63 converts to i64 exactly.
+                f.fract() == 0.0 && (-TWO_TO_63..TWO_TO_63).contains(f) && *f as i64 == *i
+            }
+            (a, b) => a == b,
         }
     }
 
@@ -155,6 +153,9 @@ impl fmt::Display for Value {
         }
     }
 }
+
+/// 2^63 as a double: every whole double in `-2^63..2^63` converts to `i64` exactly.
+pub const TWO_TO_63: f64 = 9_223_372_036_854_775_808.0;
 
 /// One row: values in the order of the [`TableScope::columns`] it was read with.
 pub type Row = Vec<Value>;
@@ -202,6 +203,11 @@ pub struct TableScope {
     /// Equality filters (`column = value`) selecting one record type; applied to every
     /// read, count and delete on this side.
     pub filter: Vec<(String, Value)>,
+    /// Leave out rows whose key is NULL (`--skip-bad-keys` after the source had some).
+    pub skip_null_keys: bool,
+    /// Keys left out of every read, count and delete on this side (`--skip-bad-keys`: keys
+    /// that several source rows share).
+    pub skip_keys: Vec<Key>,
 }
 
 impl TableScope {
@@ -267,6 +273,45 @@ impl fmt::Display for ColumnType {
     }
 }
 
+/// What a column holds exactly, as its backend stores it: widths, digits, lengths and the
+/// values the backend cannot keep. Connectors fill it when they describe a table; the
+/// default holds every value of its family exactly (the in-memory connector). The
+/// transform converts each source value to this form before writing and comparing, so a
+/// value the column cannot hold is a data error, never a silent change.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Storage {
+    /// Integers: width in bits (16, 32 or 64); `None` = 64.
+    pub int_bits: Option<u8>,
+    /// Floats: width in bits (32 for PostgreSQL `real`); `None` = 64.
+    pub float_bits: Option<u8>,
+    /// Decimals: significant digits in all (`numeric(p, s)`'s `p`); `None` = unlimited.
+    pub precision: Option<u32>,
+    /// Decimals: digits after the point (`numeric(p, s)`'s `s`); `None` = as given.
+    pub scale: Option<u32>,
+    /// Decimals stored under SQLite's NUMERIC affinity: as a 64-bit integer or a double,
+    /// so only decimals one of those holds exactly fit.
+    pub numeric_affinity: bool,
+    /// Text: most characters (`varchar(n)`, `char(n)`), where the backend enforces it.
+    pub max_chars: Option<u32>,
+    /// Text: `char(n)`, padded with spaces; trailing spaces do not count.
+    pub padded: bool,
+    /// Text: a UUID column (stored as 16 bytes, read as lower-case hyphenated text).
+    pub uuid: bool,
+    /// Text: U+0000 cannot be stored (PostgreSQL).
+    pub no_nul: bool,
+    /// Times and timestamps: the column keeps an instant or offset (`timestamptz`, or
+    /// text that keeps the offset as written); otherwise it holds a wall-clock time.
+    pub time_zone: bool,
+    /// Times and timestamps: digits of the second's fraction kept (PostgreSQL's
+    /// precision, 6 by default); `None` = as written (text).
+    pub fraction_digits: Option<u8>,
+    /// Floats (and any column of the backend): NaN cannot be stored (SQLite reads it
+    /// back as NULL).
+    pub no_nan: bool,
+    /// Floats: -0.0 reads back as 0 (SQLite REAL and NUMERIC affinity).
+    pub no_negative_zero: bool,
+}
+
 /// One column as a connector describes it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ColumnSchema {
@@ -280,6 +325,8 @@ pub struct ColumnSchema {
     pub nullable: bool,
     /// True when the column has a default value.
     pub has_default: bool,
+    /// What the column holds exactly.
+    pub storage: Storage,
 }
 
 /// A table as a connector describes it.
@@ -338,6 +385,8 @@ mod tests {
         assert!(Value::Null.same_as(&Value::Null));
         assert!(!Value::Null.same_as(&Value::Int(0)));
         assert!(Value::Float(f64::NAN).same_as(&Value::Float(f64::NAN)));
+        assert!(!Value::Int(9_007_199_254_740_993).same_as(&Value::Float(9_007_199_254_740_992.0)));
+        assert!(!Value::Float(-0.0).same_as(&Value::Float(0.0)));
     }
 
     /// Modify IDs order numerically across integer and float storage.

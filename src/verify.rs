@@ -95,7 +95,8 @@ async fn compare_table(engine: &Engine, job: &TableJob, window: usize) -> Result
 
 /// Compares every selected table.
 pub async fn compare(engine: &Engine) -> Result<Vec<TableDiff>, EngineError> {
-    let (jobs, _) = engine.prepare().await?;
+    let (mut jobs, _) = engine.prepare().await?;
+    engine.check_keys(&mut jobs).await?;
     let mut out = Vec::with_capacity(jobs.len());
     for job in &jobs {
         out.push(compare_table(engine, job, job.spec.settings.batch_size).await?);

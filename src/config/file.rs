@@ -35,6 +35,11 @@ pub struct ConfigFile {
     /// Trust modify IDs: copy only rows modified since the last run.
     #[serde(default)]
     pub trust_modify_id: bool,
+    /// Incremental reads start this far below the stored watermark, to catch rows whose
+    /// change committed late with a lower modify ID: a whole number (modify-ID distance)
+    /// or, for timestamp modify IDs, a duration such as `"10m"` or `"1h 30m"`. Default 0.
+    #[serde(default)]
+    pub incremental_lookback: Option<serde_json::Value>,
     /// Skip tables whose counts match and that have fewer changed rows than this (0 = never skip).
     #[serde(default)]
     pub min_rows_to_sync: u64,
@@ -116,6 +121,12 @@ pub struct ConfigFile {
     /// Keep this many finished runs in the audit store (0 = keep all).
     #[serde(default = "default_keep_runs")]
     pub keep_runs: usize,
+    /// IANA time zone (such as `Europe/Paris`) in which wall-clock times are read: a
+    /// timestamp with an offset written into a column without time zone becomes the
+    /// wall-clock time of this zone, and a wall-clock time written into a column with time
+    /// zone is read in it. Default `UTC`.
+    #[serde(default)]
+    pub timezone: Option<String>,
 }
 
 /// One side of the sync. Which keys apply depends on `type`.

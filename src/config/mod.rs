@@ -217,6 +217,23 @@ pub struct TableSettings {
     pub binary_search_recent_first: u64,
     /// Full compare when a binary search leaves counts unequal.
     pub fallback_full_compare_on_mismatch: bool,
+    /// Zone of wall-clock times (config `timezone`, default UTC); see
+    /// [`crate::transform::exact`].
+    pub timezone: jiff::tz::TimeZone,
+    /// How far below the stored watermark incremental reads start.
+    pub incremental_lookback: Lookback,
+}
+
+/// `incremental_lookback`: how far below the stored watermark incremental reads start.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Lookback {
+    /// Start at the watermark (default).
+    #[default]
+    None,
+    /// A modify-ID distance (numeric modify IDs).
+    Distance(i64),
+    /// A span of time (timestamp modify IDs).
+    Duration(jiff::SignedDuration),
 }
 
 /// One validated table entry.
@@ -601,7 +618,45 @@ fn table_spec(file: &ConfigFile, table: &TableFile, location: &str, path: &Path)
 
     let max_delete_percent = table.max_delete_percent.unwrap_or(file.max_delete_percent);
     check_percent(path, &format!("{location}.max_delete_percent"), max_delete_percent)?;
+    let timezone = match &file.timezone {
+        None => jiff::tz::TimeZone::UTC,
+        Some(name) => jiff::tz::TimeZone::get(name).map_err(|_| {
+            invalid(
+                path,
+                "timezone",
+                format!("`{name}` is not an IANA time zone name such as \"Europe/Paris\" or \"UTC\""),
+            )
+        })?,
+    };
+    let incremental_lookback = match &file.incremental_lookback {
+        None => Lookback::None,
+        Some(Json::Number(n)) => match n.as_i64() {
+            Some(0) => Lookback::None,
+            Some(d) if d > 0 => Lookback::Distance(d),
+            _ => return Err(invalid(path, "incremental_lookback", "must be a whole number of at least 0")),
+        },
+        Some(Json::String(text)) => match text.parse::<jiff::SignedDuration>() {
+            Ok(d) if d.is_zero() => Lookback::None,
+            Ok(d) if d.is_positive() => Lookback::Duration(d),
+            _ => {
+                return Err(invalid(
+                    path,
+                    "incremental_lookback",
+                    format!("`{text}` is not a duration such as \"10m\", \"90s\" or \"1h 30m\""),
+                ));
+            }
+        },
+        Some(_) => {
+            return Err(invalid(
+                path,
+                "incremental_lookback",
+                "must be a modify-ID distance (a number) or a duration such as \"10m\"",
+            ));
+        }
+    };
     let settings = TableSettings {
+        timezone,
+        incremental_lookback,
         batch_size: table.batch_size.unwrap_or(file.batch_size),
         batch_size_4d: file.batch_size_4d,
         delete_batch_size: table.delete_batch_size.unwrap_or(file.delete_batch_size),

@@ -68,6 +68,15 @@ impl Connector for ModeledLink {
         self.wait(256).await;
         self.inner.describe(table).await
     }
+    async fn key_problems(
+        &self,
+        scope: &TableScope,
+        duplicates: bool,
+        limit: usize,
+    ) -> Result<super::KeyProblems, ConnectorError> {
+        self.wait(8).await;
+        self.inner.key_problems(scope, duplicates, limit).await
+    }
     async fn count(&self, scope: &TableScope, range: &KeyRange) -> Result<u64, ConnectorError> {
         self.wait(8).await;
         self.inner.count(scope, range).await

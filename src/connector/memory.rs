@@ -8,8 +8,8 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use super::{Capabilities, Connector, ConnectorError, IoCounters, ModifyCursor};
-use crate::model::{ColumnSchema, ColumnType, Key, KeyRange, Row, TableSchema, TableScope, Value};
+use super::{Capabilities, Connector, ConnectorError, IoCounters, KeyProblems, ModifyCursor};
+use crate::model::{ColumnSchema, ColumnType, Key, KeyRange, Row, Storage, TableSchema, TableScope, Value};
 
 struct Table {
     columns: Vec<String>,
@@ -98,7 +98,7 @@ impl MemoryConnector {
         let rows = table
             .rows
             .range((lower, upper))
-            .filter(|(_, row)| filter.iter().all(|(i, v)| row[*i].same_as(v)))
+            .filter(|(k, row)| filter.iter().all(|(i, v)| row[*i].same_as(v)) && !scope.skip_keys.contains(k))
             .map(|(k, row)| (k, indexes.iter().map(|i| row[*i].clone()).collect()))
             .collect();
         self.counters.queries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -133,10 +133,16 @@ impl Connector for MemoryConnector {
                     column_type: ColumnType::Other,
                     nullable: true,
                     has_default: false,
+                    storage: Storage::default(),
                 })
                 .collect(),
             unique_columns: vec![t.columns[t.key_index].clone()],
         }))
+    }
+
+    async fn key_problems(&self, scope: &TableScope, _: bool, _: usize) -> Result<KeyProblems, ConnectorError> {
+        // Rows live in a map by key: a key is never NULL nor shared.
+        self.with_rows(scope, |_, _| KeyProblems::default())
     }
 
     async fn count(&self, scope: &TableScope, range: &KeyRange) -> Result<u64, ConnectorError> {

@@ -41,6 +41,11 @@ pub enum ConnectorError {
     /// Rows were refused (constraint, conversion). The batch can be split to isolate them.
     #[error("data error: {0}")]
     Data(String),
+    /// A read broke the key contract: a row without a usable key (NULL), or keys not
+    /// strictly ascending in db-sync's order. Not retryable; the step stops before it acts
+    /// on the page.
+    #[error("{0}")]
+    KeyOrder(String),
     /// The backend cannot do this.
     #[error("{backend} does not support {operation}")]
     Unsupported {
@@ -120,6 +125,16 @@ pub struct ModifyCursor {
     pub key: Option<Key>,
 }
 
+/// Source rows that a key cannot identify, found by [`Connector::key_problems`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KeyProblems {
+    /// Rows whose key is NULL.
+    pub null_rows: u64,
+    /// Keys that several rows share, ascending, each with the number of rows sharing it
+    /// (at most the `limit` asked for).
+    pub duplicates: Vec<(Key, u64)>,
+}
+
 /// A database the engine can read from and write to. Object-safe: the engine holds
 /// `Arc<dyn Connector>`. Reads are in ascending key order (see [`Key`]'s ordering).
 #[async_trait]
@@ -143,6 +158,19 @@ pub trait Connector: Send + Sync {
     async fn key_at(&self, scope: &TableScope, range: &KeyRange, offset: u64) -> Result<Option<Key>, ConnectorError> {
         let _ = (scope, range, offset);
         Err(ConnectorError::Unsupported { backend: "this backend", operation: "key_at" })
+    }
+
+    /// Rows of the scope whose key is NULL and, when `duplicates`, up to `limit` keys held
+    /// by more than one row (a table or view without a unique key). Keys compare as db-sync
+    /// orders them (text byte for byte, whatever the column's collation).
+    async fn key_problems(
+        &self,
+        scope: &TableScope,
+        duplicates: bool,
+        limit: usize,
+    ) -> Result<KeyProblems, ConnectorError> {
+        let _ = (scope, duplicates, limit);
+        Err(ConnectorError::Unsupported { backend: "this backend", operation: "key checks" })
     }
 
     /// Up to `limit` keys inside `range`, ascending.

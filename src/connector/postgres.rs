@@ -19,9 +19,9 @@ use async_trait::async_trait;
 use sqlx::postgres::{PgArguments, PgConnectOptions, PgPool, PgPoolOptions, PgRow, PgSslMode};
 use sqlx::{Arguments, AssertSqlSafe, Row as _};
 
-use super::{Capabilities, ConnectOptions, Connector, ConnectorError, IoCounters, ModifyCursor, Side};
+use super::{Capabilities, ConnectOptions, Connector, ConnectorError, IoCounters, KeyProblems, ModifyCursor, Side};
 use crate::config::{Endpoint, redact_url};
-use crate::model::{ColumnSchema, ColumnType, Key, KeyRange, Row, TableSchema, TableScope, Value};
+use crate::model::{ColumnSchema, ColumnType, Key, KeyRange, Row, Storage, TableSchema, TableScope, Value};
 
 pub use super::quote_ident;
 
@@ -50,6 +50,47 @@ pub fn column_type(typname: &str) -> ColumnType {
         "json" | "jsonb" => ColumnType::Json,
         _ => ColumnType::Other,
     }
+}
+
+/// What a column of PostgreSQL type `typname`, declared as `declared` (`format_type`'s
+/// spelling, such as `numeric(30,2)` or `timestamp(3) without time zone`), holds exactly
+/// (PostgreSQL's manual, chapter 8 "Data Types"): integer and float widths, numeric
+/// precision and scale, varchar/char lengths, fraction digits of times (6 unless
+/// declared), time zones. Text types cannot hold U+0000.
+pub fn storage(typname: &str, declared: &str) -> Storage {
+    // The numbers in the declared type's parentheses: `numeric(30,2)` -> [30, 2].
+    let args: Vec<u32> = declared
+        .split_once('(')
+        .and_then(|(_, rest)| rest.split_once(')'))
+        .map(|(inner, _)| inner.split(',').filter_map(|a| a.trim().parse().ok()).collect())
+        .unwrap_or_default();
+    let first = args.first().copied();
+    let mut storage = Storage::default();
+    match typname {
+        "int2" => storage.int_bits = Some(16),
+        "int4" => storage.int_bits = Some(32),
+        "int8" => storage.int_bits = Some(64),
+        "float4" => storage.float_bits = Some(32),
+        "float8" => storage.float_bits = Some(64),
+        "numeric" => {
+            storage.precision = first;
+            storage.scale = first.map(|_| args.get(1).copied().unwrap_or(0));
+        }
+        "varchar" => storage.max_chars = first,
+        "bpchar" => {
+            storage.max_chars = Some(first.unwrap_or(1));
+            storage.padded = true;
+        }
+        "uuid" => storage.uuid = true,
+        "time" | "timestamp" => storage.fraction_digits = Some(first.unwrap_or(6).min(6) as u8),
+        "timetz" | "timestamptz" => {
+            storage.fraction_digits = Some(first.unwrap_or(6).min(6) as u8);
+            storage.time_zone = true;
+        }
+        _ => {}
+    }
+    storage.no_nul = matches!(typname, "text" | "varchar" | "bpchar" | "name" | "citext" | "json" | "jsonb");
+    storage
 }
 
 fn wire(t: ColumnType) -> Wire {
@@ -304,10 +345,14 @@ fn select_expr(column: &str, t: ColumnType) -> String {
 
 /// The cast a text-bound parameter needs to compare with or fill a column.
 fn cast_for(t: ColumnType, declared: &str) -> Option<String> {
-    match wire(t) {
-        Wire::Text if t != ColumnType::Text => Some(declared.to_string()),
-        _ => None,
-    }
+    (wire(t) == Wire::Text && needs_cast(t, declared)).then(|| declared.to_string())
+}
+
+/// Whether text must be cast to fill a column of this type: every type but the text
+/// ones. Never to `varchar(n)` or `char(n)`: an explicit cast would cut a long value
+/// where assignment refuses it.
+fn needs_cast(t: ColumnType, declared: &str) -> bool {
+    t != ColumnType::Text || declared == "uuid"
 }
 
 /// Column `i` of a row read with [`select_expr`]: the SQL casts every column to the
@@ -486,6 +531,13 @@ impl PostgresConnector {
             parts.push(format!("{} = {p}", quote_ident(column)));
         }
         let key = key_expr(scope, key_col.column_type);
+        if scope.skip_null_keys {
+            parts.push(format!("{} IS NOT NULL", quote_ident(scope.key_column())));
+        }
+        if !scope.skip_keys.is_empty() {
+            let p = sql.bind_keys(&scope.skip_keys);
+            parts.push(format!("NOT ({} = ANY({p}))", quote_ident(scope.key_column())));
+        }
         if let Some(after) = &range.after {
             let p = sql.bind(&after.to_value(), None);
             parts.push(format!("{key} > {p}"));
@@ -643,9 +695,11 @@ impl Connector for PostgresConnector {
         let mut schema = TableSchema { name: table.to_string(), columns: Vec::new(), unique_columns: Vec::new() };
         for row in &columns {
             let typname: String = row.try_get(2).map_err(self.err())?;
+            let declared_type: String = row.try_get(1).map_err(self.err())?;
             schema.columns.push(ColumnSchema {
                 name: row.try_get(0).map_err(self.err())?,
-                declared_type: row.try_get(1).map_err(self.err())?,
+                storage: storage(&typname, &declared_type),
+                declared_type,
                 column_type: column_type(&typname),
                 nullable: !row.try_get::<bool, _>(3).map_err(self.err())?,
                 has_default: row.try_get(4).map_err(self.err())?,
@@ -703,6 +757,45 @@ impl Connector for PostgresConnector {
         .await
         .map_err(self.err())?;
         Ok(pairs)
+    }
+
+    async fn key_problems(
+        &self,
+        scope: &TableScope,
+        duplicates: bool,
+        limit: usize,
+    ) -> Result<KeyProblems, ConnectorError> {
+        let raw = TableScope { skip_null_keys: false, skip_keys: Vec::new(), ..scope.clone() };
+        let key_type = self.key_type(&raw).await?;
+        let column = quote_ident(raw.key_column());
+        let table = self.table_ref(&raw.table);
+        let mut sql = Sql::new("");
+        let w = self.where_clause(&raw, &KeyRange::all(), &mut sql).await?;
+        let and = if w.is_empty() { " WHERE" } else { " AND" };
+        sql.text = format!("SELECT count(*) FROM {table}{w}{and} {column} IS NULL");
+        let null_rows = self.fetch_count(sql).await?;
+        let mut found = Vec::new();
+        if duplicates {
+            let mut sql = Sql::new("");
+            let w = self.where_clause(&raw, &KeyRange::all(), &mut sql).await?;
+            sql.text = format!(
+                "SELECT {}, count(*)::int8 FROM {table}{w}{and} {column} IS NOT NULL GROUP BY {column} \
+                 HAVING count(*) > 1 ORDER BY {} LIMIT {limit}",
+                select_expr(raw.key_column(), key_type),
+                key_expr(&raw, key_type)
+            );
+            self.log_sql(&sql.text);
+            let rows =
+                sqlx::query_with(AssertSqlSafe(sql.text), sql.args).fetch_all(&self.pool).await.map_err(self.err())?;
+            for row in &rows {
+                let key = match row.try_get::<i64, _>(0) {
+                    Ok(i) => Key::Int(i),
+                    Err(_) => Key::Text(row.try_get::<String, _>(0).map_err(self.err())?),
+                };
+                found.push((key, row.try_get::<i64, _>(1).map_err(self.err())? as u64));
+            }
+        }
+        Ok(KeyProblems { null_rows, duplicates: found })
     }
 
     async fn count(&self, scope: &TableScope, range: &KeyRange) -> Result<u64, ConnectorError> {
@@ -863,7 +956,7 @@ impl Connector for PostgresConnector {
             let (p, as_text) = sql.bind_column(rows, i, *t);
             selects.push(if as_text { format!("{p}::text[]") } else { p });
             // Text arrays are cast to the column's type; typed arrays assign as they are.
-            casts.push(if as_text && *t != ColumnType::Text { format!("c{i}::{declared}") } else { format!("c{i}") });
+            casts.push(if as_text && needs_cast(*t, declared) { format!("c{i}::{declared}") } else { format!("c{i}") });
         }
         let names: Vec<String> = (0..scope.columns.len()).map(|i| format!("c{i}")).collect();
         let columns = scope.columns.iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(", ");
@@ -1063,6 +1156,8 @@ mod tests {
             key_index: 0,
             modify_index: None,
             filter: vec![],
+            skip_null_keys: false,
+            skip_keys: vec![],
         };
         assert_eq!(key_expr(&scope, ColumnType::Integer), "\"k\"");
         assert_eq!(key_expr(&scope, ColumnType::Text), "\"k\" COLLATE \"C\"");

@@ -10,8 +10,8 @@ use async_trait::async_trait;
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, ErrorCode, OpenFlags, ToSql, params_from_iter};
 
-use super::{Capabilities, ConnectOptions, Connector, ConnectorError, IoCounters, ModifyCursor, Side};
-use crate::model::{ColumnSchema, ColumnType, Key, KeyRange, Row, TableSchema, TableScope, Value};
+use super::{Capabilities, ConnectOptions, Connector, ConnectorError, IoCounters, KeyProblems, ModifyCursor, Side};
+use crate::model::{ColumnSchema, ColumnType, Key, KeyRange, Row, Storage, TableSchema, TableScope, Value};
 
 /// Most values bound in one statement (SQLite's limit is 32766 since 3.32).
 const MAX_PARAMS: usize = 30_000;
@@ -112,6 +112,9 @@ fn classify(endpoint: &str, e: rusqlite::Error) -> ConnectorError {
             _ => {}
         }
     }
+    if let rusqlite::Error::ToSqlConversionFailure(_) = e {
+        return ConnectorError::Data(message);
+    }
     if message.contains("no such table") || message.contains("no such column") {
         return ConnectorError::Schema(format!("{endpoint}: {message}"));
     }
@@ -135,6 +138,11 @@ impl ToSql for Bind<'_> {
             Value::Null => ToSqlOutput::Borrowed(ValueRef::Null),
             Value::Bool(b) => ToSqlOutput::Borrowed(ValueRef::Integer(i64::from(*b))),
             Value::Int(i) => ToSqlOutput::Borrowed(ValueRef::Integer(*i)),
+            // SQLite would store NaN as NULL; the transform refuses NaN for SQLite
+            // columns, and this keeps any other path from writing it.
+            Value::Float(f) if f.is_nan() => {
+                return Err(rusqlite::Error::ToSqlConversionFailure("NaN cannot be stored in SQLite".into()));
+            }
             Value::Float(f) => ToSqlOutput::Borrowed(ValueRef::Real(*f)),
             Value::Text(s) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
             Value::Bytes(b) => ToSqlOutput::Borrowed(ValueRef::Blob(b)),
@@ -142,12 +150,18 @@ impl ToSql for Bind<'_> {
     }
 }
 
+/// A SQLite value as db-sync holds it. Text that is not valid UTF-8 (SQLite stores what it
+/// is given) comes back as its bytes, never with replacement characters: converting it
+/// for a text column then fails and names the row and column.
 fn read_value(v: ValueRef<'_>) -> Value {
     match v {
         ValueRef::Null => Value::Null,
         ValueRef::Integer(i) => Value::Int(i),
         ValueRef::Real(f) => Value::Float(f),
-        ValueRef::Text(t) => Value::Text(String::from_utf8_lossy(t).into_owned()),
+        ValueRef::Text(t) => match std::str::from_utf8(t) {
+            Ok(text) => Value::Text(text.to_string()),
+            Err(_) => Value::Bytes(t.to_vec()),
+        },
         ValueRef::Blob(b) => Value::Bytes(b.to_vec()),
     }
 }
@@ -172,6 +186,13 @@ impl Where {
             params.push(value.clone());
         }
         let key = key_expr(scope);
+        if scope.skip_null_keys {
+            parts.push(format!("{} IS NOT NULL", quote_ident(scope.key_column())));
+        }
+        if !scope.skip_keys.is_empty() {
+            parts.push(format!("{key} NOT IN ({})", vec!["?"; scope.skip_keys.len()].join(", ")));
+            params.extend(scope.skip_keys.iter().map(Key::to_value));
+        }
         if let Some(after) = &range.after {
             parts.push(format!("{key} > ?"));
             params.push(after.to_value());
@@ -254,6 +275,26 @@ pub fn column_type(declared: &str) -> ColumnType {
     }
 }
 
+/// What a column of a declared SQLite type holds exactly (SQLite's type affinity rules,
+/// <https://www.sqlite.org/datatype3.html>): NaN is stored as NULL in any column; REAL and
+/// NUMERIC affinity turn -0.0 into 0; NUMERIC affinity keeps a number only as a 64-bit
+/// integer or a double (text with more digits loses them); text is kept as written, so
+/// dates and times keep their offsets and fraction digits.
+pub fn storage(declared: &str) -> Storage {
+    let t = declared.to_ascii_uppercase();
+    // The affinity rules in their order: INTEGER, TEXT, BLOB (or none), REAL, NUMERIC.
+    let integer_text_or_blob = ["INT", "CHAR", "CLOB", "TEXT", "BLOB"].iter().any(|p| t.contains(p)) || t.is_empty();
+    let real = !integer_text_or_blob && ["REAL", "FLOA", "DOUB"].iter().any(|p| t.contains(p));
+    let numeric = !integer_text_or_blob && !real;
+    Storage {
+        numeric_affinity: numeric && column_type(declared) == ColumnType::Decimal,
+        time_zone: true,
+        no_nan: true,
+        no_negative_zero: real || numeric,
+        ..Storage::default()
+    }
+}
+
 #[async_trait]
 impl Connector for SqliteConnector {
     fn describe_endpoint(&self) -> String {
@@ -300,6 +341,7 @@ impl Connector for SqliteConnector {
                     pk.push(name.clone());
                 }
                 columns.push(ColumnSchema {
+                    storage: storage(&declared),
                     column_type: column_type(&declared),
                     name,
                     declared_type: declared,
@@ -371,6 +413,43 @@ impl Connector for SqliteConnector {
                 }
             }
             Ok(pairs)
+        })
+        .await
+    }
+
+    async fn key_problems(
+        &self,
+        scope: &TableScope,
+        duplicates: bool,
+        limit: usize,
+    ) -> Result<KeyProblems, ConnectorError> {
+        let raw = TableScope { skip_null_keys: false, skip_keys: Vec::new(), ..scope.clone() };
+        let (column, key) = (quote_ident(raw.key_column()), key_expr(&raw));
+        let table = quote_ident(&raw.table);
+        let nulls = Where::new(&raw, &KeyRange::all()).and(format!("{column} IS NULL"), []);
+        let nulls_sql = format!("SELECT count(*) FROM {table}{}", nulls.sql);
+        let dups = Where::new(&raw, &KeyRange::all()).and(format!("{column} IS NOT NULL"), []);
+        let dups_sql = format!(
+            "SELECT {column}, count(*) FROM {table}{} GROUP BY {key} HAVING count(*) > 1 ORDER BY {key} LIMIT {limit}",
+            dups.sql
+        );
+        self.log_sql(&nulls_sql);
+        if duplicates {
+            self.log_sql(&dups_sql);
+        }
+        self.counters.record_read(1, 8);
+        self.with_conn(move |conn| {
+            let mut stmt = conn.prepare_cached(&nulls_sql)?;
+            let null_rows: i64 = stmt.query_row(params_from_iter(nulls.params.iter().map(Bind)), |r| r.get(0))?;
+            let mut found = Vec::new();
+            if duplicates {
+                let mut stmt = conn.prepare_cached(&dups_sql)?;
+                let mut rows = stmt.query(params_from_iter(dups.params.iter().map(Bind)))?;
+                while let Some(row) = rows.next()? {
+                    found.push((read_key(row.get_ref(0)?)?, row.get::<_, i64>(1)? as u64));
+                }
+            }
+            Ok(KeyProblems { null_rows: null_rows as u64, duplicates: found })
         })
         .await
     }

@@ -243,6 +243,9 @@ impl Searcher<'_> {
             self.target.read_keys(self.target_scope, &frame.range, limit)
         );
         let (source, target) = (source?, target?);
+        let after = frame.range.after.as_ref();
+        crate::diff::check_ascending(self.source, self.source_scope, &source, after, |k| Some(k.clone()))?;
+        crate::diff::check_ascending(self.target, self.target_scope, &target, after, |k| Some(k.clone()))?;
         let rows_read = (source.len() + target.len()) as u64;
         let (only_source, only_target) = crate::diff::key_diff(&source, &target);
         let found = match self.direction {

@@ -45,6 +45,46 @@ fn close<T>(
     Window { source, target, upper }
 }
 
+/// Checks a page read in key order: every item has a key, the first is after `after`,
+/// and each is strictly greater than the one before, in db-sync's order (integers
+/// numerically, text byte for byte). A backend that sorts by another collation, a shared
+/// key or a NULL key breaks this; acting on such a page could delete rows that exist, so
+/// it is an error naming both keys.
+pub fn check_ascending<T>(
+    side: &dyn Connector,
+    scope: &TableScope,
+    page: &[T],
+    after: Option<&Key>,
+    key: impl Fn(&T) -> Option<Key>,
+) -> Result<(), ConnectorError> {
+    let mut previous: Option<Key> = after.cloned();
+    for item in page {
+        let Some(current) = key(item) else {
+            return Err(ConnectorError::KeyOrder(format!(
+                "{} returned a row of `{}` whose key `{}` is NULL or not an integer or text; rows without a \
+                 usable key cannot be synced",
+                side.describe_endpoint(),
+                scope.table,
+                scope.key_column()
+            )));
+        };
+        if let Some(previous) = &previous
+            && current <= *previous
+        {
+            let what = if current == *previous { "twice" } else { "out of order" };
+            return Err(ConnectorError::KeyOrder(format!(
+                "{} returned key {current} after key {previous} in `{}` ({what}): keys must arrive strictly \
+                 ascending in byte order (a key several rows share, or a backend sorting by another \
+                 collation); nothing of this page was written or deleted",
+                side.describe_endpoint(),
+                scope.table
+            )));
+        }
+        previous = Some(current);
+    }
+    Ok(())
+}
+
 /// The next key window after `after`: up to `limit` keys per side.
 pub async fn key_window(
     source: &dyn Connector,
@@ -54,8 +94,10 @@ pub async fn key_window(
     limit: usize,
 ) -> Result<Window<Key>, ConnectorError> {
     let src = source.read_keys(scopes.0, &KeyRange::after(after.clone()), limit).await?;
+    check_ascending(source, scopes.0, &src, after.as_ref(), |k| Some(k.clone()))?;
     let upper = page_bound(&src, limit, |k| Some(k.clone()));
     let tgt = target.read_keys(scopes.1, &KeyRange { after: after.clone(), upto: upper.clone() }, limit).await?;
+    check_ascending(target, scopes.1, &tgt, after.as_ref(), |k| Some(k.clone()))?;
     Ok(close(src, tgt, upper, limit, |k| Some(k.clone()), |k| Some(k.clone())))
 }
 
@@ -69,8 +111,10 @@ pub async fn row_window(
 ) -> Result<Window<Row>, ConnectorError> {
     let (s_scope, t_scope) = scopes;
     let src = source.read_rows(s_scope, &KeyRange::after(after.clone()), limit).await?;
+    check_ascending(source, s_scope, &src, after.as_ref(), |r| s_scope.key_of(r))?;
     let upper = page_bound(&src, limit, |r| s_scope.key_of(r));
     let tgt = target.read_rows(t_scope, &KeyRange { after: after.clone(), upto: upper.clone() }, limit).await?;
+    check_ascending(target, t_scope, &tgt, after.as_ref(), |r| t_scope.key_of(r))?;
     Ok(close(src, tgt, upper, limit, |r| s_scope.key_of(r), |r| t_scope.key_of(r)))
 }
 
@@ -114,5 +158,34 @@ mod tests {
         assert_eq!(a, k(&[1, 7]));
         assert_eq!(b, k(&[3, 8, 10]));
         assert_eq!(key_diff(&[], &k(&[1])), (vec![], k(&[1])));
+    }
+
+    /// A page must arrive strictly ascending after its lower bound, every row with a key;
+    /// the error names both keys (issue 10: a backend's out-of-order page must stop the
+    /// step before anything is deleted).
+    #[test]
+    fn pages_must_ascend() {
+        let side = crate::connector::memory::MemoryConnector::new();
+        let scope = TableScope {
+            table: "t".into(),
+            columns: vec!["id".into()],
+            key_index: 0,
+            modify_index: None,
+            filter: vec![],
+            skip_null_keys: false,
+            skip_keys: vec![],
+        };
+        let some = |k: &Key| Some(k.clone());
+        let text = |s: &str| Key::Text(s.into());
+        assert!(check_ascending(&side, &scope, &[text("B"), text("a"), text("é")], None, some).is_ok());
+        let err = check_ascending(&side, &scope, &[text("a"), text("B")], None, some).unwrap_err().to_string();
+        assert!(err.contains("key \"B\" after key \"a\"") && err.contains("out of order"), "{err}");
+        let err = check_ascending(&side, &scope, &[Key::Int(6), Key::Int(6)], None, some).unwrap_err().to_string();
+        assert!(err.contains("twice"), "{err}");
+        let err = check_ascending(&side, &scope, &[Key::Int(3)], Some(&Key::Int(3)), some).unwrap_err().to_string();
+        assert!(err.contains("key 3 after key 3"), "{err}");
+        let rows = vec![vec![crate::model::Value::Null]];
+        let err = check_ascending(&side, &scope, &rows, None, |r| scope.key_of(r)).unwrap_err().to_string();
+        assert!(err.contains("NULL"), "{err}");
     }
 }

@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Config, TableSpec};
+use crate::config::{Config, Lookback, TableSpec};
 use crate::connector::{self, ConnectOptions, Connector, ConnectorError, Side};
-use crate::model::{ColumnSchema, KeyRange, TableSchema, Value};
+use crate::model::{ColumnSchema, Key, KeyRange, TableSchema, Value};
 use crate::plan::{self, Plan, PlanInput, StepKind};
 use crate::report::{ErrorEntry, ErrorKind, Metrics, ProgressMode, RunReport, TableReport};
 use crate::transform::TableMapping;
@@ -50,6 +50,10 @@ pub enum EngineError {
     /// A delete would remove more of a table than `max_delete_percent` allows.
     #[error("{0}")]
     DeleteGuard(String),
+    /// Source keys that cannot identify rows (NULL, or shared by several rows); nothing
+    /// was written. Each entry names the table, the key and how many rows share it.
+    #[error("source keys cannot identify rows, nothing was written:\n  - {}", .0.join("\n  - "))]
+    BadKeys(Vec<String>),
     /// A stored plan no longer fits the tables (resume without `--replan`).
     #[error("{0}")]
     PlanInvalid(String),
@@ -68,6 +72,9 @@ pub struct RunOptions {
     pub tables: Vec<String>,
     /// Allow deletes beyond `max_delete_percent`.
     pub allow_mass_delete: bool,
+    /// Leave out source rows with NULL or shared keys (counted as errors) instead of
+    /// refusing their tables.
+    pub skip_bad_keys: bool,
     /// Only plan.
     pub plan_only: bool,
     /// Progress display.
@@ -84,6 +91,7 @@ impl Default for RunOptions {
         RunOptions {
             tables: Vec::new(),
             allow_mass_delete: false,
+            skip_bad_keys: false,
             plan_only: false,
             progress: ProgressMode::Auto,
             stop: Arc::new(AtomicBool::new(false)),
@@ -162,7 +170,8 @@ pub struct TableState {
     pub report: TableReport,
     /// Columns fingerprint when planned.
     pub mapping_fingerprint: u64,
-    /// Counts matched after the steps: the watermark may advance.
+    /// Counts matched after the steps and no row was refused or failed: the watermark
+    /// may advance.
     pub verified: bool,
 }
 
@@ -363,6 +372,45 @@ pub struct Engine {
     policy: ErrorPolicy,
 }
 
+/// The modify ID incremental reads start after: `watermark` lowered by
+/// `incremental_lookback` (a distance for numbers, a span of time for timestamps written
+/// as text, keeping their spelling so that text comparisons still order them). A lookback
+/// that does not fit the modify ID's type is logged and ignored.
+pub fn look_back(watermark: Value, lookback: Lookback, table: &str) -> Value {
+    use crate::transform::exact::TimeText;
+    let lowered = match (&watermark, lookback) {
+        (_, Lookback::None) => return watermark,
+        (Value::Int(i), Lookback::Distance(d)) => Some(Value::Int(i.saturating_sub(d))),
+        (Value::Float(f), Lookback::Distance(d)) => Some(Value::Float(f - d as f64)),
+        (Value::Text(t), Lookback::Distance(d)) => t
+            .trim()
+            .parse::<bigdecimal::BigDecimal>()
+            .ok()
+            .map(|n| Value::Text((n - bigdecimal::BigDecimal::from(d)).to_plain_string())),
+        (Value::Text(t), Lookback::Duration(span)) => TimeText::parse(t).and_then(|parsed| {
+            let date = parsed.date?;
+            let dt = date.to_datetime(parsed.time.unwrap_or(jiff::civil::Time::midnight())).checked_sub(span).ok()?;
+            let separator = if t.trim().as_bytes().get(10) == Some(&b'T') { "T" } else { " " };
+            let offset = parsed.offset.map(|o| o.to_string()).unwrap_or_default();
+            Some(Value::Text(format!("{}{separator}{}{offset}", dt.date(), dt.time().strftime("%H:%M:%S%.f"))))
+        }),
+        _ => None,
+    };
+    match lowered {
+        Some(lowered) => {
+            tracing::info!(
+                table,
+                "incremental reads start at {lowered}, below the watermark {watermark} (incremental_lookback)"
+            );
+            lowered
+        }
+        None => {
+            tracing::warn!(table, "incremental_lookback does not apply to the modify ID {watermark}; reading from it");
+            watermark
+        }
+    }
+}
+
 fn db_error(context: impl Into<String>) -> impl FnOnce(ConnectorError) -> EngineError {
     let context = context.into();
     move |source| EngineError::Database { context, source }
@@ -459,6 +507,72 @@ impl Engine {
         if problems.is_empty() { Ok((jobs, warnings)) } else { Err(EngineError::Schema(problems)) }
     }
 
+    /// Most shared keys listed per table.
+    const DUPLICATES_LISTED: usize = 1000;
+
+    /// Checks the source keys of `jobs` before anything is written: a row whose key is
+    /// NULL, or a key several rows share (a view or a table without a unique key), cannot
+    /// be synced by key. Without `--skip-bad-keys` that is [`EngineError::BadKeys`],
+    /// listing every problem; with it, such rows are left out of the jobs' scopes (a shared
+    /// key on both sides: its target row stays as it is) and returned as
+    /// `(table, message)` to be recorded as data errors. The duplicate check reads the
+    /// whole key column, so it runs only when the source has no unique index on the key.
+    pub async fn check_keys(&self, jobs: &mut [TableJob]) -> Result<Vec<(String, String)>, EngineError> {
+        let mut problems = Vec::new();
+        let mut skipped = Vec::new();
+        for job in jobs.iter_mut() {
+            let promise = job.mapping.source_key;
+            if !promise.nullable && promise.unique {
+                continue;
+            }
+            let name = job.spec.name.clone();
+            let key = job.spec.key_field.clone();
+            let found =
+                match self.source.key_problems(&job.mapping.source, !promise.unique, Self::DUPLICATES_LISTED).await {
+                    Ok(found) => found,
+                    Err(ConnectorError::Unsupported { .. }) => {
+                        tracing::warn!(table = %name, "the source cannot check its keys for NULL or shared values");
+                        continue;
+                    }
+                    Err(e) => return Err(db_error(format!("checking source keys of {name}"))(e)),
+                };
+            let mut messages = Vec::new();
+            if found.null_rows > 0 {
+                messages.push(format!(
+                    "table {name}: {} source row(s) have a NULL key `{key}`; a row without a key cannot be synced",
+                    found.null_rows
+                ));
+            }
+            for (value, rows) in &found.duplicates {
+                messages.push(format!("table {name}: source key `{key}` = {value} is shared by {rows} rows"));
+            }
+            if messages.is_empty() {
+                continue;
+            }
+            if self.options.skip_bad_keys {
+                job.mapping.source.skip_null_keys = found.null_rows > 0;
+                let keys: Vec<Key> = found.duplicates.iter().map(|(k, _)| k.clone()).collect();
+                job.mapping.source.skip_keys = keys.clone();
+                job.mapping.target.skip_keys = keys;
+                for message in messages {
+                    tracing::warn!(table = %name, "{message}; left out (--skip-bad-keys)");
+                    skipped.push((name.clone(), format!("{message}; left out (--skip-bad-keys)")));
+                }
+            } else {
+                problems.extend(messages);
+            }
+        }
+        if !problems.is_empty() {
+            problems.push(
+                "give every source row a unique, non-NULL key (or leave such rows out with a `where` filter), \
+                 or rerun with --skip-bad-keys to leave them out, each counted as an error"
+                    .into(),
+            );
+            return Err(EngineError::BadKeys(problems));
+        }
+        Ok(skipped)
+    }
+
     /// [`Engine::prepare_tables`] for the selected tables, in dependency order.
     pub async fn prepare(&self) -> Result<(Vec<TableJob>, Vec<String>), EngineError> {
         let ordered = self.ordered_tables().await?;
@@ -552,6 +666,7 @@ impl Engine {
         let source_count = source_count.map_err(db_error(format!("counting source rows of {name}")))?;
         let target_count = target_count.map_err(db_error(format!("counting target rows of {name}")))?;
         let watermark = target_max.map_err(db_error(format!("reading target modify id of {name}")))?;
+        let watermark = watermark.map(|w| look_back(w, job.spec.settings.incremental_lookback, name));
         let source_max_modify = source_max.map_err(db_error(format!("reading source modify id of {name}")))?;
         let null_modify = nulls.map_err(db_error(format!("counting NULL modify ids of {name}")))?;
         let changed = if has_modify {
@@ -575,7 +690,8 @@ impl Engine {
 
     /// Describes, counts and plans every selected table: a fresh run state.
     pub async fn plan_run(&self, watermarks: &dyn Watermarks) -> Result<(Vec<TableJob>, RunState), EngineError> {
-        let (jobs, warnings) = self.prepare().await?;
+        let (mut jobs, warnings) = self.prepare().await?;
+        let skipped = self.check_keys(&mut jobs).await?;
         for w in &warnings {
             tracing::warn!("{w}");
         }
@@ -613,13 +729,20 @@ impl Engine {
             };
             tables.push(TableState { survey, report, mapping_fingerprint: job.mapping_fingerprint(), verified: false });
         }
+        let mut errors = Vec::new();
+        for (table, message) in skipped {
+            if let Some(t) = tables.iter_mut().find(|t| t.report.name == table) {
+                t.report.errors += 1;
+            }
+            errors.push(ErrorEntry { kind: ErrorKind::Data, table: Some(table), message });
+        }
         let tasks = RunState::initial_tasks(&tables);
         let state = RunState {
             tables,
             tasks,
             position: 0,
             cursor: None,
-            errors: Vec::new(),
+            errors,
             failing_batches_in_a_row: 0,
             timers: Timers::default(),
             bisect: BisectTotals::default(),
@@ -640,7 +763,10 @@ impl Engine {
             })?;
             specs.push(spec);
         }
-        let (jobs, _) = self.prepare_tables(&specs).await?;
+        let (mut jobs, _) = self.prepare_tables(&specs).await?;
+        // Checked again: the rows left out must be the same ones (their errors were
+        // recorded when the run was planned), and new bad keys stop the run unwritten.
+        self.check_keys(&mut jobs).await?;
         for (job, table) in jobs.iter().zip(&state.tables) {
             if job.mapping_fingerprint() != table.mapping_fingerprint {
                 return Err(EngineError::PlanInvalid(format!(
@@ -694,7 +820,9 @@ impl Engine {
                     if let Some((source, target)) = self.verify(&jobs[table], state, table).await? {
                         state.mismatched.push((table, source, target));
                     } else {
-                        state.tables[table].verified = true;
+                        // A refused or failed row is read again next run: the watermark
+                        // advances only past a table whose rows all landed.
+                        state.tables[table].verified = state.tables[table].report.errors == 0;
                     }
                     Some(table)
                 }
@@ -749,7 +877,7 @@ impl Engine {
                                 format!("counts mismatch after sync: source {source}, target {target}"),
                             )?;
                         }
-                        None => state.tables[table].verified = true,
+                        None => state.tables[table].verified = state.tables[table].report.errors == 0,
                     }
                     Some(table)
                 }
@@ -765,7 +893,7 @@ impl Engine {
             if table.survey.plan.steps.is_empty() {
                 table.report.source_after = Some(table.survey.source_count);
                 table.report.target_after = Some(table.survey.target_count);
-                table.verified = true;
+                table.verified = table.report.errors == 0;
             }
         }
         Ok(())

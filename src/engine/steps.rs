@@ -814,18 +814,14 @@ async fn read_all(
 ) -> Result<(), EngineError> {
     let scope = &job.mapping.source;
     let page = |after| async move { fetch(source, scope, &Fetch::Range(KeyRange { after, upto: None }, batch)).await };
+    let mut last_done = after.clone();
     let mut next = page(after).await;
     loop {
         let (rows, read) = next;
         let rows = rows.map_err(read_failed(job, "reading source rows"))?;
-        let last = match rows.last() {
-            Some(row) => Some(scope.key_of(row).ok_or_else(|| {
-                read_failed(job, "reading source rows")(ConnectorError::Schema(
-                    "a source row has no usable key (NULL, or neither a number nor text)".into(),
-                ))
-            })?),
-            None => None,
-        };
+        crate::diff::check_ascending(source, scope, &rows, last_done.as_ref(), |r| scope.key_of(r))
+            .map_err(read_failed(job, "reading source rows"))?;
+        let last = rows.last().and_then(|row| scope.key_of(row));
         let more = rows.len() == batch;
         let hand_over = async {
             if rows.is_empty() {
@@ -848,6 +844,7 @@ async fn read_all(
         if !handed {
             return Ok(());
         }
+        last_done = last;
         next = ahead;
     }
 }
@@ -1211,6 +1208,15 @@ async fn incremental_step(
         if rows.is_empty() {
             ctx.state.timers.read += started.elapsed();
             return Ok(());
+        }
+        if let Some(row) = rows.iter().find(|r| src_scope.key_of(r).is_none()) {
+            let modify = row[modify_index].clone();
+            return Err(ctx.db("reading changed rows")(ConnectorError::KeyOrder(format!(
+                "{} returned a changed row (modify id {modify}) whose key `{}` is NULL or not an integer or \
+                 text; rows without a usable key cannot be synced",
+                source.describe_endpoint(),
+                src_scope.key_column()
+            ))));
         }
         let keys: Vec<Key> = rows.iter().filter_map(|r| src_scope.key_of(r)).collect();
         let existing = retry("reading target rows", || target.read_rows_by_keys(tgt_scope, &keys))

@@ -37,6 +37,14 @@ impl Connector for ShrinkingSource {
     async fn describe(&self, table: &str) -> Result<Option<TableSchema>, ConnectorError> {
         self.inner.describe(table).await
     }
+    async fn key_problems(
+        &self,
+        scope: &TableScope,
+        duplicates: bool,
+        limit: usize,
+    ) -> Result<crate::connector::KeyProblems, ConnectorError> {
+        self.inner.key_problems(scope, duplicates, limit).await
+    }
     async fn count(&self, scope: &TableScope, range: &KeyRange) -> Result<u64, ConnectorError> {
         if self.counts.fetch_add(1, Ordering::SeqCst) + 1 == self.delete_after {
             self.inner.remove(&scope.table, &self.victim);

@@ -6,7 +6,15 @@ use crate::demo::Rng;
 use crate::model::Value;
 
 fn scope() -> TableScope {
-    TableScope { table: "t".into(), columns: vec!["id".into()], key_index: 0, modify_index: None, filter: vec![] }
+    TableScope {
+        table: "t".into(),
+        columns: vec!["id".into()],
+        key_index: 0,
+        modify_index: None,
+        filter: vec![],
+        skip_null_keys: false,
+        skip_keys: vec![],
+    }
 }
 
 fn side(keys: &BTreeSet<i64>) -> MemoryConnector {

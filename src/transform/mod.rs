@@ -1,15 +1,21 @@
 //! Schema translation: which source column feeds which target column, whether its values
 //! convert, and the conversion itself. Built once per table from the two schemas (pure,
-//! no I/O); applied to every row the engine moves.
+//! no I/O); applied to every row the engine moves. Values convert to, and compare in,
+//! the exact form the target column holds: see [`exact`].
+
+pub mod exact;
+
+use jiff::tz::TimeZone;
 
 use crate::config::TableSpec;
 use crate::model::{ColumnType, Row, TableSchema, TableScope, Value};
+pub use exact::TargetColumn;
 
 /// How a target column gets its value.
 #[derive(Clone, Debug, PartialEq)]
 enum ColumnSource {
     /// From this source column (index into the source scope), converted to `to`.
-    Source { index: usize, to: ColumnType },
+    Source { index: usize, to: TargetColumn },
     /// A fixed default for a NOT NULL target column that no source column feeds.
     Default(Value),
 }
@@ -24,12 +30,27 @@ pub struct TableMapping {
     columns: Vec<ColumnSource>,
     /// JSON columns keep the keys only the target has (`copy_all_json_keys: false`).
     merge_json: bool,
+    /// Reads wall-clock times into instants and back (config `timezone`).
+    zone: TimeZone,
+    /// What the source schema promises about the key column.
+    pub source_key: SourceKey,
     /// Lossy or skipped columns worth telling the user about.
     pub warnings: Vec<String>,
     /// Narrower columns of the same type family (`bigint` into `integer`, `text` into
     /// `varchar(50)`): `check` lists them; a run names them only in its log's info level,
     /// since a value that does not fit is isolated and reported anyway.
     pub narrowing: Vec<String>,
+}
+
+/// What the source schema promises about its key column: which key checks a run needs
+/// before writing anything (see `Engine::check_keys`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SourceKey {
+    /// The column may hold NULL (no NOT NULL constraint; SQLite lets a non-INTEGER primary
+    /// key hold NULL).
+    pub nullable: bool,
+    /// A primary key or unique index guarantees one row per key.
+    pub unique: bool,
 }
 
 /// Whether values of one type family convert to another.
@@ -58,6 +79,9 @@ pub fn convertibility(from: ColumnType, to: ColumnType) -> Convertibility {
         (Float, Decimal) | (Decimal, Float) => Lossy,
         (Float | Decimal, Integer) | (Integer, Boolean) => Lossy,
         (Text, Date | Time | Timestamp | Json) => Lossy,
+        // Decimals written as text (SQLite has no exact decimal type): each value is read
+        // exactly or refused as a data error.
+        (Text, Float | Decimal) => Lossy,
         (Date, Timestamp) | (Timestamp, Date) => Lossy,
         _ => Impossible,
     }
@@ -114,6 +138,28 @@ impl TableMapping {
             need_source(column, "exclude_fields entry", &mut problems);
         }
         let target_key = spec.target_column(&spec.key_field).to_string();
+        if let (Some(s), Some(tk)) = (source_schema.column(&spec.key_field), target_schema.column(&target_key)) {
+            let key_family = |c: &crate::model::ColumnSchema| match c.column_type {
+                ColumnType::Integer => Some("integer"),
+                ColumnType::Text => Some("text"),
+                ColumnType::Other => None,
+                _ => Some("unsupported"),
+            };
+            match (key_family(s), key_family(tk)) {
+                (Some("unsupported"), _) | (_, Some("unsupported")) => problems.push(format!(
+                    "table {t}: key column `{}` ({}) -> `{target_key}` ({}): db-sync keys are integer or text \
+                     columns (uuid included); use a key of one of those types",
+                    s.name, s.declared_type, tk.declared_type
+                )),
+                (Some(a), Some(b)) if a != b => problems.push(format!(
+                    "table {t}: key column `{}` is {a} ({}) in the source but `{target_key}` is {b} ({}) in the \
+                     target; keys must have the same type on both sides, since they are compared and ordered \
+                     as values",
+                    s.name, s.declared_type, tk.declared_type
+                )),
+                _ => {}
+            }
+        }
         if target_schema.column(&target_key).is_none() {
             problems
                 .push(format!("table {t}: key column `{target_key}` is not a column of target table `{tgt_table}`"));
@@ -160,7 +206,8 @@ impl TableMapping {
                     }
                 }
             }
-            columns.push(ColumnSource::Source { index: source_columns.len(), to: target_column.column_type });
+            let to = TargetColumn { family: target_column.column_type, storage: target_column.storage };
+            columns.push(ColumnSource::Source { index: source_columns.len(), to });
             source_columns.push(column.name.clone());
             target_columns.push(target_name.to_string());
         }
@@ -192,6 +239,8 @@ impl TableMapping {
             key_index,
             modify_index,
             filter: spec.filter.clone(),
+            skip_null_keys: false,
+            skip_keys: Vec::new(),
         };
         let target = TableScope {
             table: spec.target_table.clone(),
@@ -199,9 +248,15 @@ impl TableMapping {
             modify_index: spec.modify_field.as_deref().and_then(|m| index_of(&target_columns, spec.target_column(m))),
             filter: spec.filter.iter().map(|(c, v)| (spec.target_column(c).to_string(), v.clone())).collect(),
             columns: target_columns,
+            skip_null_keys: false,
+            skip_keys: Vec::new(),
         };
         let merge_json = !spec.settings.copy_all_json_keys;
-        Ok(TableMapping { source, target, columns, merge_json, warnings, narrowing: narrowed })
+        let zone = spec.settings.timezone.clone();
+        let key_column = source_schema.column(&spec.key_field).expect("key checked above");
+        let source_key =
+            SourceKey { nullable: key_column.nullable, unique: source_schema.unique_columns.contains(&spec.key_field) };
+        Ok(TableMapping { source, target, columns, merge_json, zone, source_key, warnings, narrowing: narrowed })
     }
 
     /// Converts a source row into a target row. An error names the column and value type.
@@ -219,7 +274,8 @@ impl TableMapping {
                     // `build` walks the source columns once: each feeds one target
                     // column at most, so its value can move.
                     let value = std::mem::replace(&mut row[*index], Value::Null);
-                    convert_owned(value, *to).map_err(|e| format!("column `{}`: {e}", self.target.columns[i]))
+                    exact::convert(value, to, &self.zone)
+                        .map_err(|e| format!("column `{}`: {e}", self.target.columns[i]))
                 }
                 ColumnSource::Default(v) => Ok(v.clone()),
             })
@@ -232,17 +288,21 @@ impl TableMapping {
     /// lacks: only the source's keys are compared.
     pub fn rows_equal(&self, converted: &Row, target: &Row) -> bool {
         self.columns.iter().enumerate().all(|(i, c)| match c {
-            ColumnSource::Source { to: ColumnType::Json, .. } if self.merge_json => {
-                json_covers(&converted[i], &target[i])
+            ColumnSource::Source { to, .. } if to.family == ColumnType::Json && self.merge_json => {
+                json_covers(&converted[i], &target[i], to, &self.zone)
             }
-            ColumnSource::Source { to, .. } => equal_as(&converted[i], &target[i], *to),
+            ColumnSource::Source { to, .. } => exact::same(&converted[i], &target[i], to, &self.zone),
             ColumnSource::Default(_) => true,
         })
     }
 
     /// Whether writing over existing target rows needs them ([`TableMapping::merge_into`]).
     pub fn merges_json(&self) -> bool {
-        self.merge_json && self.columns.iter().any(|c| matches!(c, ColumnSource::Source { to: ColumnType::Json, .. }))
+        self.merge_json
+            && self
+                .columns
+                .iter()
+                .any(|c| matches!(c, ColumnSource::Source { to, .. } if to.family == ColumnType::Json))
     }
 
     /// The row to write over the target row `old`: `row` itself, except that unless
@@ -253,7 +313,8 @@ impl TableMapping {
             return row;
         }
         for (i, c) in self.columns.iter().enumerate() {
-            if let ColumnSource::Source { to: ColumnType::Json, .. } = c
+            if let ColumnSource::Source { to, .. } = c
+                && to.family == ColumnType::Json
                 && let (Some(serde_json::Value::Object(new)), Some(serde_json::Value::Object(mut merged))) =
                     (json_of(&row[i]), json_of(&old[i]))
             {
@@ -330,83 +391,12 @@ fn json_of(v: &Value) -> Option<serde_json::Value> {
 
 /// True when the target JSON value `target` holds the source's `source`: every key of a
 /// source object with an equal value, or else an equal document.
-fn json_covers(source: &Value, target: &Value) -> bool {
+fn json_covers(source: &Value, target: &Value, to: &TargetColumn, zone: &TimeZone) -> bool {
     match (json_of(source), json_of(target)) {
         (Some(serde_json::Value::Object(s)), Some(serde_json::Value::Object(t))) => {
-            s.iter().all(|(k, v)| t.get(k) == Some(v))
+            s.iter().all(|(k, v)| t.get(k).is_some_and(|w| exact::same_json(v, w)))
         }
-        _ => equal_as(source, target, ColumnType::Json),
-    }
-}
-
-/// Equality of two values stored in a column of type `t`, whatever their representation:
-/// `12.5` equals `"12.50"` in a decimal column, `2024-01-01T10:00` equals
-/// `2024-01-01 10:00` in a timestamp column, JSON documents compare as documents. Without
-/// this, values that round-trip through another backend would be rewritten on every run.
-pub fn equal_as(a: &Value, b: &Value, t: ColumnType) -> bool {
-    if a.same_as(b) {
-        return true;
-    }
-    match (t, a, b) {
-        (_, Value::Null, _) | (_, _, Value::Null) => false,
-        (ColumnType::Decimal | ColumnType::Float | ColumnType::Integer, a, b) => match (number(a), number(b)) {
-            (Some(x), Some(y)) => x == y || (x - y).abs() <= f64::EPSILON * x.abs().max(y.abs()),
-            _ => false,
-        },
-        (ColumnType::Timestamp | ColumnType::Time | ColumnType::Date, Value::Text(x), Value::Text(y)) => {
-            normalize_time(x) == normalize_time(y)
-        }
-        (ColumnType::Json, Value::Text(x), Value::Text(y)) => {
-            match (serde_json::from_str::<serde_json::Value>(x), serde_json::from_str::<serde_json::Value>(y)) {
-                (Ok(x), Ok(y)) => x == y,
-                _ => false,
-            }
-        }
-        (ColumnType::Boolean, a, b) => boolean(a).is_some() && boolean(a) == boolean(b),
-        _ => false,
-    }
-}
-
-fn number(v: &Value) -> Option<f64> {
-    match v {
-        Value::Int(i) => Some(*i as f64),
-        Value::Float(f) => Some(*f),
-        Value::Text(s) => s.trim().parse().ok(),
-        Value::Bool(b) => Some(f64::from(u8::from(*b))),
-        _ => None,
-    }
-}
-
-fn boolean(v: &Value) -> Option<bool> {
-    match v {
-        Value::Bool(b) => Some(*b),
-        Value::Int(0) => Some(false),
-        Value::Int(1) => Some(true),
-        Value::Text(s) => match s.as_str() {
-            "t" | "true" | "1" => Some(true),
-            "f" | "false" | "0" => Some(false),
-            _ => None,
-        },
-        _ => None,
-    }
-}
-
-/// `2024-01-01T10:00:00.000` and `2024-01-01 10:00:00` are the same instant as text.
-/// A date, time or timestamp in one spelling for comparison: `T` or space, trailing zeros
-/// of the fraction, and the offset (an instant with one compares as its UTC time, so
-/// `12:00:00+02:00` equals `10:00:00Z` and a UTC timestamp without a zone).
-fn normalize_time(s: &str) -> String {
-    let s = s.trim();
-    if let Ok(instant) = s.parse::<jiff::Timestamp>() {
-        return instant.strftime("%Y-%m-%d %H:%M:%S%.f").to_string();
-    }
-    let s = s.replacen('T', " ", 1);
-    let s = s.strip_suffix("+00").or_else(|| s.strip_suffix('Z')).unwrap_or(&s);
-    if s.contains('.') {
-        // The fraction ends the value here (the offset is gone): drop its trailing zeros.
-        s.trim_end_matches('0').trim_end_matches('.').to_string()
-    } else {
-        s.to_string()
+        _ => exact::same(source, target, to, zone),
     }
 }
 
@@ -424,44 +414,6 @@ fn default_for(t: ColumnType) -> Value {
     }
 }
 
-/// Converts one value to a target type family.
-pub fn convert_value(value: &Value, to: ColumnType) -> Result<Value, String> {
-    convert_owned(value.clone(), to)
-}
-
-/// [`convert_value`], taking the value.
-pub fn convert_owned(value: Value, to: ColumnType) -> Result<Value, String> {
-    use ColumnType as T;
-    Ok(match (value, to) {
-        (value @ Value::Null, _) | (value, T::Other) => value,
-        (value @ Value::Int(_), T::Integer) => value,
-        (Value::Float(f), T::Integer) if f.fract() == 0.0 && f.abs() < 9.2e18 => Value::Int(f as i64),
-        (Value::Bool(b), T::Integer) => Value::Int(i64::from(b)),
-        (Value::Text(s), T::Integer) => {
-            Value::Int(s.trim().parse().map_err(|_| format!("text {s:?} is not an integer"))?)
-        }
-        (Value::Int(i), T::Float | T::Decimal) => Value::Float(i as f64),
-        (value @ Value::Float(_), T::Float | T::Decimal) => value,
-        (Value::Text(s), T::Float | T::Decimal) => {
-            Value::Float(s.trim().parse().map_err(|_| format!("text {s:?} is not a number"))?)
-        }
-        (value @ Value::Bool(_), T::Boolean) => value,
-        (Value::Int(i @ (0 | 1)), T::Boolean) => Value::Bool(i == 1),
-        (value @ Value::Text(_), T::Text | T::Date | T::Time | T::Timestamp | T::Json) => value,
-        (Value::Int(i), T::Text) => Value::Text(i.to_string()),
-        (Value::Float(f), T::Text) => Value::Text(f.to_string()),
-        (Value::Bool(b), T::Text) => Value::Text(b.to_string()),
-        (Value::Bytes(b), T::Text) => {
-            Value::Text(String::from_utf8(b).map_err(|_| "bytes are not valid UTF-8 text".to_string())?)
-        }
-        (value @ Value::Bytes(_), T::Blob) => value,
-        (Value::Text(s), T::Blob) => Value::Bytes(s.into_bytes()),
-        // Dates and times kept as integers (unix time) or floats (julian days) pass through.
-        (value @ (Value::Int(_) | Value::Float(_)), T::Date | T::Time | T::Timestamp) => value,
-        (v, t) => return Err(format!("{} value cannot convert to {t}", v.kind())),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -475,6 +427,7 @@ mod tests {
             column_type: crate::connector::sqlite::column_type(declared),
             nullable,
             has_default: false,
+            storage: crate::connector::sqlite::storage(declared),
         }
     }
 
@@ -525,10 +478,10 @@ mod tests {
         assert!(m.warnings.iter().any(|w| w.contains("`legacy`")), "{:?}", m.warnings);
         let row = vec![Value::Int(1), Value::Text("x".into()), Value::Int(3), Value::Int(9)];
         let out = m.convert(&row).unwrap();
-        assert!(matches!(out[2], Value::Float(f) if f == 3.0));
+        assert_eq!(out[2], Value::Int(3), "a whole number stays an integer under NUMERIC affinity");
     }
 
-    /// A text column feeding an integer column cannot convert and is reported; so are a
+    /// A float column feeding a blob column cannot convert and is reported; so are a
     /// missing key column and a NOT NULL target column that nothing feeds.
     #[test]
     fn impossible_mappings_are_reported_together() {
@@ -536,7 +489,7 @@ mod tests {
             name: "product".into(),
             columns: vec![
                 col("id", "INTEGER", false),
-                col("descr", "INTEGER", true),
+                col("price", "BLOB", true),
                 col("modify_id", "INTEGER", false),
                 col("mandatory", "TEXT", false),
             ],
@@ -544,7 +497,7 @@ mod tests {
         };
         let problems = TableMapping::build(&spec(""), &source(), &target).unwrap_err();
         let text = problems.join("\n");
-        assert!(text.contains("`descr` (TEXT) cannot convert"), "{text}");
+        assert!(text.contains("`price` (REAL) cannot convert"), "{text}");
         assert!(text.contains("needs a primary key or unique index on `id`"), "{text}");
         assert!(text.contains("`mandatory` is NOT NULL"), "{text}");
     }
@@ -636,6 +589,9 @@ mod tests {
     /// Values that mean the same in a column type compare equal across representations.
     #[test]
     fn equality_by_column_type() {
+        let equal_as = |a: &Value, b: &Value, family| {
+            exact::same(a, b, &TargetColumn { family, storage: crate::model::Storage::default() }, &TimeZone::UTC)
+        };
         assert!(equal_as(&Value::Float(12.5), &Value::Text("12.50".into()), ColumnType::Decimal));
         assert!(!equal_as(&Value::Float(12.5), &Value::Text("12.51".into()), ColumnType::Decimal));
         assert!(equal_as(
@@ -644,7 +600,8 @@ mod tests {
             ColumnType::Timestamp
         ));
         let same_time = |a: &str, b: &str, t| equal_as(&Value::Text(a.into()), &Value::Text(b.into()), t);
-        // Offsets: an instant compares as its UTC time, and a UTC one equals the bare time.
+        // Offsets: an instant compares as its UTC time, and a wall-clock time is read in
+        // the zone (UTC here).
         assert!(same_time("2024-03-01T12:00:00+02:00", "2024-03-01 10:00:00+00", ColumnType::Timestamp));
         assert!(same_time("2024-03-01 10:00:00.250Z", "2024-03-01 10:00:00.25", ColumnType::Timestamp));
         assert!(!same_time("2024-03-01 12:00:00+02", "2024-03-01 12:00:00", ColumnType::Timestamp));
@@ -665,6 +622,13 @@ mod tests {
     /// Value conversions succeed where exact and fail with a reason otherwise.
     #[test]
     fn value_conversion() {
+        let convert_value = |v: &Value, family| {
+            exact::convert(
+                v.clone(),
+                &TargetColumn { family, storage: crate::model::Storage::default() },
+                &TimeZone::UTC,
+            )
+        };
         assert!(matches!(convert_value(&Value::Text(" 42".into()), ColumnType::Integer), Ok(Value::Int(42))));
         assert!(convert_value(&Value::Text("4x".into()), ColumnType::Integer).is_err());
         assert!(convert_value(&Value::Float(1.5), ColumnType::Integer).is_err());
