@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::checkpoint::{EventKind, RunRecord, format_ms};
+use crate::checkpoint::{EventKind, RunMeta, RunRecord, RunStatus, format_ms};
 use crate::engine::Engine;
 use crate::report::{ErrorEntry, Metrics, TableReport};
 
@@ -134,6 +134,7 @@ pub struct RunDetail {
     /// Last error, when the run stopped on one.
     pub last_error: Option<String>,
     /// Per-table plan, counts and results.
+    #[serde(serialize_with = "crate::report::serialize_tables")]
     pub tables: Vec<TableReport>,
     /// The manual's metrics.
     pub metrics: Metrics,
@@ -176,6 +177,20 @@ impl RunDetail {
     }
 }
 
+/// Why a stored run is not finished, in the words of the summary's last line (`None`
+/// for a finished run).
+fn stopped_reason(meta: &RunMeta) -> Option<String> {
+    let last_interruption =
+        || meta.events.iter().rev().find(|e| e.kind == EventKind::Interrupted).map(|e| e.detail.clone());
+    match meta.status {
+        RunStatus::Completed | RunStatus::CompletedWithErrors => None,
+        RunStatus::Failed => meta.last_error.clone().or_else(last_interruption).or(Some("failed".into())),
+        RunStatus::Interrupted => Some(last_interruption().unwrap_or_else(|| "interrupted".into())),
+        RunStatus::Running => Some("still running".into()),
+        RunStatus::Abandoned => Some("abandoned with `db-sync run --abandon`".into()),
+    }
+}
+
 /// `db-sync show` as text.
 pub fn render_run(run: &RunRecord) -> String {
     let detail = RunDetail::of(run);
@@ -211,7 +226,8 @@ pub fn render_run(run: &RunRecord) -> String {
             t.survey.plan.reason
         );
     }
-    let report = Engine::report(&run.state, false, run.meta.active_ms);
+    let mut report = Engine::report(&run.state, false, run.meta.active_ms);
+    report.stopped = stopped_reason(&run.meta);
     let _ = writeln!(out, "\nresults:");
     for line in report.render().lines() {
         let _ = writeln!(out, "  {line}");

@@ -13,7 +13,7 @@ use crate::report::ProgressMode;
 
 /// Exit codes, documented in `--help` and the README.
 pub mod exit {
-    /// The sync finished and every table verified.
+    /// The sync finished without errors; every table's counts match.
     pub const OK: u8 = 0;
     /// The sync finished, but with errors (rows refused, counts that differ afterwards).
     pub const COMPLETED_WITH_ERRORS: u8 = 1;
@@ -32,7 +32,7 @@ pub mod exit {
 }
 
 const EXIT_CODES: &str = "Exit codes:
-  0    sync finished, every table verified
+  0    sync finished without errors; every table's counts match
   1    sync finished with errors (refused rows, counts that differ afterwards)
   2    config file or command line is wrong
   3    a database could not be reached

@@ -78,8 +78,74 @@ pub struct TableReport {
     pub errors: u64,
     /// Wall time spent on the table.
     pub duration_ms: u64,
-    /// Counts matched after the run.
+    /// Counts matched after the run (`None`: not counted yet). Matching counts alone do
+    /// not make a table verified: see [`TableReport::check`].
     pub verified: Option<bool>,
+    /// Every row was read and compared on both sides in this run (a `changed` step over
+    /// the whole key range), not only the counts, the keys or the changed rows.
+    #[serde(default)]
+    pub rows_compared: bool,
+}
+
+/// What a run established about a table, as the summary names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TableCheck {
+    /// Every row was compared, no row was refused, and the counts match afterwards.
+    Verified,
+    /// The counts match afterwards, but not every row was compared (or a row was refused).
+    CountsMatch,
+    /// The counts still differ afterwards.
+    CountMismatch,
+    /// Not counted afterwards: the run stopped before.
+    NotChecked,
+}
+
+impl TableCheck {
+    /// The words the summary prints.
+    pub fn name(self) -> &'static str {
+        match self {
+            TableCheck::Verified => "verified",
+            TableCheck::CountsMatch => "counts match",
+            TableCheck::CountMismatch => "COUNT MISMATCH",
+            TableCheck::NotChecked => "not checked",
+        }
+    }
+}
+
+impl TableReport {
+    /// Whether the table is verified, or only its counts match.
+    pub fn check(&self) -> TableCheck {
+        match self.verified {
+            None => TableCheck::NotChecked,
+            Some(false) => TableCheck::CountMismatch,
+            Some(true) if self.rows_compared && self.errors == 0 => TableCheck::Verified,
+            Some(true) => TableCheck::CountsMatch,
+        }
+    }
+}
+
+/// Serializes table reports for people and scripts (`run --json`, `show --json`): the
+/// stored `verified` flag appears as `counts_match`, followed by `check` with the
+/// summary's words, so no table is called verified on its counts alone.
+pub fn serialize_tables<S: serde::Serializer>(tables: &[TableReport], serializer: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::Error as _;
+    let mut out = Vec::with_capacity(tables.len());
+    for table in tables {
+        let serde_json::Value::Object(fields) = serde_json::to_value(table).map_err(S::Error::custom)? else {
+            return Err(S::Error::custom("a table report serializes to an object"));
+        };
+        let mut shown = serde_json::Map::new();
+        for (key, value) in fields {
+            if key == "verified" {
+                shown.insert("counts_match".into(), value);
+                shown.insert("check".into(), table.check().name().to_lowercase().into());
+            } else {
+                shown.insert(key, value);
+            }
+        }
+        out.push(serde_json::Value::Object(shown));
+    }
+    serializer.collect_seq(out)
 }
 
 /// The manual's metrics (times in milliseconds).
@@ -145,6 +211,7 @@ impl Metrics {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct RunReport {
     /// Tables in config order.
+    #[serde(serialize_with = "serialize_tables")]
     pub tables: Vec<TableReport>,
     /// Aggregated metrics.
     pub metrics: Metrics,
@@ -154,6 +221,14 @@ pub struct RunReport {
     pub duration_ms: u64,
     /// Only planned; nothing written.
     pub plan_only: bool,
+    /// Why the run stopped before its end (`None`: it ran to the end).
+    #[serde(default)]
+    pub stopped: Option<String>,
+}
+
+/// `1 error`, `2 errors`.
+fn errors_text(n: usize) -> String {
+    if n == 1 { "1 error".to_string() } else { format!("{n} errors") }
 }
 
 fn seconds(ms: u64) -> String {
@@ -182,7 +257,7 @@ impl RunReport {
         }
         let _ = writeln!(
             out,
-            "{:<width$}  {:>19} {:>19} {:>8} {:>8} {:>8} {:>8} {:>6} {:>8}  plan",
+            "{:<width$}  {:>19} {:>19} {:>8} {:>8} {:>8} {:>8} {:>6} {:>8}  {:<14}  plan",
             "table",
             "source before>after",
             "target before>after",
@@ -191,7 +266,8 @@ impl RunReport {
             "deleted",
             "skipped",
             "errors",
-            "time"
+            "time",
+            "check"
         );
         for t in &self.tables {
             let after = |v: Option<u64>| v.map_or("?".to_string(), |v| v.to_string());
@@ -200,13 +276,9 @@ impl RunReport {
                 let repair: Vec<&str> = t.repair.iter().map(|s| s.name()).collect();
                 steps.push_str(&format!(" + repair {}", repair.join(", ")));
             }
-            let flag = match t.verified {
-                Some(false) => "  COUNT MISMATCH",
-                _ => "",
-            };
             let _ = writeln!(
                 out,
-                "{:<width$}  {:>19} {:>19} {:>8} {:>8} {:>8} {:>8} {:>6} {:>8}  {steps}{flag}",
+                "{:<width$}  {:>19} {:>19} {:>8} {:>8} {:>8} {:>8} {:>6} {:>8}  {:<14}  {steps}",
                 t.name,
                 format!("{}>{}", t.source_before, after(t.source_after)),
                 format!("{}>{}", t.target_before, after(t.target_after)),
@@ -216,6 +288,7 @@ impl RunReport {
                 t.skipped,
                 t.errors,
                 seconds(t.duration_ms),
+                t.check().name(),
             );
         }
         let _ = writeln!(out);
@@ -229,14 +302,24 @@ impl RunReport {
         let _ = writeln!(out, "         {}", metrics[5..10].join(" "));
         let _ = writeln!(out, "         {}", metrics[10..].join(" "));
         let _ = writeln!(out, "run time: {}", seconds(self.duration_ms));
-        if self.errors.is_empty() {
-            let _ = writeln!(out, "Sync completed without errors.");
-        } else {
-            let _ = writeln!(out, "Sync completed with {} errors:", self.errors.len());
-            for (i, e) in self.errors.iter().enumerate() {
-                let table = e.table.as_deref().map(|t| format!("{t}: ")).unwrap_or_default();
-                let _ = writeln!(out, "  {}. [{}] {table}{}", i + 1, e.kind.name(), e.message);
+        match (&self.stopped, self.errors.len()) {
+            (Some(reason), 0) => {
+                let _ = writeln!(out, "Sync stopped: {reason}");
             }
+            (Some(reason), n) => {
+                let _ = writeln!(out, "Sync stopped: {reason}");
+                let _ = writeln!(out, "{} before it stopped:", errors_text(n));
+            }
+            (None, 0) => {
+                let _ = writeln!(out, "Sync completed without errors.");
+            }
+            (None, n) => {
+                let _ = writeln!(out, "Sync completed with {}:", errors_text(n));
+            }
+        }
+        for (i, e) in self.errors.iter().enumerate() {
+            let table = e.table.as_deref().map(|t| format!("{t}: ")).unwrap_or_default();
+            let _ = writeln!(out, "  {}. [{}] {table}{}", i + 1, e.kind.name(), e.message);
         }
         out
     }
@@ -324,5 +407,91 @@ impl StepProgress {
         if let Some(bar) = self.bar {
             bar.finish_and_clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(name: &str, verified: Option<bool>, rows_compared: bool, errors: u64) -> TableReport {
+        TableReport { name: name.into(), verified, rows_compared, errors, ..TableReport::default() }
+    }
+
+    fn error(message: &str) -> ErrorEntry {
+        ErrorEntry { kind: ErrorKind::Data, table: Some("items".into()), message: message.into() }
+    }
+
+    fn last_lines(report: &RunReport, n: usize) -> Vec<String> {
+        let text = report.render();
+        let lines: Vec<String> = text.lines().map(str::to_string).collect();
+        lines[lines.len() - n..].to_vec()
+    }
+
+    /// A table is "verified" only when its rows were compared, its counts match and no row
+    /// was refused; matching counts alone say "counts match".
+    #[test]
+    fn verified_only_when_rows_were_compared() {
+        assert_eq!(table("a", Some(true), true, 0).check(), TableCheck::Verified);
+        assert_eq!(table("a", Some(true), false, 0).check(), TableCheck::CountsMatch);
+        assert_eq!(table("a", Some(true), true, 2).check(), TableCheck::CountsMatch);
+        assert_eq!(table("a", Some(false), true, 0).check(), TableCheck::CountMismatch);
+        assert_eq!(table("a", None, false, 0).check(), TableCheck::NotChecked);
+        let report = RunReport {
+            tables: vec![table("compared", Some(true), true, 0), table("counted", Some(true), false, 0)],
+            ..RunReport::default()
+        };
+        let text = report.render();
+        let line = |name: &str| text.lines().find(|l| l.starts_with(name)).unwrap().to_string();
+        assert!(line("compared").contains("  verified  "), "{text}");
+        assert!(line("counted").contains("  counts match  ") && !line("counted").contains("verified"), "{text}");
+    }
+
+    /// The JSON of a table says `check` with the same words and shows the stored flag as
+    /// `counts_match`, never as `verified`.
+    #[test]
+    fn json_tables_say_what_was_checked() {
+        let report = RunReport {
+            tables: vec![table("compared", Some(true), true, 0), table("counted", Some(true), false, 0)],
+            ..RunReport::default()
+        };
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["tables"][0]["check"], "verified");
+        assert_eq!(json["tables"][1]["check"], "counts match");
+        assert_eq!(json["tables"][1]["counts_match"], true);
+        assert_eq!(json["tables"][1]["rows_compared"], false);
+        assert!(json["tables"][1].get("verified").is_none(), "{json}");
+    }
+
+    /// The last line matches the outcome: a clean finish, a finish with errors (listed), or
+    /// a stop (with its reason, and the errors so far).
+    #[test]
+    fn final_line_matches_the_outcome() {
+        let clean = RunReport::default();
+        assert_eq!(last_lines(&clean, 1), ["Sync completed without errors."]);
+
+        let with_errors = RunReport { errors: vec![error("bad row 7"), error("bad row 9")], ..RunReport::default() };
+        assert_eq!(
+            last_lines(&with_errors, 3),
+            ["Sync completed with 2 errors:", "  1. [data] items: bad row 7", "  2. [data] items: bad row 9"]
+        );
+
+        let stopped = RunReport { stopped: Some("maximum error count 1 was reached".into()), ..RunReport::default() };
+        assert_eq!(last_lines(&stopped, 1), ["Sync stopped: maximum error count 1 was reached"]);
+        assert!(!stopped.render().contains("Sync completed"));
+
+        let stopped_with_errors = RunReport {
+            stopped: Some("maximum error count 1 was reached".into()),
+            errors: vec![error("bad row 7")],
+            ..RunReport::default()
+        };
+        assert_eq!(
+            last_lines(&stopped_with_errors, 3),
+            [
+                "Sync stopped: maximum error count 1 was reached",
+                "1 error before it stopped:",
+                "  1. [data] items: bad row 7"
+            ]
+        );
     }
 }

@@ -350,7 +350,12 @@ async fn execute(
             Err(e) => tracing::warn!("cannot prune old runs: {e}"),
         }
     }
-    let report: RunReport = Engine::report(&state, false, meta.active_ms);
+    let mut report: RunReport = Engine::report(&state, false, meta.active_ms);
+    report.stopped = match &result {
+        Ok(()) => None,
+        Err(EngineError::Interrupted) => Some(format!("interrupted by a signal at {}", describe_position(&state))),
+        Err(e) => Some(e.to_string()),
+    };
     match output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&report).expect("report serializes")),
         Output::Text => {

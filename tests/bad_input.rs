@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{Workspace, text};
+use common::{Workspace, assert_secret_absent, text};
 
 const SCHEMA: &str = "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT, qty INTEGER, modify_id INTEGER);
                       INSERT INTO items VALUES (1, 'a', 1, 1), (2, 'b', 2, 2);";
@@ -170,4 +170,64 @@ fn check_passes_on_good_config() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("table items: items -> items (4 columns) ok"), "{stdout}");
     assert!(stdout.contains("check passed"), "{stdout}");
+}
+
+/// The password of every test below; it must show up nowhere.
+const SECRET: &str = "Hunter2SecretPw";
+
+/// A PostgreSQL target at `host:port` with the password in each of the forms a config can
+/// hold it: in the URL's userinfo, as `?password=`, as a `password` key read from the
+/// environment, and in parameters db-sync does not use (`sslpassword`, `Pwd`).
+fn password_forms(host_port: &str) -> Vec<String> {
+    vec![
+        format!(r#"{{"type": "postgres", "url": "postgres://sync:{SECRET}@{host_port}/erp"}}"#),
+        format!(
+            r#"{{"type": "postgres", "url": "postgres://sync@{host_port}/erp?sslmode=disable&password={SECRET}"}}"#
+        ),
+        format!(
+            r#"{{"type": "postgres", "url": "postgres://sync@{host_port}/erp", "password": "${{DB_SYNC_TEST_PGPW}}"}}"#
+        ),
+        format!(
+            r#"{{"type": "postgres", "url": "postgres://sync:{SECRET}@{host_port}/erp?sslpassword={SECRET}&Pwd={SECRET}"}}"#
+        ),
+    ]
+}
+
+/// Runs `run`, `check` and `plan` against each password form with every log level on,
+/// expects exit 3 and `cause` in the error, and finds the secret in no output and no file
+/// of the state store.
+fn connection_failure_hides_the_password(host_port: &str, cause: &str) {
+    for target in password_forms(host_port) {
+        let ws = workspace();
+        ws.config(&CONFIG.replace(r#"{"type": "sqlite", "path": "target.sqlite"}"#, &target));
+        let env = [("DB_SYNC_LOG", "trace"), ("DB_SYNC_TEST_PGPW", SECRET)];
+        let mut outputs = Vec::new();
+        for args in [&["run", "--progress", "off"][..], &["check"], &["plan"], &["run", "-vv", "--json"]] {
+            let out = ws.run_env(args, &env);
+            assert_eq!(out.status.code(), Some(3), "{args:?} with {target}:\n{}", text(&out));
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(stderr.contains(cause), "expected {cause:?} for {target}:\n{}", text(&out));
+            assert!(stderr.contains(host_port), "the error names the server:\n{}", text(&out));
+            assert!(!stderr.contains("pool timed out"), "{}", text(&out));
+            outputs.push(out);
+        }
+        let outputs: Vec<&std::process::Output> = outputs.iter().collect();
+        assert_secret_absent(SECRET, &outputs, &ws.path(".db-sync"));
+    }
+}
+
+/// A closed port fails at once with "connection refused" (not a pool timeout after 30 s),
+/// and the password, in any form, appears in no output, log line or stored file.
+#[test]
+fn refused_connection_names_the_cause_and_hides_the_password() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let started = std::time::Instant::now();
+    connection_failure_hides_the_password(&format!("127.0.0.1:{port}"), "connection refused");
+    assert!(started.elapsed().as_secs() < 60, "every refused connection failed at once");
+}
+
+/// An unknown host fails with "no such host", and the password appears nowhere.
+#[test]
+fn unknown_host_names_the_cause_and_hides_the_password() {
+    connection_failure_hides_the_password("no-such-host.invalid:5432", "no such host");
 }

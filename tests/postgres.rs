@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use common::pg::{Cluster, cluster};
-use common::{Workspace, text};
+use common::{Workspace, assert_secret_absent, text};
 use db_sync::config::Config;
 use db_sync::connector::{self, Connector, ModifyCursor, Side};
 use db_sync::model::{Key, KeyRange, TableScope, Value};
@@ -261,6 +261,113 @@ fn postgres_connection_errors() {
     let out = ws.run(&["check"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("schema `nope` does not exist"), "{}", text(&out));
+}
+
+/// The role and password of the tests that authenticate with a password.
+const PW_ROLE: &str = "dbsync_pw";
+const PW_SECRET: &str = "Hunter2SecretPw";
+
+/// A target endpoint for `role` with `password` in each form a config can hold it: the
+/// URL's userinfo, `?password=`, a `password` key read from `${DB_SYNC_TEST_PGPW}`, and
+/// the userinfo beside parameters db-sync does not use (`sslpassword`, `Pwd`).
+fn password_endpoints(pg: &Cluster, db: &str, role: &str, password: &str) -> Vec<String> {
+    let server = format!("127.0.0.1:{}/{db}", pg.port);
+    vec![
+        format!(r#"{{"type": "postgres", "url": "postgres://{role}:{password}@{server}"}}"#),
+        format!(r#"{{"type": "postgres", "url": "postgres://{role}@{server}?sslmode=disable&password={password}"}}"#),
+        format!(r#"{{"type": "postgres", "url": "postgres://{role}@{server}", "password": "${{DB_SYNC_TEST_PGPW}}"}}"#),
+        format!(
+            r#"{{"type": "postgres", "url": "postgres://{role}:{password}@{server}?sslpassword={password}&Pwd={password}"}}"#
+        ),
+    ]
+}
+
+/// A wrong password fails with the server's "password authentication failed for user …"
+/// (exit 2, not a pool timeout), and the wrong password, in any form, appears in no
+/// output, no log line at any level and no file of the state store.
+#[test]
+fn wrong_password_names_the_cause_and_hides_it() {
+    let pg = need_pg!();
+    pg.password_role(PW_ROLE, PW_SECRET);
+    let db = pg.create_database();
+    let wrong = "WrongSecretPw7";
+    for target in password_endpoints(pg, &db, PW_ROLE, wrong) {
+        let ws = Workspace::new();
+        sqlite_fill(&ws, "source.sqlite", 10);
+        write_config(&ws, SQLITE_SOURCE, &target, "");
+        let env = [("DB_SYNC_LOG", "trace"), ("DB_SYNC_TEST_PGPW", wrong)];
+        let mut outputs = Vec::new();
+        for args in [&["run", "--progress", "off"][..], &["check"], &["plan"], &["verify"]] {
+            let out = ws.run_env(args, &env);
+            assert_eq!(out.status.code(), Some(2), "{args:?} with {target}:\n{}", text(&out));
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let cause = format!("password authentication failed for user \"{PW_ROLE}\"");
+            assert!(stderr.contains(&cause) && stderr.contains("28P01"), "{target}:\n{}", text(&out));
+            assert!(!stderr.contains("pool timed out"), "{}", text(&out));
+            outputs.push(out);
+        }
+        let outputs: Vec<&std::process::Output> = outputs.iter().collect();
+        assert_secret_absent(wrong, &outputs, &ws.path(".db-sync"));
+    }
+}
+
+/// A password that works, in each form, stays out of everything a run leaves behind: the
+/// output and trace logs of `run` (a copy, then a full compare), `check`, `plan`,
+/// `verify`, `runs` and `show` (text and JSON), and every file of the state store.
+#[test]
+fn password_stays_out_of_output_logs_and_state() {
+    let pg = need_pg!();
+    pg.password_role(PW_ROLE, PW_SECRET);
+    for form in 0..4 {
+        let db = pg.create_database();
+        pg.psql(&db, &format!("{PG_ITEMS}; ALTER TABLE items OWNER TO {PW_ROLE}"));
+        let target = password_endpoints(pg, &db, PW_ROLE, PW_SECRET).swap_remove(form);
+        let ws = Workspace::new();
+        sqlite_fill(&ws, "source.sqlite", 300);
+        write_config(&ws, SQLITE_SOURCE, &target, "");
+        let env = [("DB_SYNC_LOG", "trace"), ("DB_SYNC_TEST_PGPW", PW_SECRET)];
+        let mut outputs = Vec::new();
+        for args in [
+            &["check"][..],
+            &["plan"],
+            &["run", "--progress", "lines"],
+            &["run", "--json", "--progress", "lines"],
+            &["verify"],
+            &["runs"],
+            &["runs", "--json"],
+            &["show", "2"],
+            &["show", "2", "--json"],
+        ] {
+            let out = ws.run_env(args, &env);
+            assert_eq!(out.status.code(), Some(0), "{args:?} with {target}:\n{}", text(&out));
+            outputs.push(out);
+        }
+        let show = String::from_utf8_lossy(&outputs[7].stdout).into_owned();
+        assert!(show.contains(&format!("postgres://{PW_ROLE}")), "the target stays readable:\n{show}");
+        let outputs: Vec<&std::process::Output> = outputs.iter().collect();
+        let files = assert_secret_absent(PW_SECRET, &outputs, &ws.path(".db-sync"));
+        assert!(files > 0, "the state store was searched");
+    }
+}
+
+/// An upsert that touches one key twice (SQLSTATE 21000, cardinality violation) is a data
+/// error that keeps its SQLSTATE, like classes 22 and 23: the engine splits the batch
+/// around it instead of stopping the run.
+#[test]
+fn cardinality_violation_is_a_data_error() {
+    let pg = need_pg!();
+    let db = pg.create_database();
+    pg.psql(&db, "CREATE TABLE tags (code text PRIMARY KEY, kind text, modify_id bigint)");
+    let dir = tempfile::tempdir().unwrap();
+    block_on(async {
+        let c = open_target(dir.path(), &pg_endpoint(pg, &db)).await;
+        let scope = scope(false);
+        c.describe("tags").await.unwrap();
+        let row = |kind: &str| vec![Value::Text("k".into()), Value::Text(kind.into()), Value::Int(1)];
+        let e = c.upsert(&scope, &[row("a"), row("b")]).await.unwrap_err();
+        assert!(matches!(e, connector::ConnectorError::Data(_)), "{e:?}");
+        assert!(e.to_string().contains("SQLSTATE 21000"), "{e}");
+    });
 }
 
 // ---------------------------------------------------------------------------------------

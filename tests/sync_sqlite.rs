@@ -52,11 +52,25 @@ fn add_all_into_empty_target() {
     assert!(report.contains("[\"add\"]"), "{report}");
     assert!(report.contains("recordCountAllAdded=12345"), "{report}");
     assert!(report.contains("Sync completed without errors."), "{report}");
+    // A copy compares no rows: the table is not called verified on its counts alone.
+    let line = report.lines().find(|l| l.starts_with("items ")).unwrap_or_else(|| panic!("{report}"));
+    assert!(line.contains("counts match") && !line.contains("verified"), "{report}");
     assert_items_equal(&ws);
 
     // Same counts, untrusted modify IDs: a full compare that changes nothing.
-    let report = stdout(&ws.sync_expect(0));
+    let out = ws.sync_expect(0);
+    let report = stdout(&out);
     assert!(report.contains("[\"changed\"]"), "{report}");
+    let line = report.lines().find(|l| l.starts_with("items ")).unwrap_or_else(|| panic!("{report}"));
+    assert!(line.contains("verified"), "{report}");
+    // `show --json` says the same of both runs.
+    for (run, check) in [("1", "counts match"), ("2", "verified")] {
+        let out = ws.run(&["show", run, "--json"]);
+        let json: serde_json::Value =
+            serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
+        assert_eq!(json["tables"][0]["check"], check, "{json}");
+        assert_eq!(json["tables"][0]["counts_match"], true, "{json}");
+    }
     assert!(report.contains("recordCountAllSkipped=12345"), "{report}");
     assert!(report.contains("recordCountAllModified=0"), "{report}");
 }
@@ -299,6 +313,17 @@ fn max_error_count_stops_the_run() {
     items_config(&ws, r#", "batch_size": 100, "max_error_count": 3"#);
     let out = ws.sync_expect(5);
     assert!(String::from_utf8_lossy(&out.stderr).contains("maximum error count 3 was reached"), "{}", text(&out));
+
+    // The summary says the run stopped, why, and lists the errors so far; it never claims
+    // to have completed (regression: "Sync completed without errors." then "failed").
+    let report = stdout(&out);
+    assert!(!report.contains("Sync completed"), "{report}");
+    let lines: Vec<&str> = report.lines().collect();
+    let stop = lines.iter().position(|l| l.starts_with("Sync stopped: ")).unwrap_or_else(|| panic!("{report}"));
+    assert!(lines[stop].contains("maximum error count 3 was reached"), "{report}");
+    assert_eq!(lines[stop + 1], "3 errors before it stopped:", "{report}");
+    assert!(lines[stop + 2].starts_with("  1. [data] items: "), "{report}");
+    assert!(report.trim_end().ends_with("failed"), "{report}");
 }
 
 /// `db-sync plan` prints counts, plans and reasons and writes nothing.

@@ -129,8 +129,9 @@ pub struct ConfigFile {
     pub timezone: Option<String>,
 }
 
-/// One side of the sync. Which keys apply depends on `type`.
-#[derive(Debug, Clone, Deserialize)]
+/// One side of the sync. Which keys apply depends on `type`. Its `Debug` output hides
+/// the password and the URL's secrets.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConnectionFile {
     /// Backend: `sqlite`, `postgres`, `4d` or `rest`.
@@ -178,6 +179,28 @@ pub struct ConnectionFile {
     /// Milliseconds between retries.
     #[serde(default)]
     pub retry_delay: Option<u64>,
+}
+
+impl std::fmt::Debug for ConnectionFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectionFile")
+            .field("kind", &self.kind)
+            .field("path", &self.path)
+            .field("url", &self.url.as_deref().map(super::redact_url))
+            .field("schema", &self.schema)
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| super::REDACTED))
+            .field("database", &self.database)
+            .field("pool_size", &self.pool_size)
+            .field("statement_timeout_secs", &self.statement_timeout_secs)
+            .field("sslmode", &self.sslmode)
+            .field("timeout", &self.timeout)
+            .field("retry_count", &self.retry_count)
+            .field("retry_delay", &self.retry_delay)
+            .finish()
+    }
 }
 
 /// How tables are ordered.

@@ -169,16 +169,51 @@ impl Endpoint {
     }
 }
 
-/// Removes a password from `scheme://user:password@host` URLs.
-pub fn redact_url(url: &str) -> String {
-    if let Some(scheme_end) = url.find("://") {
-        let rest = &url[scheme_end + 3..];
-        if let Some(at) = rest.find('@') {
-            let creds = &rest[..at];
-            if let Some(colon) = creds.find(':') {
-                return format!("{}{}:***{}", &url[..scheme_end + 3], &creds[..colon], &rest[at..]);
-            }
+/// What a redacted secret is replaced with.
+pub const REDACTED: &str = "***";
+
+/// Query parameters of a connection URL that hold a secret (compared case-insensitively).
+const SECRET_QUERY_KEYS: [&str; 4] = ["password", "pass", "pwd", "sslpassword"];
+
+/// True for a query parameter or config key whose value is a secret.
+pub fn is_secret_key(key: &str) -> bool {
+    SECRET_QUERY_KEYS.iter().any(|k| k.eq_ignore_ascii_case(key))
+}
+
+/// A connection URL safe to print or store: the password of `user:password@` and the
+/// values of `password`, `pass`, `pwd` and `sslpassword` query parameters become `***`;
+/// the rest is kept. A URL that does not parse is shown as its scheme and `***` only,
+/// since there is no telling where a secret in it starts or ends.
+pub fn redact_url(text: &str) -> String {
+    let opaque = || match text.split_once("://") {
+        Some((scheme, _))
+            if !scheme.is_empty() && scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)) =>
+        {
+            format!("{scheme}://{REDACTED}")
         }
+        _ => REDACTED.to_string(),
+    };
+    let Ok(mut url) = url::Url::parse(text) else { return opaque() };
+    // Without an authority (`postgres:user:pw@host`) the whole rest is a path that may
+    // hold anything.
+    if url.cannot_be_a_base() {
+        return opaque();
+    }
+    if url.password().is_some() && url.set_password(Some(REDACTED)).is_err() {
+        return opaque();
+    }
+    if url.query_pairs().any(|(key, _)| is_secret_key(&key)) {
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(key, value)| {
+                let value = if is_secret_key(&key) { REDACTED.to_string() } else { value.into_owned() };
+                (key.into_owned(), value)
+            })
+            .collect();
+        url.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    if url.fragment().is_some() {
+        url.set_fragment(Some(REDACTED));
     }
     url.to_string()
 }
@@ -410,6 +445,13 @@ fn deserialize_error(path: &Path, e: serde_path_to_error::Error<serde_json::Erro
             .map(|(parent, _)| parent.to_string())
             .unwrap_or_else(|| "(top level)".to_string());
         return ConfigError::UnknownKey { path: path.to_path_buf(), key, location, suggestion };
+    }
+    // serde quotes the value it refused (`invalid type: integer `123``); a secret's value
+    // must not reach the message.
+    let last_key = location.rsplit('.').next().unwrap_or_default();
+    if last_key == "url" || is_secret_key(last_key) {
+        let message = "must be a string".to_string();
+        return ConfigError::Invalid { path: path.to_path_buf(), location, message };
     }
     ConfigError::Invalid { path: path.to_path_buf(), location, message }
 }

@@ -182,3 +182,68 @@ fn reference_config_documents_every_key() {
         assert!(tables.iter().any(|t| documented(t, key)), "reference config lacks table key `{key}` or its comment");
     }
 }
+
+/// A password in the userinfo or in a secret query parameter (any case) is replaced by
+/// `***`, and the rest of the URL stays readable.
+#[test]
+fn redact_url_hides_passwords_and_keeps_the_rest() {
+    assert_eq!(redact_url("postgres://sync:SECRET@db.example:5432/erp"), "postgres://sync:***@db.example:5432/erp");
+    assert_eq!(
+        redact_url("postgres://sync@db.example/erp?sslmode=require&password=SECRET&application_name=x"),
+        "postgres://sync@db.example/erp?sslmode=require&password=***&application_name=x"
+    );
+    for key in ["PASSWORD", "Pass", "pwd", "sslpassword", "SslPassword"] {
+        let redacted = redact_url(&format!("postgres://u@h/db?{key}=SECRET&sslmode=disable"));
+        assert!(!redacted.contains("SECRET"), "{key}: {redacted}");
+        assert!(redacted.contains(&format!("{key}=***")) && redacted.contains("sslmode=disable"), "{redacted}");
+    }
+    let both = redact_url("postgres://u:SECRET1@h/db?password=SECRET2");
+    assert_eq!(both, "postgres://u:***@h/db?password=***");
+    // Percent-encoded and reserved characters in the password are hidden too.
+    assert_eq!(redact_url("postgres://u:S%40CR%2FET@h/db"), "postgres://u:***@h/db");
+    // No secret: unchanged (the description is part of stored watermark identities).
+    assert_eq!(redact_url("postgres://postgres@127.0.0.1:5432/t1"), "postgres://postgres@127.0.0.1:5432/t1");
+    assert_eq!(redact_url("postgres:///erp?host=/run/postgresql"), "postgres:///erp?host=/run/postgresql");
+}
+
+/// A URL that does not parse (or has no authority) shows only its scheme: there is no
+/// telling where a secret in it starts or ends.
+#[test]
+fn redact_url_of_an_invalid_url_shows_nothing_after_the_scheme() {
+    for url in ["postgres://u:SEC/RET@h:5432/db", "postgres://u:SECRET@h:notaport/db", "postgres://u:SECRET"] {
+        assert_eq!(redact_url(url), "postgres://***", "{url}");
+    }
+    assert_eq!(redact_url("postgres:u:SECRET@h/db"), "***");
+    assert_eq!(redact_url("host=h user=u password=SECRET"), "***");
+    assert_eq!(redact_url("postgres://u@h/db#SECRET"), "postgres://u@h/db#***");
+}
+
+/// `Debug` of the config structs never shows a password, in a `password` key or in the
+/// URL (a `{:?}` in a log line must not leak it).
+#[test]
+fn debug_output_hides_secrets() {
+    let text = r#"{
+      "source": {"type": "postgres", "url": "postgres://u:SECRET1@h/db?pwd=SECRET2", "password": "SECRET3"},
+      "target": {"type": "sqlite", "path": "target.sqlite"},
+      "tables": [{"name": "items"}]
+    }"#;
+    let config = parse(text).unwrap();
+    let file: ConfigFile = serde_json::from_str(text).unwrap();
+    for debug in [format!("{config:?}"), format!("{:?}", config.source.raw), format!("{file:?}")] {
+        assert!(!debug.contains("SECRET"), "{debug}");
+    }
+    assert!(format!("{:?}", config.source.raw).contains("postgres://u:***@h/db?pwd=***"));
+    assert_eq!(config.source.describe(), "postgres postgres://u:***@h/db?pwd=***");
+}
+
+/// A secret of the wrong JSON type is refused without quoting its value.
+#[test]
+fn wrong_type_of_password_is_not_quoted() {
+    let text = r#"{
+      "source": {"type": "postgres", "url": "postgres://u@h/db", "password": 918273645},
+      "target": {"type": "sqlite", "path": "target.sqlite"},
+      "tables": [{"name": "items"}]
+    }"#;
+    let message = parse(text).unwrap_err().to_string();
+    assert!(message.contains("source.password") && !message.contains("918273645"), "{message}");
+}

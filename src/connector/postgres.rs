@@ -115,8 +115,11 @@ pub struct PostgresConnector {
     tables: Mutex<HashMap<String, TableSchema>>,
 }
 
-/// Classifies a sqlx error. SQLSTATE classes: 08 connection, 22 data, 23 integrity,
-/// 40 transaction rollback (retryable), 42 syntax/undefined objects, 57 operator intervention.
+/// Classifies a sqlx error. SQLSTATE classes: 08 connection, 21 cardinality (an upsert
+/// that touches one key twice), 22 data and 23 integrity (bad rows: the batch is split to
+/// isolate them), 28 authentication, 40 transaction rollback (retryable), 42 syntax or
+/// undefined objects, 53 resources, 55 object state, 57 operator intervention. Every
+/// message keeps the SQLSTATE; none holds a secret (sqlx never echoes the URL).
 fn classify(endpoint: &str, e: sqlx::Error) -> ConnectorError {
     match &e {
         sqlx::Error::Database(db) => {
@@ -128,16 +131,26 @@ fn classify(endpoint: &str, e: sqlx::Error) -> ConnectorError {
                     ConnectorError::Connection { endpoint: endpoint.to_string(), message: detail }
                 }
                 Some("40") | Some("55") => ConnectorError::Busy { endpoint: endpoint.to_string(), message: detail },
-                Some("22") | Some("23") => ConnectorError::Data(detail),
+                Some("21") | Some("22") | Some("23") => ConnectorError::Data(detail),
                 Some("42") => ConnectorError::Schema(format!("{endpoint}: {detail}")),
                 Some("28") => ConnectorError::Config(format!(
-                    "{endpoint}: authentication failed: {message}; check the user and the password variable"
+                    "{endpoint}: authentication failed: {detail}; check the user and the password variable"
                 )),
                 _ => ConnectorError::Other(format!("{endpoint}: {detail}")),
             }
         }
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
+        sqlx::Error::Io(io) => {
+            // The cause in words a user searches for; the OS text stays in brackets.
+            let message = if io.kind() == std::io::ErrorKind::ConnectionRefused {
+                format!("connection refused; is the server running and accepting TCP connections? ({io})")
+            } else if io.to_string().contains("failed to lookup address") {
+                format!("no such host ({io})")
+            } else {
+                e.to_string()
+            };
+            ConnectorError::Connection { endpoint: endpoint.to_string(), message }
+        }
+        sqlx::Error::Tls(_)
         | sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed
@@ -155,6 +168,27 @@ impl PostgresConnector {
         let url = raw.url.as_deref().unwrap_or_default();
         let described = format!("{} postgres {}", side.name(), redact_url(url));
         let config_error = |message: String| ConnectorError::Config(format!("{described}: {message}"));
+        // sqlx logs an unknown URL parameter with its value at warn level, so secret ones
+        // it does not use (`pass`, `pwd`, `sslpassword`, `Password`) never reach it.
+        let mut url = url.to_string();
+        if let Ok(mut parsed) = url::Url::parse(&url) {
+            let unused_secret = |key: &str| crate::config::is_secret_key(key) && key != "password";
+            if parsed.query_pairs().any(|(key, _)| unused_secret(&key)) {
+                let pairs: Vec<(String, String)> = parsed
+                    .query_pairs()
+                    .filter(|(key, _)| {
+                        let unused = unused_secret(key);
+                        if unused {
+                            tracing::warn!("{described}: ignoring URL parameter `{key}`: db-sync does not use it");
+                        }
+                        !unused
+                    })
+                    .map(|(key, value)| (key.into_owned(), value.into_owned()))
+                    .collect();
+                parsed.query_pairs_mut().clear().extend_pairs(pairs);
+                url = parsed.to_string();
+            }
+        }
         let mut connect: PgConnectOptions =
             url.parse().map_err(|e: sqlx::Error| config_error(format!("invalid url: {e}")))?;
         if let Some(user) = &raw.user {
@@ -181,9 +215,26 @@ impl PostgresConnector {
         if let Some(secs) = raw.statement_timeout_secs {
             connect = connect.options([("statement_timeout", format!("{}s", secs))]);
         }
+        // The pool retries a refused connection until its acquire timeout and then reports
+        // only "pool timed out". One plain connection first names the cause: connection
+        // refused, no such host, or the server's authentication error.
+        let timeout = Duration::from_secs(raw.timeout.unwrap_or(30));
+        let first = <sqlx::PgConnection as sqlx::Connection>::connect_with(&connect);
+        match tokio::time::timeout(timeout, first).await {
+            Ok(Ok(first)) => {
+                let _ = sqlx::Connection::close(first).await;
+            }
+            Ok(Err(e)) => return Err(classify(&described, e)),
+            Err(_) => {
+                return Err(ConnectorError::Connection {
+                    endpoint: described,
+                    message: format!("no answer within {}s (`timeout`)", timeout.as_secs()),
+                });
+            }
+        }
         let pool = PgPoolOptions::new()
             .max_connections(raw.pool_size.unwrap_or(4).max(1))
-            .acquire_timeout(Duration::from_secs(raw.timeout.unwrap_or(30)))
+            .acquire_timeout(timeout)
             .connect_with(connect)
             .await
             .map_err(|e| classify(&described, e))?;

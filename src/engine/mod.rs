@@ -814,6 +814,11 @@ impl Engine {
                         state.tables[table].report.repair.push(kind);
                     }
                     self.run_step(jobs, state, observer, table, kind, repair).await?;
+                    if kind == StepKind::Changed {
+                        // Only this step reads and compares every row of the key range; the
+                        // others compare keys (add, delete) or the changed rows (incremental).
+                        state.tables[table].report.rows_compared = true;
+                    }
                     Some(table)
                 }
                 Task::Verify { table } => {
@@ -950,7 +955,7 @@ impl Engine {
         Ok((source != target).then_some((source, target)))
     }
 
-    /// The report of a run state.
+    /// The report of a run state (as if it ran to its end; set `stopped` otherwise).
     pub fn report(state: &RunState, plan_only: bool, duration_ms: u64) -> RunReport {
         let tables: Vec<TableReport> = state.tables.iter().map(|t| t.report.clone()).collect();
         let sum = |f: fn(&TableReport) -> u64| tables.iter().map(f).sum::<u64>();
@@ -971,7 +976,7 @@ impl Engine {
             binarySearchMaxDepthAll: u64::from(state.bisect.max_depth),
             binarySearchTimeAll: state.timers.bisect.as_millis() as u64,
         };
-        RunReport { metrics, errors: state.errors.clone(), tables, duration_ms, plan_only }
+        RunReport { metrics, errors: state.errors.clone(), tables, duration_ms, plan_only, stopped: None }
     }
 
     /// The source connector.
@@ -993,10 +998,13 @@ impl Engine {
             return Ok(Engine::report(&state, true, started.elapsed().as_millis() as u64));
         }
         let result = self.execute(&jobs, &mut state, observer).await;
-        let report = Engine::report(&state, false, started.elapsed().as_millis() as u64);
+        let mut report = Engine::report(&state, false, started.elapsed().as_millis() as u64);
         match result {
             Ok(()) => Ok(report),
-            Err(e) => Err((e, report)),
+            Err(e) => {
+                report.stopped = Some(e.to_string());
+                Err((e, report))
+            }
         }
     }
 }

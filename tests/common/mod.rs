@@ -53,6 +53,19 @@ impl Workspace {
             .expect("run db-sync")
     }
 
+    /// Runs `db-sync` with `args` in the workspace folder, with extra environment
+    /// variables (`DB_SYNC_LOG`, secrets for `${VAR}`).
+    pub fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_db-sync"))
+            .args(args)
+            .current_dir(self.dir.path())
+            .env("NO_COLOR", "1")
+            .env_remove("DB_SYNC_LOG")
+            .envs(env.iter().copied())
+            .output()
+            .expect("run db-sync")
+    }
+
     /// Runs `db-sync run --progress off` and asserts the exit code.
     pub fn sync_expect(&self, code: i32) -> Output {
         let out = self.run(&["run", "--progress", "off"]);
@@ -98,4 +111,32 @@ pub fn assert_same_rows(a: &[Vec<Value>], b: &[Vec<Value>], what: &str) {
 /// Opens a database read-only for checks.
 pub fn open(path: &Path) -> Connection {
     Connection::open(path).expect("open sqlite")
+}
+
+/// Asserts that `secret` appears in none of `outputs` (stdout and stderr) and in no file
+/// under `dir`, read as raw bytes (the state store included). Returns how many files it
+/// searched.
+pub fn assert_secret_absent(secret: &str, outputs: &[&Output], dir: &Path) -> usize {
+    for out in outputs {
+        assert!(!text(out).contains(secret), "the secret leaked into the output:\n{}", text(out));
+    }
+    let mut folders: Vec<PathBuf> = if dir.exists() { vec![dir.to_path_buf()] } else { Vec::new() };
+    let mut files = 0;
+    while let Some(folder) = folders.pop() {
+        for entry in std::fs::read_dir(&folder).expect("read dir").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                folders.push(path);
+            } else {
+                files += 1;
+                let bytes = std::fs::read(&path).expect("read file");
+                assert!(
+                    !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                    "the secret leaked into {}",
+                    path.display()
+                );
+            }
+        }
+    }
+    files
 }

@@ -151,6 +151,25 @@ impl Cluster {
         name
     }
 
+    /// Creates a login role that must give `password` (scram-sha-256) over TCP, while
+    /// every other role stays trusted; once per cluster and role.
+    pub fn password_role(&self, role: &str, password: &str) {
+        static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _serialized = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let hba = self.socket_dir.join("data").join("pg_hba.conf");
+        let rules = std::fs::read_to_string(&hba).expect("read pg_hba.conf");
+        let rule = format!("host all {role} 127.0.0.1/32 scram-sha-256\n");
+        if rules.contains(&rule) {
+            return;
+        }
+        self.psql("postgres", &format!("CREATE ROLE {role} LOGIN PASSWORD '{password}'"));
+        // The first matching line wins, so the rule goes before the cluster's `trust` lines.
+        std::fs::write(&hba, format!("{rule}{rules}")).expect("write pg_hba.conf");
+        self.psql("postgres", "SELECT pg_reload_conf()");
+        // The postmaster rereads the file on SIGHUP, shortly after the call returns.
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+
     /// URL of a database.
     pub fn url(&self, db: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
