@@ -1,6 +1,6 @@
 //! The randomized crash test: a real `db-sync` child process syncing the ERP demo data
-//! set at scale 2 (454,080 source rows, ten table entries, needing adds, deletes and
-//! updates) is
+//! set at scale 3 (about 680,000 source rows, ten table entries, needing adds, deletes
+//! and updates) is
 //! SIGKILLed at random moments, at least 20 times during one run, and resumed each time.
 //! At the end the target equals the source row by row, every watermark equals the
 //! source's largest modify ID, and the audit shows one run with its interruptions.
@@ -25,7 +25,7 @@ fn runs(ws: &Workspace) -> serde_json::Value {
 /// Copies every other row of each demo table into the target (foreign keys off: the
 /// copy is deliberately incomplete), then changes the source.
 fn prepare(ws: &Workspace) -> u64 {
-    let (config, rows) = demo::build(ws.dir.path(), 2.0).unwrap();
+    let (config, rows) = demo::build(ws.dir.path(), 3.0).unwrap();
     let target = rusqlite::Connection::open(ws.path("target.sqlite")).unwrap();
     target
         .execute_batch(&format!(
@@ -77,7 +77,7 @@ fn random_sigkills_during_a_large_multi_table_sync() {
             .unwrap();
         let finishing = interruptions >= KILLS;
         if !finishing {
-            std::thread::sleep(Duration::from_millis(30 + rng.below(300) as u64));
+            std::thread::sleep(Duration::from_millis(30 + rng.below(200) as u64));
             if child.try_wait().unwrap().is_none() {
                 child.kill().unwrap();
                 kills += 1;
