@@ -3,10 +3,16 @@
 //! is rewritten and flushed after every target commit, so a process killed at any
 //! instant resumes from its last committed batch.
 //!
-//! Records are versioned (`StoredRun::V1`) and checksummed; a record that does not decode
-//! is an error naming the store and the way out, never a silent fresh start. Only one
-//! process opens a store at a time (sled holds an exclusive file lock, which the kernel
-//! releases when the process dies); `owner.json` beside it tells others who holds it.
+//! Records are versioned and checksummed; a record that does not decode is an error naming
+//! the store and the way out, never a silent fresh start. Only one process opens a store at
+//! a time (sled holds an exclusive file lock, which the kernel releases when the process
+//! dies); `owner.json` beside it tells others who holds it.
+//!
+//! The layout of each format is frozen. Format 2 (written now) encodes the live types;
+//! format 1 is read through its frozen copies in [`v1`] and migrated into them. A store
+//! of an older format is marked with the current one when opened, so an older db-sync
+//! refuses it instead of misreading it. The golden test in `tests.rs` fails when a live
+//! type's layout changes without a new format.
 
 use std::path::{Path, PathBuf};
 
@@ -15,8 +21,11 @@ use serde::{Deserialize, Serialize};
 use crate::engine::{EngineError, Observer, RunState, Watermarks};
 use crate::model::Value;
 
-/// Format of the store this version writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+pub mod v1;
+
+/// Format of the store this version writes. Stores of older formats are read (their
+/// records migrated) and marked with this format when opened; newer ones are refused.
+pub const FORMAT_VERSION: u32 = 2;
 
 /// FNV-1a, 64 bit: record checksums and fingerprints (not for security).
 pub fn fnv1a(bytes: &[u8]) -> u64 {
@@ -220,17 +229,35 @@ pub struct RunRecord {
     pub state: RunState,
 }
 
-/// Versioned envelope of a stored run. New versions are added as new variants; old ones
-/// keep decoding.
-#[derive(Deserialize)]
+/// Versioned envelope of a stored run. New versions are added as new variants at the
+/// end (bincode stores the variant's position); old ones keep decoding, through frozen
+/// types, into the live [`RunRecord`].
+#[derive(Serialize, Deserialize)]
 enum StoredRun {
-    V1(RunRecord),
+    /// Format 1, frozen.
+    V1(v1::RunRecord),
+    /// Format 2: the live types.
+    V2(RunRecord),
 }
 
-/// Borrowing twin of [`StoredRun`]: serializes identically, without cloning the state.
+impl From<StoredRun> for RunRecord {
+    fn from(stored: StoredRun) -> RunRecord {
+        match stored {
+            StoredRun::V1(record) => record.into(),
+            StoredRun::V2(record) => record,
+        }
+    }
+}
+
+/// Borrowing twin of [`StoredRun`]: serializes `V2` identically, without cloning the
+/// state. Only the current format is ever written.
 #[derive(Serialize)]
 enum StoredRunRef<'a> {
-    V1(RunRecordRef<'a>),
+    /// Never written; holds format 1's position so `V2` encodes as variant 1.
+    #[allow(dead_code)]
+    V1(()),
+    /// Format 2.
+    V2(RunRecordRef<'a>),
 }
 
 #[derive(Serialize)]
@@ -252,9 +279,22 @@ pub struct WatermarkRecord {
     pub at_ms: i64,
 }
 
+/// Versioned envelope of a stored watermark, like [`StoredRun`].
 #[derive(Serialize, Deserialize)]
 enum StoredWatermark {
-    V1(WatermarkRecord),
+    /// Format 1, frozen.
+    V1(v1::WatermarkRecord),
+    /// Format 2: the live types.
+    V2(WatermarkRecord),
+}
+
+impl From<StoredWatermark> for WatermarkRecord {
+    fn from(stored: StoredWatermark) -> WatermarkRecord {
+        match stored {
+            StoredWatermark::V1(record) => record.into(),
+            StoredWatermark::V2(record) => record,
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -291,6 +331,34 @@ fn seal(payload: Vec<u8>) -> Vec<u8> {
     let mut out = fnv1a(&payload).to_le_bytes().to_vec();
     out.extend_from_slice(&payload);
     out
+}
+
+/// Encodes a run record in the current format, sealed.
+fn encode_run(meta: &RunMeta, state: &RunState) -> Vec<u8> {
+    let stored = StoredRunRef::V2(RunRecordRef { meta, state });
+    seal(bincode::serde::encode_to_vec(&stored, bincode_config()).expect("run record encodes"))
+}
+
+/// Decodes a sealed run record of any format this version reads.
+fn decode_run(bytes: &[u8], what: &str) -> Result<RunRecord, String> {
+    let payload = unseal(bytes, what)?;
+    let (stored, _): (StoredRun, _) =
+        bincode::serde::decode_from_slice(payload, bincode_config()).map_err(|e| format!("{what}: {e}"))?;
+    Ok(stored.into())
+}
+
+/// Encodes a watermark record in the current format, sealed.
+fn encode_watermark(record: &WatermarkRecord) -> Vec<u8> {
+    let stored = StoredWatermark::V2(record.clone());
+    seal(bincode::serde::encode_to_vec(&stored, bincode_config()).expect("watermark encodes"))
+}
+
+/// Decodes a sealed watermark record of any format this version reads.
+fn decode_watermark(bytes: &[u8], what: &str) -> Result<WatermarkRecord, String> {
+    let payload = unseal(bytes, what)?;
+    let (stored, _): (StoredWatermark, _) =
+        bincode::serde::decode_from_slice(payload, bincode_config()).map_err(|e| format!("{what}: {e}"))?;
+    Ok(stored.into())
 }
 
 fn unseal<'a>(bytes: &'a [u8], what: &str) -> Result<&'a [u8], String> {
@@ -382,37 +450,50 @@ impl Store {
                         supported: FORMAT_VERSION,
                     });
                 }
+                if format.version < FORMAT_VERSION {
+                    // Older records stay as they are and are migrated when read; a record
+                    // is rewritten in the current format when its run next changes. The
+                    // new mark makes an older db-sync refuse the store instead of failing
+                    // on a record it cannot decode.
+                    tracing::info!(
+                        store = %self.dir.display(),
+                        from = format.version,
+                        to = FORMAT_VERSION,
+                        "state store upgraded"
+                    );
+                    self.write_format()?;
+                }
                 Ok(())
             }
-            None => {
-                let record = FormatRecord { version: FORMAT_VERSION, written_by: env!("CARGO_PKG_VERSION").into() };
-                let payload = bincode::serde::encode_to_vec(&record, bincode_config()).expect("encodes");
-                self.db.insert(KEY_FORMAT, seal(payload)).map_err(|e| self.io(e))?;
-                self.db.flush().map_err(|e| self.io(e))?;
-                Ok(())
-            }
+            None => self.write_format(),
         }
     }
 
-    fn encode_run(meta: &RunMeta, state: &RunState) -> Vec<u8> {
-        let stored = StoredRunRef::V1(RunRecordRef { meta, state });
-        seal(bincode::serde::encode_to_vec(&stored, bincode_config()).expect("run record encodes"))
+    fn write_format(&self) -> Result<(), StoreError> {
+        let record = FormatRecord { version: FORMAT_VERSION, written_by: env!("CARGO_PKG_VERSION").into() };
+        let payload = bincode::serde::encode_to_vec(&record, bincode_config()).expect("encodes");
+        self.db.insert(KEY_FORMAT, seal(payload)).map_err(|e| self.io(e))?;
+        self.db.flush().map_err(|e| self.io(e))?;
+        Ok(())
+    }
+
+    /// The format the store is marked with.
+    pub fn format_version(&self) -> Result<u32, StoreError> {
+        let bytes = self.db.get(KEY_FORMAT).map_err(|e| self.io(e))?.ok_or_else(|| self.corrupt("no format record"))?;
+        let payload = unseal(&bytes, "format record").map_err(|d| self.corrupt(d))?;
+        let (format, _): (FormatRecord, _) = bincode::serde::decode_from_slice(payload, bincode_config())
+            .map_err(|e| self.corrupt(format!("format record: {e}")))?;
+        Ok(format.version)
     }
 
     fn decode_run(&self, key: &[u8], bytes: &[u8]) -> Result<RunRecord, StoreError> {
         let id = key.get(RUN_PREFIX.len()..).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes).unwrap_or(0);
-        let what = format!("record of run {id}");
-        let payload = unseal(bytes, &what).map_err(|d| self.corrupt(d))?;
-        let (stored, _): (StoredRun, _) = bincode::serde::decode_from_slice(payload, bincode_config())
-            .map_err(|e| self.corrupt(format!("{what}: {e}")))?;
-        match stored {
-            StoredRun::V1(record) => Ok(record),
-        }
+        decode_run(bytes, &format!("record of run {id}")).map_err(|d| self.corrupt(d))
     }
 
     /// Writes a run record and flushes it to disk before returning.
     pub fn save_run(&self, meta: &RunMeta, state: &RunState) -> Result<(), StoreError> {
-        self.db.insert(run_key(meta.id), Self::encode_run(meta, state)).map_err(|e| self.io(e))?;
+        self.db.insert(run_key(meta.id), encode_run(meta, state)).map_err(|e| self.io(e))?;
         self.db.flush().map_err(|e| self.io(e))?;
         Ok(())
     }
@@ -425,13 +506,11 @@ impl Store {
         watermarks: &[(String, WatermarkRecord)],
     ) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
-        batch.insert(run_key(meta.id), Self::encode_run(meta, state));
+        batch.insert(run_key(meta.id), encode_run(meta, state));
         for (table, record) in watermarks {
-            let payload = bincode::serde::encode_to_vec(StoredWatermark::V1(record.clone()), bincode_config())
-                .expect("watermark encodes");
             let mut key = WATERMARK_PREFIX.to_vec();
             key.extend_from_slice(table.as_bytes());
-            batch.insert(key, seal(payload));
+            batch.insert(key, encode_watermark(record));
         }
         self.db.apply_batch(batch).map_err(|e| self.io(e))?;
         self.db.flush().map_err(|e| self.io(e))?;
@@ -492,10 +571,7 @@ impl Store {
         let mut key = WATERMARK_PREFIX.to_vec();
         key.extend_from_slice(table.as_bytes());
         let Some(bytes) = self.db.get(&key).map_err(|e| self.io(e))? else { return Ok(None) };
-        let payload = unseal(&bytes, &format!("watermark of {table}")).map_err(|d| self.corrupt(d))?;
-        let (StoredWatermark::V1(record), _): (StoredWatermark, _) =
-            bincode::serde::decode_from_slice(payload, bincode_config())
-                .map_err(|e| self.corrupt(format!("watermark of {table}: {e}")))?;
+        let record = decode_watermark(&bytes, &format!("watermark of {table}")).map_err(|d| self.corrupt(d))?;
         Ok((record.identity == identity).then_some(record.value))
     }
 
@@ -505,10 +581,7 @@ impl Store {
         for item in self.db.scan_prefix(WATERMARK_PREFIX) {
             let (key, bytes) = item.map_err(|e| self.io(e))?;
             let table = String::from_utf8_lossy(&key[WATERMARK_PREFIX.len()..]).into_owned();
-            let payload = unseal(&bytes, &format!("watermark of {table}")).map_err(|d| self.corrupt(d))?;
-            let (StoredWatermark::V1(record), _): (StoredWatermark, _) =
-                bincode::serde::decode_from_slice(payload, bincode_config())
-                    .map_err(|e| self.corrupt(format!("watermark of {table}: {e}")))?;
+            let record = decode_watermark(&bytes, &format!("watermark of {table}")).map_err(|d| self.corrupt(d))?;
             out.push((table, record));
         }
         Ok(out)
