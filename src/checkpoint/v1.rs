@@ -580,6 +580,8 @@ impl From<TableReport> for live_report::TableReport {
             errors: v.errors,
             duration_ms: v.duration_ms,
             verified: v.verified,
+            // Format 1 did not record whether rows were compared: claim no more.
+            rows_compared: false,
         }
     }
 }
