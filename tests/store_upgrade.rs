@@ -89,7 +89,7 @@ fn history_of_a_format_1_store_reads() {
     assert_eq!(first["tables"][0]["name"], "items");
     assert_eq!(first["tables"][0]["added"], 300);
     assert_eq!(first["tables"][1]["name"], "notes");
-    assert_eq!(first["tables"][1]["verified"], true);
+    assert_eq!(first["tables"][1]["counts_match"], true);
     let second = json(&ws, &["show", "2", "--json"]);
     assert_eq!(second["tables"][0]["changed"], 100, "run 2 planned from run 1's watermark: {second}");
     assert_eq!(second["history"][0]["event"], "started");
