@@ -4,6 +4,12 @@
 //! text through `psql`, raw SQLite values through rusqlite, float bit patterns) and
 //! compared with the values written into the source; a second run rewrites nothing; and a
 //! change of each value by its smallest step is seen by `verify` and by `run`.
+//!
+//! Single cases follow, each on a small table `t`: special floats between PostgreSQL
+//! databases; values a target column cannot hold (NaN and -0.0 in SQLite, too many
+//! digits, invalid UTF-8, lengths and integer widths, non-UUIDs), each a data error naming
+//! the row's key and the column, with nothing changed written instead; issue 10's
+//! regressions; and the `timezone` setting.
 
 mod common;
 
@@ -412,4 +418,475 @@ fn postgres_to_sqlite_exact() {
 fn postgres_to_postgres_exact() {
     let pg = need_pg!();
     matrix(Side::Pg(pg, pg.create_database()), Side::Pg(pg, pg.create_database()));
+}
+
+// Single cases: one small table `t` (key `id`) per test, the values the contract singles
+// out (special floats, what a column cannot hold, issue 10's regressions, UUIDs, zones).
+
+impl Side<'_> {
+    /// Runs `sql` on this side.
+    fn exec(&self, ws: &Workspace, sql: &str) {
+        match self {
+            Side::Sqlite(file) => drop(ws.db(file, sql)),
+            Side::Pg(pg, db) => pg.psql(db, sql),
+        }
+    }
+
+    /// Row `id`'s `column` of table `t`, read independently of db-sync. SQLite: the raw
+    /// value with its storage class (`integer 42`, `real <bits in hex>`, `text …`, text
+    /// that is not UTF-8 as `text x'<hex>'`, `blob <hex>`, `NULL`), or `absent` when the
+    /// row does not exist. PostgreSQL: the server's own text of `pg_form`, where `{c}`
+    /// stands for the column (read with `TimeZone` UTC), or `absent`.
+    fn cell(&self, ws: &Workspace, id: i64, column: &str, pg_form: &str) -> String {
+        match self {
+            Side::Sqlite(file) => {
+                use rusqlite::types::ValueRef as R;
+                let conn = rusqlite::Connection::open(ws.path(file)).unwrap();
+                let mut stmt = conn.prepare(&format!("SELECT \"{column}\" FROM t WHERE id = ?1")).unwrap();
+                let mut rows = stmt.query([id]).unwrap();
+                let Some(row) = rows.next().unwrap() else { return "absent".into() };
+                match row.get_ref(0).unwrap() {
+                    R::Null => "NULL".into(),
+                    R::Integer(i) => format!("integer {i}"),
+                    R::Real(f) => format!("real {:016x}", f.to_bits()),
+                    R::Text(t) => match std::str::from_utf8(t) {
+                        Ok(s) => format!("text {s}"),
+                        Err(_) => format!("text x'{}'", hex(t)),
+                    },
+                    R::Blob(b) => format!("blob {}", hex(b)),
+                }
+            }
+            Side::Pg(pg, db) => {
+                let form = pg_form.replace("{c}", &format!("\"{column}\""));
+                let sql = format!("SET TimeZone = 'UTC'; SELECT coalesce({form}, 'NULL') FROM t WHERE id = {id}");
+                pg.query(db, &sql).into_iter().next().unwrap_or_else(|| "absent".into())
+            }
+        }
+    }
+
+    /// The ids of table `t`, in order.
+    fn ids(&self, ws: &Workspace) -> Vec<i64> {
+        match self {
+            Side::Sqlite(file) => {
+                let conn = rusqlite::Connection::open(ws.path(file)).unwrap();
+                let mut stmt = conn.prepare("SELECT id FROM t ORDER BY id").unwrap();
+                stmt.query_map([], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap()
+            }
+            Side::Pg(pg, db) => {
+                pg.query(db, "SELECT id FROM t ORDER BY id").iter().map(|l| l.parse().unwrap()).collect()
+            }
+        }
+    }
+}
+
+/// A PostgreSQL double's bit pattern, in the form `Side::cell` gives SQLite reals.
+const PG_FLOAT8: &str = "'real ' || encode(float8send({c}), 'hex')";
+/// A PostgreSQL value's own text.
+const PG_TEXT: &str = "{c}::text";
+
+/// Writes a config that syncs table `t` from `source` to `target`; `extra` adds top-level
+/// keys (starting with a comma).
+fn config_t(ws: &Workspace, source: &Side, target: &Side, extra: &str) {
+    ws.config(&format!(
+        r#"{{"source": {}, "target": {}, "tables": [{{"name": "t"}}], "max_delete_percent": 100 {extra}}}"#,
+        source.endpoint(),
+        target.endpoint()
+    ));
+}
+
+/// Runs `db-sync run --json`, asserts the exit code and returns the whole report.
+fn run_report(ws: &Workspace, code: i32) -> serde_json::Value {
+    let out = ws.run(&["run", "--progress", "off", "--json"]);
+    assert_eq!(out.status.code(), Some(code), "db-sync run:\n{}", text(&out));
+    serde_json::from_slice(&out.stdout).expect("JSON report")
+}
+
+/// The distinct messages of the run's data errors, all of table `t`, sorted. A row the
+/// `add` step refuses is tried again by the repair that follows the count check, which
+/// reports it again; the count check itself (`counts mismatch after sync`) is the only
+/// other error allowed.
+fn data_errors(report: &serde_json::Value) -> Vec<String> {
+    let errors = report["errors"].as_array().unwrap_or_else(|| panic!("errors in {report}"));
+    let mut data = std::collections::BTreeSet::new();
+    for e in errors {
+        assert_eq!(e["table"], "t", "the error names the table: {e}");
+        let message = e["message"].as_str().unwrap().to_string();
+        match e["kind"].as_str() {
+            Some("Data") => drop(data.insert(message)),
+            Some("Logic") if message.starts_with("counts mismatch after sync") => {}
+            _ => panic!("unexpected error {e}"),
+        }
+    }
+    data.into_iter().collect()
+}
+
+/// Asserts that exactly one of `errors` is about row `key`, and that it names `column` and
+/// says `cause`.
+fn assert_error(errors: &[String], key: &str, column: &str, cause: &str) {
+    let about: Vec<&String> = errors.iter().filter(|m| m.starts_with(&format!("row {key} "))).collect();
+    assert_eq!(about.len(), 1, "one error about row {key}: {errors:?}");
+    assert!(about[0].contains(&format!("column `{column}`")), "names column {column}: {}", about[0]);
+    assert!(about[0].contains(cause), "says {cause:?}: {}", about[0]);
+}
+
+/// Runs `db-sync verify --json`, asserts the exit code and returns the first table's entry.
+fn verify_t(ws: &Workspace, code: i32) -> serde_json::Value {
+    let out = ws.run(&["verify", "--json"]);
+    assert_eq!(out.status.code(), Some(code), "db-sync verify:\n{}", text(&out));
+    let diffs: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON verify");
+    diffs[0].clone()
+}
+
+/// PostgreSQL → PostgreSQL carries NaN, -0.0, ±Infinity and the subnormals bit for bit in
+/// `double precision` and `real` columns, and NaN and ±Infinity in `numeric`: into an
+/// empty target (a table of plain types goes by binary COPY, one with `numeric` by text
+/// COPY) and over rows the target holds otherwise (upsert); a run after each rewrites
+/// nothing.
+#[test]
+fn postgres_special_floats_are_bit_exact() {
+    let pg = need_pg!();
+    for with_numeric in [false, true] {
+        let ws = Workspace::new();
+        let (source, target) = (Side::Pg(pg, pg.create_database()), Side::Pg(pg, pg.create_database()));
+        let numeric = if with_numeric { ", n numeric" } else { "" };
+        let ddl = format!("CREATE TABLE t (id bigint PRIMARY KEY, f8 double precision, f4 real{numeric})");
+        source.exec(&ws, &ddl);
+        target.exec(&ws, &ddl);
+        source.exec(
+            &ws,
+            "INSERT INTO t (id, f8, f4) VALUES
+             (1, 'NaN', 'NaN'),
+             (2, '-0', '-0'),
+             (3, 'Infinity', 'Infinity'),
+             (4, '-Infinity', '-Infinity'),
+             (5, '4.9406564584124654e-324', '1.4e-45')",
+        );
+        if with_numeric {
+            source.exec(
+                &ws,
+                "UPDATE t SET n = CASE id
+                 WHEN 1 THEN 'NaN' WHEN 2 THEN 'Infinity' WHEN 3 THEN '-Infinity' WHEN 4 THEN '0' END::numeric",
+            );
+        }
+        let f4 = "'real ' || encode(float4send({c}), 'hex')";
+        let want: Vec<(&str, &str, &str)> = vec![
+            ("real 7ff8000000000000", "real 7fc00000", "NaN"),
+            ("real 8000000000000000", "real 80000000", "Infinity"),
+            ("real 7ff0000000000000", "real 7f800000", "-Infinity"),
+            ("real fff0000000000000", "real ff800000", "0"),
+            ("real 0000000000000001", "real 00000001", "NULL"),
+        ];
+        let want: Vec<(String, String, String)> = want
+            .iter()
+            .map(|(a, b, c)| (a.to_string(), b.to_string(), if with_numeric { c.to_string() } else { "-".into() }))
+            .collect();
+        let read = |side: &Side| -> Vec<(String, String, String)> {
+            (1..=5)
+                .map(|id| {
+                    let n = if with_numeric { side.cell(&ws, id, "n", PG_TEXT) } else { "-".into() };
+                    (side.cell(&ws, id, "f8", PG_FLOAT8), side.cell(&ws, id, "f4", f4), n)
+                })
+                .collect()
+        };
+        assert_eq!(read(&source), want, "the source holds the values (the test's own writing)");
+        config_t(&ws, &source, &target, "");
+        let first = run_report(&ws, 0);
+        assert_eq!(first["tables"][0]["added"], 5, "{first}");
+        assert_eq!(read(&target), want, "the copy holds the same bits (numeric column: {with_numeric})");
+        let second = run_report(&ws, 0);
+        assert_eq!(second["tables"][0]["modified"], 0, "a second run rewrites nothing: {second}");
+        assert_eq!(second["tables"][0]["skipped"], 5, "{second}");
+
+        let reset = if with_numeric { "UPDATE t SET f8 = 1, f4 = 1, n = 1" } else { "UPDATE t SET f8 = 1, f4 = 1" };
+        target.exec(&ws, reset);
+        let upsert = run_report(&ws, 0);
+        assert_eq!(upsert["tables"][0]["modified"], 5, "{upsert}");
+        assert_eq!(read(&target), want, "the upserts hold the same bits (numeric column: {with_numeric})");
+        let after = run_report(&ws, 0);
+        assert_eq!(after["tables"][0]["modified"], 0, "{after}");
+    }
+}
+
+/// PostgreSQL → SQLite: a double NaN (SQLite would read it back as NULL) and a -0.0
+/// (SQLite REAL reads it back as 0) are data errors naming the table, the row's key and
+/// the column, and those rows are not written at all; a numeric of 20 significant digits
+/// is refused by a NUMERIC column (the message points to TEXT) and lands digit for digit
+/// in a TEXT column; the other rows land exactly and the run exits 1.
+#[test]
+fn postgres_to_sqlite_refuses_what_sqlite_would_change() {
+    let pg = need_pg!();
+    let ws = Workspace::new();
+    let (source, target) = (Side::Pg(pg, pg.create_database()), Side::Sqlite("target.sqlite"));
+    source.exec(
+        &ws,
+        "CREATE TABLE t (id bigint PRIMARY KEY, f8 double precision, n numeric, digits numeric);
+         INSERT INTO t VALUES
+         (1, '0.30000000000000004', 1.5, NULL),
+         (2, 'NaN', NULL, NULL),
+         (3, '-0', NULL, NULL),
+         (4, 1, 12345678901234567.891, NULL),
+         (5, NULL, NULL, 12345678901234567.891)",
+    );
+    target.exec(&ws, "CREATE TABLE t (id INTEGER PRIMARY KEY, f8 REAL, n NUMERIC, digits TEXT)");
+    config_t(&ws, &source, &target, "");
+    let report = run_report(&ws, 1);
+    let errors = data_errors(&report);
+    assert_eq!(errors.len(), 3, "{errors:?}");
+    assert_error(&errors, "2", "f8", "NaN cannot be stored in this column (the target would read it back as NULL)");
+    assert_error(&errors, "3", "f8", "-0.0 cannot be stored in this column (the target reads it back as 0)");
+    assert_error(&errors, "4", "n", "declare the column TEXT to keep every digit");
+    assert_eq!(target.ids(&ws), vec![1, 5], "the refused rows are not written (no NULL, no 0)");
+    assert_eq!(target.cell(&ws, 1, "f8", ""), format!("real {:016x}", (0.1f64 + 0.2).to_bits()));
+    assert_eq!(target.cell(&ws, 1, "n", ""), format!("real {:016x}", 1.5f64.to_bits()));
+    assert_eq!(target.cell(&ws, 5, "digits", ""), "text 12345678901234567.891");
+}
+
+/// Issue 10: the full compare took a SQLite REAL 0.1 + 0.2 for the 0.3 the target held
+/// (same key), so the row was never repaired. `verify` reports it and `run` rewrites it
+/// with the source's bits.
+#[test]
+fn issue_10_float_differing_in_last_bit_is_repaired() {
+    let ws = Workspace::new();
+    let (source, target) = (Side::Sqlite("source.sqlite"), Side::Sqlite("target.sqlite"));
+    source.exec(&ws, "CREATE TABLE t (id INTEGER PRIMARY KEY, x REAL); INSERT INTO t VALUES (1, 0.1 + 0.2);");
+    target.exec(&ws, "CREATE TABLE t (id INTEGER PRIMARY KEY, x REAL); INSERT INTO t VALUES (1, 0.3);");
+    let source_bits = source.cell(&ws, 1, "x", "");
+    assert_eq!(source_bits, format!("real {:016x}", (0.1f64 + 0.2).to_bits()), "the source holds 0.1 + 0.2");
+    assert_stale_row_repaired(&ws, &source, &target, "x", "", &source_bits);
+}
+
+/// Issue 10's shape: the target's row 1 holds a value one step from the source's. Asserts
+/// that `verify` reports row 1 differing, that `run` rewrites that row, that the target
+/// then reads `want` (read independently, `pg_form` for PostgreSQL), and that a second
+/// run rewrites nothing.
+fn assert_stale_row_repaired(ws: &Workspace, source: &Side, target: &Side, column: &str, pg_form: &str, want: &str) {
+    assert_ne!(target.cell(ws, 1, column, pg_form), want, "the target holds another value to begin with");
+    config_t(ws, source, target, "");
+    let diff = verify_t(ws, 1);
+    assert_eq!(diff["differing"], 1, "{diff}");
+    assert_eq!(diff["sample"][0], "differs 1", "{diff}");
+    let report = run_report(ws, 0);
+    assert_eq!(report["tables"][0]["modified"], 1, "{report}");
+    assert_eq!(target.cell(ws, 1, column, pg_form), want, "the target holds the source's value");
+    verify_t(ws, 0);
+    let again = run_report(ws, 0);
+    assert_eq!(again["tables"][0]["modified"], 0, "{again}");
+}
+
+/// Issue 10: SQLite → SQLite, a bigint 2^53 + 1 against the target's 2^53 (equal once
+/// both pass through a double) is seen and repaired.
+#[test]
+fn issue_10_bigint_above_2_pow_53_is_repaired_sqlite_to_sqlite() {
+    let ws = Workspace::new();
+    let (source, target) = (Side::Sqlite("source.sqlite"), Side::Sqlite("target.sqlite"));
+    source.exec(&ws, "CREATE TABLE t (id INTEGER PRIMARY KEY, n INTEGER); INSERT INTO t VALUES (1, 9007199254740993);");
+    target.exec(&ws, "CREATE TABLE t (id INTEGER PRIMARY KEY, n INTEGER); INSERT INTO t VALUES (1, 9007199254740992);");
+    assert_eq!(source.cell(&ws, 1, "n", ""), "integer 9007199254740993");
+    assert_stale_row_repaired(&ws, &source, &target, "n", "", "integer 9007199254740993");
+}
+
+/// Issue 10: SQLite → PostgreSQL, a bigint 2^53 + 1 against the target's 2^53 is seen and
+/// repaired.
+#[test]
+fn issue_10_bigint_above_2_pow_53_is_repaired_sqlite_to_postgres() {
+    let pg = need_pg!();
+    let ws = Workspace::new();
+    let (source, target) = (Side::Sqlite("source.sqlite"), Side::Pg(pg, pg.create_database()));
+    source.exec(&ws, "CREATE TABLE t (id INTEGER PRIMARY KEY, n INTEGER); INSERT INTO t VALUES (1, 9007199254740993);");
+    target.exec(&ws, "CREATE TABLE t (id bigint PRIMARY KEY, n bigint); INSERT INTO t VALUES (1, 9007199254740992);");
+    assert_eq!(source.cell(&ws, 1, "n", ""), "integer 9007199254740993");
+    assert_stale_row_repaired(&ws, &source, &target, "n", PG_TEXT, "9007199254740993");
+}
+
+/// Issue 10: PostgreSQL → PostgreSQL, a numeric(30,2) 12345678901234567.89 against the
+/// target's …88 (equal as doubles) is seen and repaired.
+#[test]
+fn issue_10_numeric_last_digit_is_repaired() {
+    let pg = need_pg!();
+    let ws = Workspace::new();
+    let (source, target) = (Side::Pg(pg, pg.create_database()), Side::Pg(pg, pg.create_database()));
+    source.exec(
+        &ws,
+        "CREATE TABLE t (id bigint PRIMARY KEY, n numeric(30,2)); INSERT INTO t VALUES (1, 12345678901234567.89);",
+    );
+    target.exec(
+        &ws,
+        "CREATE TABLE t (id bigint PRIMARY KEY, n numeric(30,2)); INSERT INTO t VALUES (1, 12345678901234567.88);",
+    );
+    assert_stale_row_repaired(&ws, &source, &target, "n", PG_TEXT, "12345678901234567.89");
+}
+
+/// Issue 10: a PostgreSQL → PostgreSQL copy of numeric(30,2) 12345678901234567.89 lands
+/// with every digit, and a second run rewrites nothing.
+#[test]
+fn issue_10_numeric_copy_keeps_every_digit() {
+    let pg = need_pg!();
+    let ws = Workspace::new();
+    let (source, target) = (Side::Pg(pg, pg.create_database()), Side::Pg(pg, pg.create_database()));
+    source.exec(
+        &ws,
+        "CREATE TABLE t (id bigint PRIMARY KEY, n numeric(30,2)); INSERT INTO t VALUES (1, 12345678901234567.89);",
+    );
+    target.exec(&ws, "CREATE TABLE t (id bigint PRIMARY KEY, n numeric(30,2))");
+    config_t(&ws, &source, &target, "");
+    assert_eq!(run_report(&ws, 0)["tables"][0]["added"], 1);
+    assert_eq!(target.cell(&ws, 1, "n", PG_TEXT), "12345678901234567.89");
+    assert_eq!(run_report(&ws, 0)["tables"][0]["modified"], 0);
+}
+
+/// Issue 10: SQLite text with 7 fraction digits lands in a PostgreSQL `timestamp(6)`
+/// rounded to 6, and is not rewritten on every later run (it compares at 6 digits).
+#[test]
+fn issue_10_seven_fraction_digits_round_once() {
+    let pg = need_pg!();
+    let ws = Workspace::new();
+    let (source, target) = (Side::Sqlite("source.sqlite"), Side::Pg(pg, pg.create_database()));
+    source.exec(
+        &ws,
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, ts TEXT); INSERT INTO t VALUES (1, '2024-08-17 20:46:48.3386171');",
+    );
+    target.exec(&ws, "CREATE TABLE t (id bigint PRIMARY KEY, ts timestamp(6))");
+    config_t(&ws, &source, &target, "");
+    assert_eq!(run_report(&ws, 0)["tables"][0]["added"], 1);
+    assert_eq!(target.cell(&ws, 1, "ts", PG_TEXT), "2024-08-17 20:46:48.338617");
+    let second = run_report(&ws, 0);
+    assert_eq!(second["tables"][0]["modified"], 0, "{second}");
+    assert_eq!(second["tables"][0]["skipped"], 1, "{second}");
+}
+
+/// Issue 10: SQLite text "12.5" lands in a PostgreSQL numeric(10,2) as 12.50 and is not
+/// rewritten on every later run (12.5 equals 12.50 at the column's scale).
+#[test]
+fn issue_10_decimal_text_at_column_scale() {
+    let pg = need_pg!();
+    let ws = Workspace::new();
+    let (source, target) = (Side::Sqlite("source.sqlite"), Side::Pg(pg, pg.create_database()));
+    source.exec(&ws, "CREATE TABLE t (id INTEGER PRIMARY KEY, n TEXT); INSERT INTO t VALUES (1, '12.5');");
+    target.exec(&ws, "CREATE TABLE t (id bigint PRIMARY KEY, n numeric(10,2))");
+    config_t(&ws, &source, &target, "");
+    assert_eq!(run_report(&ws, 0)["tables"][0]["added"], 1);
+    assert_eq!(target.cell(&ws, 1, "n", PG_TEXT), "12.50");
+    let second = run_report(&ws, 0);
+    assert_eq!(second["tables"][0]["modified"], 0, "{second}");
+    assert_eq!(second["tables"][0]["skipped"], 1, "{second}");
+}
+
+/// Text SQLite holds but that is not UTF-8 (bytes FF 61 cast to TEXT) is a data error
+/// naming its key and column, for a SQLite and a PostgreSQL TEXT column alike: the row is
+/// not written (no replacement characters), the other rows land.
+#[test]
+fn invalid_utf8_text_is_refused() {
+    let pg = cluster();
+    let mut targets = vec![Side::Sqlite("target.sqlite")];
+    if let Some(pg) = pg {
+        targets.push(Side::Pg(pg, pg.create_database()));
+    }
+    for target in targets {
+        let ws = Workspace::new();
+        let source = Side::Sqlite("source.sqlite");
+        source.exec(
+            &ws,
+            "CREATE TABLE t (id INTEGER PRIMARY KEY, s TEXT);
+             INSERT INTO t VALUES (1, 'before'), (2, CAST(X'FF61' AS TEXT)), (3, 'after');",
+        );
+        assert_eq!(source.cell(&ws, 2, "s", ""), "text x'ff61'", "the source holds invalid UTF-8 as TEXT");
+        target.exec(&ws, "CREATE TABLE t (id bigint PRIMARY KEY, s text)");
+        config_t(&ws, &source, &target, "");
+        let errors = data_errors(&run_report(&ws, 1));
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_error(&errors, "2", "s", "not valid UTF-8");
+        assert_eq!(target.ids(&ws), vec![1, 3], "row 2 is not written");
+        let form = "'text ' || {c}";
+        assert_eq!(target.cell(&ws, 1, "s", form), "text before");
+        assert_eq!(target.cell(&ws, 3, "s", form), "text after");
+    }
+}
+
+/// PostgreSQL targets refuse, as data errors naming key and column, a text longer than a
+/// `varchar(3)`, 40000 for an `int2` and 2^40 for an `int4`, from a SQLite and from a
+/// PostgreSQL source; nothing is truncated or wrapped, and the rows that fit land exactly.
+#[test]
+fn postgres_column_limits_are_data_errors() {
+    let pg = need_pg!();
+    let sources = [
+        (Side::Sqlite("source.sqlite"), "CREATE TABLE t (id INTEGER PRIMARY KEY, s TEXT, i2 INTEGER, i4 INTEGER)"),
+        (Side::Pg(pg, pg.create_database()), "CREATE TABLE t (id bigint PRIMARY KEY, s text, i2 bigint, i4 bigint)"),
+    ];
+    for (source, ddl) in sources {
+        let ws = Workspace::new();
+        let db = pg.create_database();
+        let target = Side::Pg(pg, db.clone());
+        source.exec(
+            &ws,
+            &format!(
+                "{ddl}; INSERT INTO t VALUES
+                 (1, 'abc', 32767, 2147483647),
+                 (2, 'abcd', 1, 1),
+                 (3, 'x', 40000, 1),
+                 (4, 'y', 1, 1099511627776),
+                 (5, 'éèà', -32768, -2147483648)"
+            ),
+        );
+        target.exec(&ws, "CREATE TABLE t (id bigint PRIMARY KEY, s varchar(3), i2 int2, i4 int4)");
+        config_t(&ws, &source, &target, "");
+        let errors = data_errors(&run_report(&ws, 1));
+        assert_eq!(errors.len(), 3, "{errors:?}");
+        assert_error(&errors, "2", "s", "longer than the column's 3");
+        assert_error(&errors, "3", "i2", "40000 does not fit in a 16-bit integer column");
+        assert_error(&errors, "4", "i4", "1099511627776 does not fit in a 32-bit integer column");
+        let rows = pg.query(&db, "SELECT id, s, i2, i4 FROM t ORDER BY id");
+        assert_eq!(rows, vec!["1|abc|32767|2147483647", "5|éèà|-32768|-2147483648"], "only the rows that fit");
+    }
+}
+
+/// A UUID written as 32 upper-case hex digits in SQLite TEXT lands in a PostgreSQL `uuid`
+/// column as the same UUID and is not rewritten on the next run; a text that is not a
+/// UUID is a data error naming key and column.
+#[test]
+fn uuid_text_into_postgres_uuid() {
+    let pg = need_pg!();
+    let ws = Workspace::new();
+    let (source, target) = (Side::Sqlite("source.sqlite"), Side::Pg(pg, pg.create_database()));
+    source.exec(
+        &ws,
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, u TEXT);
+         INSERT INTO t VALUES (1, '550E8400E29B41D4A716446655440000'), (2, 'not-a-uuid');",
+    );
+    target.exec(&ws, "CREATE TABLE t (id bigint PRIMARY KEY, u uuid)");
+    config_t(&ws, &source, &target, "");
+    let first = run_report(&ws, 1);
+    let errors = data_errors(&first);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_error(&errors, "2", "u", "is not a UUID");
+    assert_eq!(target.ids(&ws), vec![1]);
+    assert_eq!(target.cell(&ws, 1, "u", PG_TEXT), "550e8400-e29b-41d4-a716-446655440000");
+    let second = run_report(&ws, 1);
+    assert_eq!(second["tables"][0]["modified"], 0, "{second}");
+    assert_eq!(data_errors(&second).len(), 1, "row 2 is refused again: {second}");
+}
+
+/// With `"timezone": "Europe/Paris"`, an instant (`…T12:00:00Z`) going into a PostgreSQL
+/// `timestamp` lands as Paris wall-clock time (14:00 in July), and a wall-clock time
+/// going into a `timestamptz` is read in Paris (12:00 UTC); the server's own zone
+/// (New York here) plays no part, and a second run rewrites nothing.
+#[test]
+fn timezone_setting_reads_wall_clock_times() {
+    let pg = need_pg!();
+    let ws = Workspace::new();
+    let db = pg.create_database();
+    pg.psql(&db, &format!("ALTER DATABASE {db} SET TimeZone = 'America/New_York'"));
+    let (source, target) = (Side::Sqlite("source.sqlite"), Side::Pg(pg, db));
+    source.exec(
+        &ws,
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, ts TEXT, tz TEXT);
+         INSERT INTO t VALUES (1, '2024-07-01T12:00:00Z', '2024-07-01 14:00:00');",
+    );
+    target.exec(&ws, "CREATE TABLE t (id bigint PRIMARY KEY, ts timestamp, tz timestamptz)");
+    config_t(&ws, &source, &target, r#", "timezone": "Europe/Paris""#);
+    assert_eq!(run_report(&ws, 0)["tables"][0]["added"], 1);
+    assert_eq!(target.cell(&ws, 1, "ts", PG_TEXT), "2024-07-01 14:00:00");
+    assert_eq!(target.cell(&ws, 1, "tz", PG_TEXT), "2024-07-01 12:00:00+00");
+    let second = run_report(&ws, 0);
+    assert_eq!(second["tables"][0]["modified"], 0, "{second}");
+    assert_eq!(second["tables"][0]["skipped"], 1, "{second}");
 }
