@@ -416,8 +416,11 @@ mod tests {
         keys.sort();
         assert_eq!(keys, vec![k(1, "B"), k(1, "b"), k(1, "é"), k(2, "a"), k(10, "")]);
         assert_eq!(k(1, "x").to_string(), "(1, \"x\")");
-        let row = vec![Value::Int(7), Value::Text("x".into()), Value::Int(3)];
-        assert_eq!(Key::from_values([&row[2], &row[1]].into_iter()), Some(Key::Parts(vec![Key::Int(3), Key::Text("x".into())])));
+        let row = [Value::Int(7), Value::Text("x".into()), Value::Int(3)];
+        assert_eq!(
+            Key::from_values([&row[2], &row[1]].into_iter()),
+            Some(Key::Parts(vec![Key::Int(3), Key::Text("x".into())]))
+        );
         assert_eq!(Key::from_values([&row[0]].into_iter()), Some(Key::Int(7)));
         assert_eq!(Key::from_values([&row[0], &Value::Null].into_iter()), None);
     }

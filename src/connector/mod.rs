@@ -260,7 +260,8 @@ pub fn column_definitions(
         })
         .collect();
     if keys.len() > 1 {
-        definitions.push(format!("PRIMARY KEY ({})", keys.iter().map(|k| quote_ident(k)).collect::<Vec<_>>().join(", ")));
+        definitions
+            .push(format!("PRIMARY KEY ({})", keys.iter().map(|k| quote_ident(k)).collect::<Vec<_>>().join(", ")));
     }
     definitions.join(", ")
 }

@@ -993,7 +993,8 @@ impl Connector for PostgresConnector {
         let (list, wires) = self.select_list(scope).await?;
         let mut sql = Sql::new("");
         let w = self.where_clause(scope, range, &mut sql).await?;
-        sql.text = format!("SELECT {list} FROM {}{w} ORDER BY {} LIMIT {limit}", self.table_ref(&scope.table), key.order());
+        sql.text =
+            format!("SELECT {list} FROM {}{w} ORDER BY {} LIMIT {limit}", self.table_ref(&scope.table), key.order());
         self.fetch_rows(sql, &wires).await
     }
 

@@ -254,10 +254,7 @@ impl TableMapping {
         };
         let target = TableScope {
             table: spec.target_table.clone(),
-            key_indexes: target_keys
-                .iter()
-                .map(|k| index_of(&target_columns, k).expect("key checked above"))
-                .collect(),
+            key_indexes: target_keys.iter().map(|k| index_of(&target_columns, k).expect("key checked above")).collect(),
             modify_index: spec.modify_field.as_deref().and_then(|m| index_of(&target_columns, spec.target_column(m))),
             filter: spec.filter.iter().map(|(c, v)| (spec.target_column(c).to_string(), v.clone())).collect(),
             columns: target_columns,
