@@ -9,22 +9,35 @@ use serde::{Deserialize, Serialize};
 
 /// A primary-key value. Keys are compared by the engine, never by a database, so both
 /// sides agree on order: integers numerically, text by UTF-8 bytes (what SQLite's BINARY
-/// collation and PostgreSQL's `COLLATE "C"` do). Integers sort before text.
+/// collation and PostgreSQL's `COLLATE "C"` do). Integers sort before text. A compound key
+/// (`"primary_key_field": ["order_id", "line_no"]`) holds its parts in key-column order and
+/// compares part by part.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Key {
     /// An integer key.
     Int(i64),
     /// A text key, ordered by its UTF-8 bytes.
     Text(String),
+    /// A compound key: one integer or text part per key column, compared in order.
+    Parts(Vec<Key>),
 }
 
 impl Key {
-    /// The key as a bindable value.
-    pub fn to_value(&self) -> Value {
+    /// The parts of the key, one per key column (a single-column key is its own part).
+    pub fn parts(&self) -> &[Key] {
         match self {
+            Key::Parts(parts) => parts,
+            key => std::slice::from_ref(key),
+        }
+    }
+
+    /// The key's parts as bindable values, one per key column.
+    pub fn values(&self) -> impl Iterator<Item = Value> + '_ {
+        self.parts().iter().map(|part| match part {
             Key::Int(i) => Value::Int(*i),
             Key::Text(s) => Value::Text(s.clone()),
-        }
+            Key::Parts(_) => unreachable!("key parts are integers or text"),
+        })
     }
 
     /// The key held by a value, if the value can be a key.
@@ -36,6 +49,14 @@ impl Key {
             _ => None,
         }
     }
+
+    /// The key of one or more key-column values (a single value is a simple key).
+    pub fn from_values<'a>(mut values: impl ExactSizeIterator<Item = &'a Value>) -> Option<Key> {
+        if values.len() == 1 {
+            return Key::from_value(values.next()?);
+        }
+        values.map(Key::from_value).collect::<Option<Vec<Key>>>().map(Key::Parts)
+    }
 }
 
 impl fmt::Display for Key {
@@ -43,6 +64,10 @@ impl fmt::Display for Key {
         match self {
             Key::Int(i) => write!(f, "{i}"),
             Key::Text(s) => write!(f, "{s:?}"),
+            Key::Parts(parts) => {
+                let parts: Vec<String> = parts.iter().map(Key::to_string).collect();
+                write!(f, "({})", parts.join(", "))
+            }
         }
     }
 }
@@ -194,10 +219,11 @@ impl KeyRange {
 pub struct TableScope {
     /// Table name on this side (quoted by the connector).
     pub table: String,
-    /// Columns in row order. Always contains the key column.
+    /// Columns in row order. Always contains the key columns.
     pub columns: Vec<String>,
-    /// Index of the primary-key column in `columns`.
-    pub key_index: usize,
+    /// Indexes of the primary-key columns in `columns`, in key order (one for a simple
+    /// key, several for a compound key).
+    pub key_indexes: Vec<usize>,
     /// Index of the modify-ID column in `columns`, if the table has one.
     pub modify_index: Option<usize>,
     /// Equality filters (`column = value`) selecting one record type; applied to every
@@ -211,9 +237,22 @@ pub struct TableScope {
 }
 
 impl TableScope {
-    /// Name of the key column.
-    pub fn key_column(&self) -> &str {
-        &self.columns[self.key_index]
+    /// Names of the key columns, in key order.
+    pub fn key_columns(&self) -> Vec<&str> {
+        self.key_indexes.iter().map(|i| self.columns[*i].as_str()).collect()
+    }
+
+    /// The key columns as people read them: `id`, or `(order_id, line_no)`.
+    pub fn key_text(&self) -> String {
+        match self.key_columns().as_slice() {
+            [one] => one.to_string(),
+            many => format!("({})", many.join(", ")),
+        }
+    }
+
+    /// True when column `i` is part of the key.
+    pub fn is_key(&self, i: usize) -> bool {
+        self.key_indexes.contains(&i)
     }
 
     /// Name of the modify-ID column.
@@ -223,7 +262,7 @@ impl TableScope {
 
     /// The key of a row read with this scope.
     pub fn key_of(&self, row: &Row) -> Option<Key> {
-        Key::from_value(&row[self.key_index])
+        Key::from_values(self.key_indexes.iter().map(|i| &row[*i]))
     }
 }
 
@@ -336,14 +375,20 @@ pub struct TableSchema {
     pub name: String,
     /// Columns in table order.
     pub columns: Vec<ColumnSchema>,
-    /// Primary-key or unique columns usable as the sync key (single-column only).
-    pub unique_columns: Vec<String>,
+    /// Primary keys and unique indexes usable as the sync key: the columns of each (one
+    /// or more), primary key first.
+    pub unique_keys: Vec<Vec<String>>,
 }
 
 impl TableSchema {
     /// The column with this name, if any.
     pub fn column(&self, name: &str) -> Option<&ColumnSchema> {
         self.columns.iter().find(|c| c.name == name)
+    }
+
+    /// True when a primary key or unique index covers exactly `columns` (in any order).
+    pub fn is_unique(&self, columns: &[String]) -> bool {
+        self.unique_keys.iter().any(|u| u.len() == columns.len() && columns.iter().all(|c| u.contains(c)))
     }
 }
 
@@ -361,6 +406,23 @@ mod tests {
             keys,
             vec![Key::Int(-3), Key::Int(10), Key::Text("B".into()), Key::Text("b".into()), Key::Text("é".into()),]
         );
+    }
+
+    /// Compound keys compare part by part, each part in the simple keys' order.
+    #[test]
+    fn compound_keys_order_part_by_part() {
+        let k = |a: i64, b: &str| Key::Parts(vec![Key::Int(a), Key::Text(b.into())]);
+        let mut keys = vec![k(2, "a"), k(1, "b"), k(1, "B"), k(10, ""), k(1, "é")];
+        keys.sort();
+        assert_eq!(keys, vec![k(1, "B"), k(1, "b"), k(1, "é"), k(2, "a"), k(10, "")]);
+        assert_eq!(k(1, "x").to_string(), "(1, \"x\")");
+        let row = [Value::Int(7), Value::Text("x".into()), Value::Int(3)];
+        assert_eq!(
+            Key::from_values([&row[2], &row[1]].into_iter()),
+            Some(Key::Parts(vec![Key::Int(3), Key::Text("x".into())]))
+        );
+        assert_eq!(Key::from_values([&row[0]].into_iter()), Some(Key::Int(7)));
+        assert_eq!(Key::from_values([&row[0], &Value::Null].into_iter()), None);
     }
 
     /// A range split at a midpoint covers every key exactly once.

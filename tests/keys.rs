@@ -131,3 +131,37 @@ fn key_types_must_match() {
     let all = text(&out);
     assert!(all.contains("key column `sku` is text (TEXT) in the source but `sku` is integer (INTEGER)"), "{all}");
 }
+
+/// A compound key shared by two source rows is named part by part and refused before
+/// anything is written; `--skip-bad-keys` leaves it alone on both sides.
+#[test]
+fn duplicate_compound_key_is_refused() {
+    let ws = Workspace::new();
+    ws.db(
+        "source.sqlite",
+        "CREATE TABLE lines (order_id INT, line TEXT, qty INT);
+         INSERT INTO lines VALUES (1, 'a', 1), (1, 'A', 2), (1, 'a', 3), (2, 'a', 4);",
+    );
+    ws.db("target.sqlite", "CREATE TABLE lines (order_id INT, line TEXT, qty INT, PRIMARY KEY (order_id, line));");
+    ws.config(
+        r#"{"source": {"type": "sqlite", "path": "source.sqlite"}, "target": {"type": "sqlite", "path": "target.sqlite"},
+            "tables": [{"name": "lines", "primary_key_field": ["order_id", "line"]}]}"#,
+    );
+    let before = std::fs::read(ws.path("target.sqlite")).unwrap();
+    let out = ws.run(&["run", "--progress", "off"]);
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("source key `(order_id, line)` = (1, \"a\") is shared by 2 rows"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(before, std::fs::read(ws.path("target.sqlite")).unwrap(), "nothing written");
+    let out = ws.run(&["run", "--progress", "off", "--skip-bad-keys"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let rows = dump(&open(&ws.path("target.sqlite")), "lines", "order_id, line, qty", "");
+    let expected = vec![
+        vec![Value::Integer(1), Value::Text("A".into()), Value::Integer(2)],
+        vec![Value::Integer(2), Value::Text("a".into()), Value::Integer(4)],
+    ];
+    assert_eq!(rows, expected);
+}

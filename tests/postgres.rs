@@ -390,7 +390,7 @@ fn scope(filter: bool) -> TableScope {
     TableScope {
         table: "tags".into(),
         columns: vec!["code".into(), "kind".into(), "modify_id".into()],
-        key_index: 0,
+        key_indexes: vec![0],
         modify_index: Some(2),
         filter: if filter { vec![("kind".into(), Value::Text("a".into()))] } else { vec![] },
         skip_null_keys: false,

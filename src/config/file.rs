@@ -260,9 +260,10 @@ pub struct TableFile {
     /// Table name in the target, when it differs from `name`.
     #[serde(default)]
     pub target_table: Option<String>,
-    /// Source primary-key column (default `id`).
+    /// Source primary-key column (default `id`), or the columns of a compound key in key
+    /// order (`["order_id", "line_no"]`).
     #[serde(default)]
-    pub primary_key_field: Option<String>,
+    pub primary_key_field: Option<serde_json::Value>,
     /// Source column that grows on every change (a modify counter or timestamp).
     #[serde(default)]
     pub modify_id_field: Option<String>,

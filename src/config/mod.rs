@@ -280,8 +280,8 @@ pub struct TableSpec {
     pub source_table: String,
     /// Target table.
     pub target_table: String,
-    /// Source key column.
-    pub key_field: String,
+    /// Source key columns, in key order (one, or several for a compound key).
+    pub key_fields: Vec<String>,
     /// Source modify-ID column.
     pub modify_field: Option<String>,
     /// Record-type filter, in source column names.
@@ -295,6 +295,14 @@ pub struct TableSpec {
 }
 
 impl TableSpec {
+    /// The key columns as people read them: `id`, or `(order_id, line_no)`.
+    pub fn key_text(&self) -> String {
+        match self.key_fields.as_slice() {
+            [one] => one.clone(),
+            many => format!("({})", many.join(", ")),
+        }
+    }
+
     /// Target name of a source column.
     pub fn target_column<'a>(&'a self, source: &'a str) -> &'a str {
         self.field_mapping.iter().find(|(s, _)| s == source).map(|(_, t)| t.as_str()).unwrap_or(source)
@@ -609,8 +617,30 @@ fn table_spec(file: &ConfigFile, table: &TableFile, location: &str, path: &Path)
     let target_table = table.target_table.clone().unwrap_or_else(|| table.name.clone());
     non_empty(&source_table, "source_table")?;
     non_empty(&target_table, "target_table")?;
-    let key_field = table.primary_key_field.clone().unwrap_or_else(|| "id".to_string());
-    non_empty(&key_field, "primary_key_field")?;
+    let key_fields: Vec<String> = match &table.primary_key_field {
+        None => vec!["id".to_string()],
+        Some(Json::String(column)) => vec![column.clone()],
+        Some(Json::Array(columns)) if !columns.is_empty() => columns
+            .iter()
+            .map(|c| match c {
+                Json::String(c) => Ok(c.clone()),
+                _ => Err(invalid(path, format!("{location}.primary_key_field"), "lists column names as strings")),
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => {
+            return Err(invalid(
+                path,
+                format!("{location}.primary_key_field"),
+                "must be a column name or a list of column names (a compound key)",
+            ));
+        }
+    };
+    for (i, key) in key_fields.iter().enumerate() {
+        non_empty(key, "primary_key_field")?;
+        if key_fields[..i].contains(key) {
+            return Err(invalid(path, format!("{location}.primary_key_field"), format!("lists `{key}` twice")));
+        }
+    }
     if let Some(m) = &table.modify_id_field {
         non_empty(m, "modify_id_field")?;
     }
@@ -650,11 +680,11 @@ fn table_spec(file: &ConfigFile, table: &TableFile, location: &str, path: &Path)
         }
         field_mapping.push((source.clone(), target.clone()));
     }
-    if table.exclude_fields.contains(&key_field) {
+    if let Some(key) = key_fields.iter().find(|k| table.exclude_fields.contains(k)) {
         return Err(invalid(
             path,
             format!("{location}.exclude_fields"),
-            format!("the primary key `{key_field}` cannot be excluded"),
+            format!("the primary key column `{key}` cannot be excluded"),
         ));
     }
 
@@ -734,7 +764,7 @@ fn table_spec(file: &ConfigFile, table: &TableFile, location: &str, path: &Path)
         name: table.name.clone(),
         source_table,
         target_table,
-        key_field,
+        key_fields,
         modify_field: table.modify_id_field.clone(),
         filter,
         field_mapping,

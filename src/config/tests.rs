@@ -40,7 +40,7 @@ fn minimal_config_is_accepted_with_defaults() {
     let work = &config.tables[1];
     assert_eq!(work.source_table, "product");
     assert_eq!(work.target_table, "product");
-    assert_eq!(work.key_field, "id");
+    assert_eq!(work.key_fields, vec!["id".to_string()]);
     assert_eq!(work.filter.len(), 1);
     assert_eq!(work.filter[0].0, "product_type");
     assert!(matches!(&work.filter[0].1, Value::Text(s) if s == "work"));

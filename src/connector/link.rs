@@ -36,9 +36,10 @@ pub struct ModeledLink {
 
 fn key_bytes(keys: &[Key]) -> usize {
     keys.iter()
+        .flat_map(Key::parts)
         .map(|k| match k {
-            Key::Int(_) => 8,
             Key::Text(s) => s.len() + 4,
+            _ => 8,
         })
         .sum()
 }

@@ -13,7 +13,7 @@ use crate::model::{ColumnSchema, ColumnType, Key, KeyRange, Row, Storage, TableS
 
 struct Table {
     columns: Vec<String>,
-    key_index: usize,
+    key_indexes: Vec<usize>,
     rows: BTreeMap<Key, Row>,
 }
 
@@ -33,8 +33,17 @@ impl MemoryConnector {
 
     /// Creates (or replaces) a table with `columns`, keyed by `columns[key_index]`.
     pub fn create_table(&self, name: &str, columns: &[&str], key_index: usize) {
-        let table =
-            Table { columns: columns.iter().map(|c| c.to_string()).collect(), key_index, rows: BTreeMap::new() };
+        self.create_table_keyed(name, columns, &[key_index]);
+    }
+
+    /// Creates (or replaces) a table with `columns`, keyed by the columns at
+    /// `key_indexes` (several for a compound key).
+    pub fn create_table_keyed(&self, name: &str, columns: &[&str], key_indexes: &[usize]) {
+        let table = Table {
+            columns: columns.iter().map(|c| c.to_string()).collect(),
+            key_indexes: key_indexes.to_vec(),
+            rows: BTreeMap::new(),
+        };
         self.tables.lock().expect("lock").insert(name.to_string(), table);
     }
 
@@ -43,7 +52,7 @@ impl MemoryConnector {
         let mut tables = self.tables.lock().expect("lock");
         let table = tables.get_mut(name).expect("table exists");
         for row in rows {
-            let key = Key::from_value(&row[table.key_index]).expect("valid key");
+            let key = Key::from_values(table.key_indexes.iter().map(|i| &row[*i])).expect("valid key");
             table.rows.insert(key, row);
         }
     }
@@ -136,7 +145,7 @@ impl Connector for MemoryConnector {
                     storage: Storage::default(),
                 })
                 .collect(),
-            unique_columns: vec![t.columns[t.key_index].clone()],
+            unique_keys: vec![t.key_indexes.iter().map(|i| t.columns[*i].clone()).collect()],
         }))
     }
 

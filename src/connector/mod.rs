@@ -207,9 +207,9 @@ pub trait Connector: Send + Sync {
     }
 
     /// Creates a table with these columns (their type families translated to the
-    /// backend's types) and a primary key on `key`.
-    async fn create_table(&self, name: &str, columns: &[ColumnSchema], key: &str) -> Result<(), ConnectorError> {
-        let _ = (name, columns, key);
+    /// backend's types) and a primary key on the `keys` columns.
+    async fn create_table(&self, name: &str, columns: &[ColumnSchema], keys: &[String]) -> Result<(), ConnectorError> {
+        let _ = (name, columns, keys);
         Err(ConnectorError::Unsupported { backend: "this backend", operation: "creating tables" })
     }
 
@@ -241,17 +241,29 @@ pub fn quote_ident(name: &str) -> String {
 }
 
 /// The column list of a `CREATE TABLE`: each column with the backend's name for its type
-/// family, the key as primary key, NOT NULL kept.
-pub fn column_definitions(columns: &[ColumnSchema], key: &str, type_name: fn(ColumnType) -> &'static str) -> String {
-    columns
+/// family, NOT NULL kept, and the key as primary key (on its column, or as a table
+/// constraint for a compound key).
+pub fn column_definitions(
+    columns: &[ColumnSchema],
+    keys: &[String],
+    type_name: fn(ColumnType) -> &'static str,
+) -> String {
+    let mut definitions: Vec<String> = columns
         .iter()
         .map(|c| {
-            let pk = if c.name == key { " PRIMARY KEY" } else { "" };
-            let null = if !c.nullable && c.name != key { " NOT NULL" } else { "" };
+            let is_key = keys.contains(&c.name);
+            let simple_key = is_key && keys.len() == 1;
+            let pk = if simple_key { " PRIMARY KEY" } else { "" };
+            // SQLite lets a primary key that is not a rowid hold NULL: say NOT NULL.
+            let null = if !simple_key && (is_key || !c.nullable) { " NOT NULL" } else { "" };
             format!("{} {}{pk}{null}", quote_ident(&c.name), type_name(c.column_type))
         })
-        .collect::<Vec<_>>()
-        .join(", ")
+        .collect();
+    if keys.len() > 1 {
+        definitions
+            .push(format!("PRIMARY KEY ({})", keys.iter().map(|k| quote_ident(k)).collect::<Vec<_>>().join(", ")));
+    }
+    definitions.join(", ")
 }
 
 /// Which side a connector serves; SQLite opens the source read-only.

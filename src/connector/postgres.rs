@@ -82,6 +82,8 @@ pub fn storage(typname: &str, declared: &str) -> Storage {
             storage.padded = true;
         }
         "uuid" => storage.uuid = true,
+        // A date keeps no time of day: text with one is refused, not cut.
+        "date" => storage.fraction_digits = Some(0),
         "time" | "timestamp" => storage.fraction_digits = Some(first.unwrap_or(6).min(6) as u8),
         "timetz" | "timestamptz" => {
             storage.fraction_digits = Some(first.unwrap_or(6).min(6) as u8);
@@ -359,16 +361,20 @@ impl Sql {
         (format!("${}", self.n), as_text)
     }
 
-    fn bind_keys(&mut self, keys: &[Key]) -> String {
+    /// Binds part `part` of every key as one array parameter: `bigint[]` when every part is
+    /// an integer, `text[]` otherwise. Returns the placeholder.
+    fn bind_key_part(&mut self, keys: &[Key], part: usize) -> String {
         self.n += 1;
-        let result = if keys.iter().all(|k| matches!(k, Key::Int(_))) {
-            self.args.add(keys.iter().map(|k| if let Key::Int(i) = k { *i } else { 0 }).collect::<Vec<i64>>())
+        let parts = keys.iter().map(|k| &k.parts()[part]);
+        let result = if keys.iter().all(|k| matches!(k.parts()[part], Key::Int(_))) {
+            self.args.add(parts.map(|k| if let Key::Int(i) = k { *i } else { 0 }).collect::<Vec<i64>>())
         } else {
             self.args.add(
-                keys.iter()
+                parts
                     .map(|k| match k {
                         Key::Int(i) => i.to_string(),
                         Key::Text(s) => s.clone(),
+                        Key::Parts(_) => unreachable!("key parts are integers or text"),
                     })
                     .collect::<Vec<String>>(),
             )
@@ -378,14 +384,109 @@ impl Sql {
     }
 }
 
-/// Key expression in byte order: `COLLATE "C"` for text keys (an error on integers).
-fn key_expr(scope: &TableScope, key_type: ColumnType) -> String {
-    let key = quote_ident(scope.key_column());
-    if key_type == ColumnType::Integer { key } else { format!("{key} COLLATE \"C\"") }
+/// The key columns of a scope as PostgreSQL SQL. Each compares in db-sync's byte order:
+/// integers as they are, text with `COLLATE "C"`, UUIDs natively (their byte order is the
+/// order of their lower-case text); a compound key compares as a row value, part by part.
+struct KeySql {
+    /// Quoted column, type family and declared type of each key column, in key order.
+    columns: Vec<(String, ColumnType, String)>,
+}
+
+impl KeySql {
+    fn expr((column, t, declared): &(String, ColumnType, String)) -> String {
+        if *t == ColumnType::Integer || declared == "uuid" { column.clone() } else { format!("{column} COLLATE \"C\"") }
+    }
+
+    /// The key in a comparison: `k`, `k COLLATE "C"`, or `(a, b COLLATE "C")`.
+    fn tuple(&self) -> String {
+        match self.columns.as_slice() {
+            [one] => Self::expr(one),
+            many => format!("({})", many.iter().map(Self::expr).collect::<Vec<_>>().join(", ")),
+        }
+    }
+
+    /// The key's ORDER BY list.
+    fn order(&self) -> String {
+        self.columns.iter().map(Self::expr).collect::<Vec<_>>().join(", ")
+    }
+
+    /// The key columns as selected (integers as `int8`, the rest as text).
+    fn select(&self) -> String {
+        self.columns.iter().map(|(c, t, _)| select_expr_quoted(c, *t)).collect::<Vec<_>>().join(", ")
+    }
+
+    /// The key columns as a plain list (`ON CONFLICT`, `GROUP BY`).
+    fn list(&self) -> String {
+        self.columns.iter().map(|(c, ..)| c.clone()).collect::<Vec<_>>().join(", ")
+    }
+
+    fn cast(declared: &str) -> Option<&str> {
+        (declared == "uuid").then_some("uuid")
+    }
+
+    /// Binds one key value: `$1` or `($1, $2)`.
+    fn bind(&self, sql: &mut Sql, key: &Key) -> String {
+        let placeholders: Vec<String> =
+            key.values().zip(&self.columns).map(|(v, (_, _, declared))| sql.bind(&v, Self::cast(declared))).collect();
+        match placeholders.as_slice() {
+            [one] => one.clone(),
+            many => format!("({})", many.join(", ")),
+        }
+    }
+
+    /// A condition true for rows whose key is one of `keys`: `k = ANY($1)`, or
+    /// `(a, b) IN (SELECT * FROM unnest($1::int8[], $2::text[]))`.
+    fn one_of(&self, sql: &mut Sql, keys: &[Key]) -> String {
+        let arrays: Vec<String> = self
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(i, (_, _, declared))| {
+                let p = sql.bind_key_part(keys, i);
+                match Self::cast(declared) {
+                    Some(t) => format!("{p}::{t}[]"),
+                    None => p,
+                }
+            })
+            .collect();
+        match (self.columns.as_slice(), arrays.as_slice()) {
+            ([(column, ..)], [array]) => format!("{column} = ANY({array})"),
+            _ => format!("({}) IN (SELECT * FROM unnest({}))", self.list(), arrays.join(", ")),
+        }
+    }
+
+    fn any_null(&self) -> String {
+        format!("({})", self.columns.iter().map(|(c, ..)| format!("{c} IS NULL")).collect::<Vec<_>>().join(" OR "))
+    }
+
+    fn no_null(&self) -> String {
+        self.columns.iter().map(|(c, ..)| format!("{c} IS NOT NULL")).collect::<Vec<_>>().join(" AND ")
+    }
+}
+
+/// A key from the first `width` columns of a row selected with [`KeySql::select`].
+fn key_from_row(row: &PgRow, width: usize) -> Result<Key, sqlx::Error> {
+    let mut parts = Vec::with_capacity(width);
+    for i in 0..width {
+        parts.push(match row.try_get::<Option<i64>, _>(i) {
+            Ok(Some(n)) => Key::Int(n),
+            Ok(None) => return Err(sqlx::Error::ColumnDecode { index: i.to_string(), source: "NULL key".into() }),
+            Err(_) => match row.try_get::<Option<String>, _>(i)? {
+                Some(t) => Key::Text(t),
+                None => return Err(sqlx::Error::ColumnDecode { index: i.to_string(), source: "NULL key".into() }),
+            },
+        });
+    }
+    Ok(if width == 1 { parts.pop().expect("one part") } else { Key::Parts(parts) })
 }
 
 fn select_expr(column: &str, t: ColumnType) -> String {
-    let c = quote_ident(column);
+    select_expr_quoted(&quote_ident(column), t)
+}
+
+/// [`select_expr`] of a quoted column.
+fn select_expr_quoted(c: &str, t: ColumnType) -> String {
+    let c = c.to_string();
     match wire(t) {
         Wire::Int => format!("{c}::int8"),
         Wire::Float => format!("{c}::float8"),
@@ -572,30 +673,26 @@ impl PostgresConnector {
         sql: &mut Sql,
     ) -> Result<String, ConnectorError> {
         let schema = self.schema_of(&scope.table).await?;
-        let key_col = schema
-            .column(scope.key_column())
-            .ok_or_else(|| ConnectorError::Schema(format!("no key column {}", scope.key_column())))?;
+        let key = self.key_sql(scope).await?;
         let mut parts = Vec::new();
         for (column, value) in &scope.filter {
             let c = schema.column(column).ok_or_else(|| ConnectorError::Schema(format!("no column {column}")))?;
             let p = sql.bind(value, cast_for(c.column_type, &c.declared_type).as_deref());
             parts.push(format!("{} = {p}", quote_ident(column)));
         }
-        let key = key_expr(scope, key_col.column_type);
         if scope.skip_null_keys {
-            parts.push(format!("{} IS NOT NULL", quote_ident(scope.key_column())));
+            parts.push(key.no_null());
         }
         if !scope.skip_keys.is_empty() {
-            let p = sql.bind_keys(&scope.skip_keys);
-            parts.push(format!("NOT ({} = ANY({p}))", quote_ident(scope.key_column())));
+            parts.push(format!("NOT ({})", key.one_of(sql, &scope.skip_keys)));
         }
         if let Some(after) = &range.after {
-            let p = sql.bind(&after.to_value(), None);
-            parts.push(format!("{key} > {p}"));
+            let p = key.bind(sql, after);
+            parts.push(format!("{} > {p}", key.tuple()));
         }
         if let Some(upto) = &range.upto {
-            let p = sql.bind(&upto.to_value(), None);
-            parts.push(format!("{key} <= {p}"));
+            let p = key.bind(sql, upto);
+            parts.push(format!("{} <= {p}", key.tuple()));
         }
         Ok(if parts.is_empty() { String::new() } else { format!(" WHERE {}", parts.join(" AND ")) })
     }
@@ -645,21 +742,25 @@ impl PostgresConnector {
         Ok(true)
     }
 
-    async fn key_type(&self, scope: &TableScope) -> Result<ColumnType, ConnectorError> {
-        Ok(self.types(scope).await?[scope.key_index].0)
+    /// The scope's key columns as SQL.
+    async fn key_sql(&self, scope: &TableScope) -> Result<KeySql, ConnectorError> {
+        let types = self.types(scope).await?;
+        Ok(KeySql {
+            columns: scope
+                .key_indexes
+                .iter()
+                .map(|i| (quote_ident(&scope.columns[*i]), types[*i].0, types[*i].1.clone()))
+                .collect(),
+        })
     }
 
-    async fn fetch_keys(&self, sql: Sql) -> Result<Vec<Key>, ConnectorError> {
+    async fn fetch_keys(&self, sql: Sql, width: usize) -> Result<Vec<Key>, ConnectorError> {
         self.log_sql(&sql.text);
         let rows =
             sqlx::query_with(AssertSqlSafe(sql.text), sql.args).fetch_all(&self.pool).await.map_err(self.err())?;
         let mut keys = Vec::with_capacity(rows.len());
         for row in &rows {
-            let key = match row.try_get::<i64, _>(0) {
-                Ok(i) => Key::Int(i),
-                Err(_) => Key::Text(row.try_get::<String, _>(0).map_err(self.err())?),
-            };
-            keys.push(key);
+            keys.push(key_from_row(row, width).map_err(self.err())?);
         }
         self.counters.record_read(keys.len(), keys.len() * 8);
         Ok(keys)
@@ -743,7 +844,7 @@ impl Connector for PostgresConnector {
         if columns.is_empty() {
             return Ok(None);
         }
-        let mut schema = TableSchema { name: table.to_string(), columns: Vec::new(), unique_columns: Vec::new() };
+        let mut schema = TableSchema { name: table.to_string(), columns: Vec::new(), unique_keys: Vec::new() };
         for row in &columns {
             let typname: String = row.try_get(2).map_err(self.err())?;
             let declared_type: String = row.try_get(1).map_err(self.err())?;
@@ -756,13 +857,19 @@ impl Connector for PostgresConnector {
                 has_default: row.try_get(4).map_err(self.err())?,
             });
         }
-        schema.unique_columns = sqlx::query_scalar(
-            "SELECT a.attname::text FROM pg_index i \
+        // Each unique index without a predicate, as its key columns in index order; an
+        // index on an expression (attnum 0) joins no column and is left out.
+        schema.unique_keys = sqlx::query_scalar(
+            "SELECT array_agg(a.attname::text ORDER BY k.ord) FROM pg_index i \
              JOIN pg_class c ON c.oid = i.indrelid \
              JOIN pg_namespace n ON n.oid = c.relnamespace \
-             JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = i.indkey[0] \
-             WHERE n.nspname = $1 AND c.relname = $2 AND i.indisunique AND i.indnatts = 1 AND i.indpred IS NULL \
-             ORDER BY i.indisprimary DESC",
+             CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord) \
+             JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum \
+             WHERE n.nspname = $1 AND c.relname = $2 AND i.indisunique AND i.indpred IS NULL \
+               AND k.ord <= i.indnkeyatts \
+             GROUP BY i.indexrelid, i.indisprimary, i.indnkeyatts \
+             HAVING count(*) = i.indnkeyatts \
+             ORDER BY i.indisprimary DESC, i.indexrelid",
         )
         .bind(&self.schema)
         .bind(table)
@@ -773,7 +880,7 @@ impl Connector for PostgresConnector {
         Ok(Some(schema))
     }
 
-    async fn create_table(&self, name: &str, columns: &[ColumnSchema], key: &str) -> Result<(), ConnectorError> {
+    async fn create_table(&self, name: &str, columns: &[ColumnSchema], keys: &[String]) -> Result<(), ConnectorError> {
         let type_name = |t: ColumnType| match t {
             ColumnType::Integer => "bigint",
             ColumnType::Float => "double precision",
@@ -787,7 +894,7 @@ impl Connector for PostgresConnector {
             ColumnType::Text | ColumnType::Other => "text",
         };
         let sql =
-            format!("CREATE TABLE {} ({})", self.table_ref(name), super::column_definitions(columns, key, type_name));
+            format!("CREATE TABLE {} ({})", self.table_ref(name), super::column_definitions(columns, keys, type_name));
         self.log_sql(&sql);
         sqlx::query(AssertSqlSafe(sql)).execute(&self.pool).await.map_err(self.err())?;
         Ok(())
@@ -817,33 +924,32 @@ impl Connector for PostgresConnector {
         limit: usize,
     ) -> Result<KeyProblems, ConnectorError> {
         let raw = TableScope { skip_null_keys: false, skip_keys: Vec::new(), ..scope.clone() };
-        let key_type = self.key_type(&raw).await?;
-        let column = quote_ident(raw.key_column());
+        let key = self.key_sql(&raw).await?;
+        let width = raw.key_indexes.len();
         let table = self.table_ref(&raw.table);
         let mut sql = Sql::new("");
         let w = self.where_clause(&raw, &KeyRange::all(), &mut sql).await?;
         let and = if w.is_empty() { " WHERE" } else { " AND" };
-        sql.text = format!("SELECT count(*) FROM {table}{w}{and} {column} IS NULL");
+        sql.text = format!("SELECT count(*) FROM {table}{w}{and} {}", key.any_null());
         let null_rows = self.fetch_count(sql).await?;
         let mut found = Vec::new();
         if duplicates {
             let mut sql = Sql::new("");
             let w = self.where_clause(&raw, &KeyRange::all(), &mut sql).await?;
             sql.text = format!(
-                "SELECT {}, count(*)::int8 FROM {table}{w}{and} {column} IS NOT NULL GROUP BY {column} \
-                 HAVING count(*) > 1 ORDER BY {} LIMIT {limit}",
-                select_expr(raw.key_column(), key_type),
-                key_expr(&raw, key_type)
+                "SELECT {}, count(*)::int8 FROM {table}{w}{and} {} GROUP BY {} HAVING count(*) > 1 ORDER BY {} \
+                 LIMIT {limit}",
+                key.select(),
+                key.no_null(),
+                key.list(),
+                key.order()
             );
             self.log_sql(&sql.text);
             let rows =
                 sqlx::query_with(AssertSqlSafe(sql.text), sql.args).fetch_all(&self.pool).await.map_err(self.err())?;
             for row in &rows {
-                let key = match row.try_get::<i64, _>(0) {
-                    Ok(i) => Key::Int(i),
-                    Err(_) => Key::Text(row.try_get::<String, _>(0).map_err(self.err())?),
-                };
-                found.push((key, row.try_get::<i64, _>(1).map_err(self.err())? as u64));
+                let found_key = key_from_row(row, width).map_err(self.err())?;
+                found.push((found_key, row.try_get::<i64, _>(width).map_err(self.err())? as u64));
             }
         }
         Ok(KeyProblems { null_rows, duplicates: found })
@@ -857,41 +963,38 @@ impl Connector for PostgresConnector {
     }
 
     async fn key_at(&self, scope: &TableScope, range: &KeyRange, offset: u64) -> Result<Option<Key>, ConnectorError> {
-        let key_type = self.key_type(scope).await?;
+        let key = self.key_sql(scope).await?;
         let mut sql = Sql::new("");
         let w = self.where_clause(scope, range, &mut sql).await?;
         sql.text = format!(
             "SELECT {} FROM {}{w} ORDER BY {} LIMIT 1 OFFSET {offset}",
-            select_expr(scope.key_column(), key_type),
+            key.select(),
             self.table_ref(&scope.table),
-            key_expr(scope, key_type)
+            key.order()
         );
-        Ok(self.fetch_keys(sql).await?.into_iter().next())
+        Ok(self.fetch_keys(sql, scope.key_indexes.len()).await?.into_iter().next())
     }
 
     async fn read_keys(&self, scope: &TableScope, range: &KeyRange, limit: usize) -> Result<Vec<Key>, ConnectorError> {
-        let key_type = self.key_type(scope).await?;
+        let key = self.key_sql(scope).await?;
         let mut sql = Sql::new("");
         let w = self.where_clause(scope, range, &mut sql).await?;
         sql.text = format!(
             "SELECT {} FROM {}{w} ORDER BY {} LIMIT {limit}",
-            select_expr(scope.key_column(), key_type),
+            key.select(),
             self.table_ref(&scope.table),
-            key_expr(scope, key_type)
+            key.order()
         );
-        self.fetch_keys(sql).await
+        self.fetch_keys(sql, scope.key_indexes.len()).await
     }
 
     async fn read_rows(&self, scope: &TableScope, range: &KeyRange, limit: usize) -> Result<Vec<Row>, ConnectorError> {
-        let key_type = self.key_type(scope).await?;
+        let key = self.key_sql(scope).await?;
         let (list, wires) = self.select_list(scope).await?;
         let mut sql = Sql::new("");
         let w = self.where_clause(scope, range, &mut sql).await?;
-        sql.text = format!(
-            "SELECT {list} FROM {}{w} ORDER BY {} LIMIT {limit}",
-            self.table_ref(&scope.table),
-            key_expr(scope, key_type)
-        );
+        sql.text =
+            format!("SELECT {list} FROM {}{w} ORDER BY {} LIMIT {limit}", self.table_ref(&scope.table), key.order());
         self.fetch_rows(sql, &wires).await
     }
 
@@ -899,13 +1002,13 @@ impl Connector for PostgresConnector {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
+        let key = self.key_sql(scope).await?;
         let (list, wires) = self.select_list(scope).await?;
         let mut sql = Sql::new("");
         let w = self.where_clause(scope, &KeyRange::all(), &mut sql).await?;
-        let p = sql.bind_keys(keys);
-        let key = quote_ident(scope.key_column());
+        let one_of = key.one_of(&mut sql, keys);
         let and = if w.is_empty() { " WHERE" } else { " AND" };
-        sql.text = format!("SELECT {list} FROM {}{w}{and} {key} = ANY({p})", self.table_ref(&scope.table));
+        sql.text = format!("SELECT {list} FROM {}{w}{and} {one_of}", self.table_ref(&scope.table));
         self.fetch_rows(sql, &wires).await
     }
 
@@ -920,7 +1023,8 @@ impl Connector for PostgresConnector {
         let (list, wires) = self.select_list(scope).await?;
         let modify = quote_ident(&scope.columns[m]);
         let cast = cast_for(types[m].0, &types[m].1);
-        let key = key_expr(scope, types[scope.key_index].0);
+        let key_sql = self.key_sql(scope).await?;
+        let key = key_sql.order();
         let mut sql = Sql::new("");
         let w = self.where_clause(scope, &KeyRange::all(), &mut sql).await?;
         let mut cond = vec![format!("{modify} IS NOT NULL")];
@@ -928,8 +1032,8 @@ impl Connector for PostgresConnector {
             (Some(v), Some(k)) => {
                 let a = sql.bind(v, cast.as_deref());
                 let b = sql.bind(v, cast.as_deref());
-                let c = sql.bind(&k.to_value(), None);
-                cond.push(format!("({modify} > {a} OR ({modify} = {b} AND {key} > {c}))"));
+                let c = key_sql.bind(&mut sql, k);
+                cond.push(format!("({modify} > {a} OR ({modify} = {b} AND {} > {c}))", key_sql.tuple()));
             }
             (Some(v), None) => {
                 let a = sql.bind(v, cast.as_deref());
@@ -1015,7 +1119,7 @@ impl Connector for PostgresConnector {
             .columns
             .iter()
             .enumerate()
-            .filter(|(i, _)| *i != scope.key_index)
+            .filter(|(i, _)| !scope.is_key(*i))
             .map(|(_, c)| format!("{0} = EXCLUDED.{0}", quote_ident(c)))
             .collect();
         let conflict =
@@ -1026,7 +1130,7 @@ impl Connector for PostgresConnector {
             casts.join(", "),
             selects.join(", "),
             names.join(", "),
-            quote_ident(scope.key_column())
+            scope.key_columns().into_iter().map(quote_ident).collect::<Vec<_>>().join(", ")
         );
         self.log_sql(&sql.text);
         self.counters.queries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -1077,13 +1181,9 @@ impl Connector for PostgresConnector {
         }
         let mut sql = Sql::new("");
         let w = self.where_clause(scope, &KeyRange::all(), &mut sql).await?;
-        let p = sql.bind_keys(keys);
+        let one_of = self.key_sql(scope).await?.one_of(&mut sql, keys);
         let and = if w.is_empty() { " WHERE" } else { " AND" };
-        sql.text = format!(
-            "DELETE FROM {}{w}{and} {} = ANY({p})",
-            self.table_ref(&scope.table),
-            quote_ident(scope.key_column())
-        );
+        sql.text = format!("DELETE FROM {}{w}{and} {one_of}", self.table_ref(&scope.table));
         self.log_sql(&sql.text);
         self.counters.queries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut tx = self.pool.begin().await.map_err(self.err())?;
@@ -1201,16 +1301,18 @@ mod tests {
         assert_eq!(column_type("numeric"), ColumnType::Decimal);
         assert_eq!(column_type("timestamptz"), ColumnType::Timestamp);
         assert_eq!(column_type("jsonb"), ColumnType::Json);
-        let scope = TableScope {
-            table: "t".into(),
-            columns: vec!["k".into()],
-            key_index: 0,
-            modify_index: None,
-            filter: vec![],
-            skip_null_keys: false,
-            skip_keys: vec![],
+        let key = |columns: &[(&str, ColumnType, &str)]| KeySql {
+            columns: columns.iter().map(|(c, t, d)| (quote_ident(c), *t, d.to_string())).collect(),
         };
-        assert_eq!(key_expr(&scope, ColumnType::Integer), "\"k\"");
-        assert_eq!(key_expr(&scope, ColumnType::Text), "\"k\" COLLATE \"C\"");
+        assert_eq!(key(&[("k", ColumnType::Integer, "bigint")]).tuple(), "\"k\"");
+        assert_eq!(key(&[("k", ColumnType::Text, "text")]).tuple(), "\"k\" COLLATE \"C\"");
+        assert_eq!(key(&[("k", ColumnType::Text, "uuid")]).tuple(), "\"k\"");
+        let compound = key(&[("a", ColumnType::Integer, "integer"), ("b", ColumnType::Text, "text")]);
+        assert_eq!(compound.tuple(), "(\"a\", \"b\" COLLATE \"C\")");
+        assert_eq!(compound.order(), "\"a\", \"b\" COLLATE \"C\"");
+        let mut sql = Sql::new("");
+        let keys = [Key::Parts(vec![Key::Int(1), Key::Text("x".into())])];
+        assert_eq!(compound.one_of(&mut sql, &keys), "(\"a\", \"b\") IN (SELECT * FROM unnest($1, $2))");
+        assert_eq!(compound.bind(&mut sql, &keys[0]), "($3, $4)");
     }
 }

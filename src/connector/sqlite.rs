@@ -123,11 +123,68 @@ fn classify(endpoint: &str, e: rusqlite::Error) -> ConnectorError {
 
 pub use super::quote_ident;
 
-/// The key column in comparisons and ORDER BY: byte order whatever the column's declared
+/// The key columns of a scope as SQL: each compared in byte order whatever its declared
 /// collation, so both sides agree on key order (the index is used when the column is
-/// BINARY, the default).
-fn key_expr(scope: &TableScope) -> String {
-    format!("{} COLLATE BINARY", quote_ident(scope.key_column()))
+/// BINARY, the default); a compound key compares as a row value, part by part.
+struct KeySql {
+    /// Quoted key columns, in key order.
+    columns: Vec<String>,
+}
+
+impl KeySql {
+    fn of(scope: &TableScope) -> KeySql {
+        KeySql { columns: scope.key_columns().into_iter().map(quote_ident).collect() }
+    }
+
+    fn compared(&self) -> Vec<String> {
+        self.columns.iter().map(|c| format!("{c} COLLATE BINARY")).collect()
+    }
+
+    /// The key in a comparison: `k COLLATE BINARY` or `(a COLLATE BINARY, b COLLATE BINARY)`.
+    fn tuple(&self) -> String {
+        match self.compared().as_slice() {
+            [one] => one.clone(),
+            many => format!("({})", many.join(", ")),
+        }
+    }
+
+    /// The key's ORDER BY list.
+    fn order(&self) -> String {
+        self.compared().join(", ")
+    }
+
+    /// The key columns as selected.
+    fn select(&self) -> String {
+        self.columns.join(", ")
+    }
+
+    /// Placeholders of one key value: `?` or `(?, ?)`.
+    fn placeholder(&self) -> String {
+        match self.columns.len() {
+            1 => "?".into(),
+            n => format!("({})", vec!["?"; n].join(", ")),
+        }
+    }
+
+    /// The right side of `IN` for `n` keys: `(?, ?)` or `(VALUES (?, ?), (?, ?))`.
+    fn list(&self, n: usize) -> String {
+        match self.columns.len() {
+            1 => format!("({})", vec!["?"; n].join(", ")),
+            _ => format!("(VALUES {})", vec![self.placeholder(); n].join(", ")),
+        }
+    }
+
+    fn width(&self) -> usize {
+        self.columns.len()
+    }
+
+    fn any_null(&self) -> String {
+        format!("({})", self.columns.iter().map(|c| format!("{c} IS NULL")).collect::<Vec<_>>().join(" OR "))
+    }
+
+    fn no_null(&self) -> String {
+        self.columns.iter().map(|c| format!("{c} IS NOT NULL")).collect::<Vec<_>>().join(" AND ")
+    }
 }
 
 struct Bind<'a>(&'a Value);
@@ -166,8 +223,10 @@ fn read_value(v: ValueRef<'_>) -> Value {
     }
 }
 
-fn read_key(v: ValueRef<'_>) -> rusqlite::Result<Key> {
-    Key::from_value(&read_value(v))
+/// The key held by the first `width` columns of `row`.
+fn read_key(row: &rusqlite::Row<'_>, width: usize) -> rusqlite::Result<Key> {
+    let values = (0..width).map(|i| Ok(read_value(row.get_ref(i)?))).collect::<rusqlite::Result<Vec<Value>>>()?;
+    Key::from_values(values.iter())
         .ok_or_else(|| rusqlite::Error::InvalidColumnType(0, "key".into(), rusqlite::types::Type::Null))
 }
 
@@ -185,21 +244,21 @@ impl Where {
             parts.push(format!("{} = ?", quote_ident(column)));
             params.push(value.clone());
         }
-        let key = key_expr(scope);
+        let key = KeySql::of(scope);
         if scope.skip_null_keys {
-            parts.push(format!("{} IS NOT NULL", quote_ident(scope.key_column())));
+            parts.push(key.no_null());
         }
         if !scope.skip_keys.is_empty() {
-            parts.push(format!("{key} NOT IN ({})", vec!["?"; scope.skip_keys.len()].join(", ")));
-            params.extend(scope.skip_keys.iter().map(Key::to_value));
+            parts.push(format!("{} NOT IN {}", key.tuple(), key.list(scope.skip_keys.len())));
+            params.extend(scope.skip_keys.iter().flat_map(Key::values));
         }
         if let Some(after) = &range.after {
-            parts.push(format!("{key} > ?"));
-            params.push(after.to_value());
+            parts.push(format!("{} > {}", key.tuple(), key.placeholder()));
+            params.extend(after.values());
         }
         if let Some(upto) = &range.upto {
-            parts.push(format!("{key} <= ?"));
-            params.push(upto.to_value());
+            parts.push(format!("{} <= {}", key.tuple(), key.placeholder()));
+            params.extend(upto.values());
         }
         Where { sql: Self::join(parts), params }
     }
@@ -236,12 +295,12 @@ fn query_rows(conn: &Connection, sql: &str, params: &[Value], width: usize) -> r
     Ok((out, bytes))
 }
 
-fn query_keys(conn: &Connection, sql: &str, params: &[Value]) -> rusqlite::Result<Vec<Key>> {
+fn query_keys(conn: &Connection, sql: &str, params: &[Value], width: usize) -> rusqlite::Result<Vec<Key>> {
     let mut stmt = conn.prepare_cached(sql)?;
     let mut rows = stmt.query(params_from_iter(params.iter().map(Bind)))?;
     let mut out = Vec::new();
     while let Some(row) = rows.next()? {
-        out.push(read_key(row.get_ref(0)?)?);
+        out.push(read_key(row, width)?);
     }
     Ok(out)
 }
@@ -338,7 +397,7 @@ impl Connector for SqliteConnector {
                 let default: Option<String> = row.get(4)?;
                 let pk_pos: i64 = row.get(5)?;
                 if pk_pos > 0 {
-                    pk.push(name.clone());
+                    pk.push((pk_pos, name.clone()));
                 }
                 columns.push(ColumnSchema {
                     storage: storage(&declared),
@@ -351,9 +410,10 @@ impl Connector for SqliteConnector {
                     has_default: default.is_some(),
                 });
             }
-            let mut unique_columns = Vec::new();
-            if pk.len() == 1 {
-                unique_columns.push(pk[0].clone());
+            let mut unique_keys: Vec<Vec<String>> = Vec::new();
+            if !pk.is_empty() {
+                pk.sort();
+                unique_keys.push(pk.into_iter().map(|(_, name)| name).collect());
             }
             let mut stmt = conn.prepare(&format!("PRAGMA index_list({})", quote_ident(&table)))?;
             let indexes: Vec<(String, bool, bool)> = stmt
@@ -369,18 +429,19 @@ impl Connector for SqliteConnector {
                 let mut stmt = conn.prepare(&format!("PRAGMA index_info({})", quote_ident(&index)))?;
                 let cols: Vec<Option<String>> =
                     stmt.query_map([], |r| r.get::<_, Option<String>>(2))?.collect::<Result<_, _>>()?;
-                if let [Some(col)] = cols.as_slice() {
-                    if !unique_columns.contains(col) {
-                        unique_columns.push(col.clone());
-                    }
+                // An index on an expression has a NULL column name: not a key.
+                if let Some(cols) = cols.into_iter().collect::<Option<Vec<String>>>()
+                    && !unique_keys.contains(&cols)
+                {
+                    unique_keys.push(cols);
                 }
             }
-            Ok(Some(TableSchema { name: table, columns, unique_columns }))
+            Ok(Some(TableSchema { name: table, columns, unique_keys }))
         })
         .await
     }
 
-    async fn create_table(&self, name: &str, columns: &[ColumnSchema], key: &str) -> Result<(), ConnectorError> {
+    async fn create_table(&self, name: &str, columns: &[ColumnSchema], keys: &[String]) -> Result<(), ConnectorError> {
         let type_name = |t: ColumnType| match t {
             ColumnType::Integer => "INTEGER",
             ColumnType::Float => "REAL",
@@ -394,7 +455,7 @@ impl Connector for SqliteConnector {
             ColumnType::Text | ColumnType::Other => "TEXT",
         };
         let sql =
-            format!("CREATE TABLE {} ({})", quote_ident(name), super::column_definitions(columns, key, type_name));
+            format!("CREATE TABLE {} ({})", quote_ident(name), super::column_definitions(columns, keys, type_name));
         self.log_sql(&sql);
         self.with_conn(move |conn| conn.execute_batch(&sql)).await
     }
@@ -424,14 +485,18 @@ impl Connector for SqliteConnector {
         limit: usize,
     ) -> Result<KeyProblems, ConnectorError> {
         let raw = TableScope { skip_null_keys: false, skip_keys: Vec::new(), ..scope.clone() };
-        let (column, key) = (quote_ident(raw.key_column()), key_expr(&raw));
+        let key = KeySql::of(&raw);
+        let width = key.width();
         let table = quote_ident(&raw.table);
-        let nulls = Where::new(&raw, &KeyRange::all()).and(format!("{column} IS NULL"), []);
+        let nulls = Where::new(&raw, &KeyRange::all()).and(key.any_null(), []);
         let nulls_sql = format!("SELECT count(*) FROM {table}{}", nulls.sql);
-        let dups = Where::new(&raw, &KeyRange::all()).and(format!("{column} IS NOT NULL"), []);
+        let dups = Where::new(&raw, &KeyRange::all()).and(key.no_null(), []);
         let dups_sql = format!(
-            "SELECT {column}, count(*) FROM {table}{} GROUP BY {key} HAVING count(*) > 1 ORDER BY {key} LIMIT {limit}",
-            dups.sql
+            "SELECT {}, count(*) FROM {table}{} GROUP BY {} HAVING count(*) > 1 ORDER BY {} LIMIT {limit}",
+            key.select(),
+            dups.sql,
+            key.order(),
+            key.order()
         );
         self.log_sql(&nulls_sql);
         if duplicates {
@@ -446,7 +511,7 @@ impl Connector for SqliteConnector {
                 let mut stmt = conn.prepare_cached(&dups_sql)?;
                 let mut rows = stmt.query(params_from_iter(dups.params.iter().map(Bind)))?;
                 while let Some(row) = rows.next()? {
-                    found.push((read_key(row.get_ref(0)?)?, row.get::<_, i64>(1)? as u64));
+                    found.push((read_key(row, width)?, row.get::<_, i64>(width)? as u64));
                 }
             }
             Ok(KeyProblems { null_rows: null_rows as u64, duplicates: found })
@@ -469,36 +534,46 @@ impl Connector for SqliteConnector {
 
     async fn key_at(&self, scope: &TableScope, range: &KeyRange, offset: u64) -> Result<Option<Key>, ConnectorError> {
         let w = Where::new(scope, range);
-        let (column, key) = (quote_ident(scope.key_column()), key_expr(scope));
+        let key = KeySql::of(scope);
         let sql = format!(
-            "SELECT {column} FROM {}{} ORDER BY {key} LIMIT 1 OFFSET {offset}",
+            "SELECT {} FROM {}{} ORDER BY {} LIMIT 1 OFFSET {offset}",
+            key.select(),
             quote_ident(&scope.table),
-            w.sql
+            w.sql,
+            key.order()
         );
         self.log_sql(&sql);
         self.counters.record_read(1, 8);
-        let keys = self.with_conn(move |conn| query_keys(conn, &sql, &w.params)).await?;
+        let width = key.width();
+        let keys = self.with_conn(move |conn| query_keys(conn, &sql, &w.params, width)).await?;
         Ok(keys.into_iter().next())
     }
 
     async fn read_keys(&self, scope: &TableScope, range: &KeyRange, limit: usize) -> Result<Vec<Key>, ConnectorError> {
         let w = Where::new(scope, range);
-        let (column, key) = (quote_ident(scope.key_column()), key_expr(scope));
-        let sql = format!("SELECT {column} FROM {}{} ORDER BY {key} LIMIT {limit}", quote_ident(&scope.table), w.sql);
+        let key = KeySql::of(scope);
+        let sql = format!(
+            "SELECT {} FROM {}{} ORDER BY {} LIMIT {limit}",
+            key.select(),
+            quote_ident(&scope.table),
+            w.sql,
+            key.order()
+        );
         self.log_sql(&sql);
-        let keys = self.with_conn(move |conn| query_keys(conn, &sql, &w.params)).await?;
+        let width = key.width();
+        let keys = self.with_conn(move |conn| query_keys(conn, &sql, &w.params, width)).await?;
         self.counters.record_read(keys.len(), keys.len() * 8);
         Ok(keys)
     }
 
     async fn read_rows(&self, scope: &TableScope, range: &KeyRange, limit: usize) -> Result<Vec<Row>, ConnectorError> {
         let w = Where::new(scope, range);
-        let key = key_expr(scope);
         let sql = format!(
-            "SELECT {} FROM {}{} ORDER BY {key} LIMIT {limit}",
+            "SELECT {} FROM {}{} ORDER BY {} LIMIT {limit}",
             column_list(scope),
             quote_ident(&scope.table),
-            w.sql
+            w.sql,
+            KeySql::of(scope).order()
         );
         self.log_sql(&sql);
         let width = scope.columns.len();
@@ -509,11 +584,11 @@ impl Connector for SqliteConnector {
 
     async fn read_rows_by_keys(&self, scope: &TableScope, keys: &[Key]) -> Result<Vec<Row>, ConnectorError> {
         let mut out = Vec::with_capacity(keys.len());
-        let chunk_size = MAX_PARAMS - scope.filter.len();
+        let key = KeySql::of(scope);
+        let chunk_size = (MAX_PARAMS - scope.filter.len() - scope.skip_keys.len() * key.width()) / key.width();
         for chunk in keys.chunks(chunk_size) {
-            let placeholders = vec!["?"; chunk.len()].join(", ");
             let w = Where::new(scope, &KeyRange::all())
-                .and(format!("{} IN ({placeholders})", key_expr(scope)), chunk.iter().map(Key::to_value));
+                .and(format!("{} IN {}", key.tuple(), key.list(chunk.len())), chunk.iter().flat_map(Key::values));
             let sql = format!("SELECT {} FROM {}{}", column_list(scope), quote_ident(&scope.table), w.sql);
             if self.options.show_sql {
                 self.log_sql(&format!(
@@ -542,13 +617,13 @@ impl Connector for SqliteConnector {
                 .modify_column()
                 .ok_or_else(|| ConnectorError::Schema(format!("table {} has no modify_id_field", scope.table)))?,
         );
-        let key = key_expr(scope);
+        let key = KeySql::of(scope);
         let mut w = Where::new(scope, &KeyRange::all()).and(format!("{modify} IS NOT NULL"), []);
         match (&cursor.modify_id, &cursor.key) {
             (Some(m), Some(k)) => {
                 w = w.and(
-                    format!("({modify} > ? OR ({modify} = ? AND {key} > ?))"),
-                    [m.clone(), m.clone(), k.to_value()],
+                    format!("({modify} > ? OR ({modify} = ? AND {} > {}))", key.tuple(), key.placeholder()),
+                    [m.clone(), m.clone()].into_iter().chain(k.values()),
                 );
             }
             // No key yet: rows with exactly this modify ID may be only partly copied.
@@ -556,10 +631,11 @@ impl Connector for SqliteConnector {
             (None, _) => {}
         }
         let sql = format!(
-            "SELECT {} FROM {}{} ORDER BY {modify}, {key} LIMIT {limit}",
+            "SELECT {} FROM {}{} ORDER BY {modify}, {} LIMIT {limit}",
             column_list(scope),
             quote_ident(&scope.table),
-            w.sql
+            w.sql,
+            key.order()
         );
         self.log_sql(&sql);
         let width = scope.columns.len();
@@ -622,13 +698,13 @@ impl Connector for SqliteConnector {
         if rows.is_empty() {
             return Ok(0);
         }
-        let key = quote_ident(scope.key_column());
+        let key = KeySql::of(scope).select();
         let placeholders = vec!["?"; scope.columns.len()].join(", ");
         let updates: Vec<String> = scope
             .columns
             .iter()
             .enumerate()
-            .filter(|(i, _)| *i != scope.key_index)
+            .filter(|(i, _)| !scope.is_key(*i))
             .map(|(_, c)| format!("{0} = excluded.{0}", quote_ident(c)))
             .collect();
         let conflict =
@@ -667,12 +743,12 @@ impl Connector for SqliteConnector {
         if keys.is_empty() {
             return Ok(0);
         }
-        let chunk_size = MAX_PARAMS - scope.filter.len();
+        let key = KeySql::of(scope);
+        let chunk_size = (MAX_PARAMS - scope.filter.len() - scope.skip_keys.len() * key.width()) / key.width();
         let mut statements = Vec::new();
         for chunk in keys.chunks(chunk_size) {
-            let placeholders = vec!["?"; chunk.len()].join(", ");
             let w = Where::new(scope, &KeyRange::all())
-                .and(format!("{} IN ({placeholders})", key_expr(scope)), chunk.iter().map(Key::to_value));
+                .and(format!("{} IN {}", key.tuple(), key.list(chunk.len())), chunk.iter().flat_map(Key::values));
             let sql = format!("DELETE FROM {}{}", quote_ident(&scope.table), w.sql);
             if self.options.show_sql {
                 self.log_sql(&format!("DELETE FROM {} WHERE ... IN ({} keys)", quote_ident(&scope.table), chunk.len()));

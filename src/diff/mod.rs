@@ -65,7 +65,7 @@ pub fn check_ascending<T>(
                  usable key cannot be synced",
                 side.describe_endpoint(),
                 scope.table,
-                scope.key_column()
+                scope.key_text()
             )));
         };
         if let Some(previous) = &previous
@@ -169,7 +169,7 @@ mod tests {
         let scope = TableScope {
             table: "t".into(),
             columns: vec!["id".into()],
-            key_index: 0,
+            key_indexes: vec![0],
             modify_index: None,
             filter: vec![],
             skip_null_keys: false,

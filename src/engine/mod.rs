@@ -526,7 +526,7 @@ impl Engine {
                 continue;
             }
             let name = job.spec.name.clone();
-            let key = job.spec.key_field.clone();
+            let key = job.spec.key_text();
             let found =
                 match self.source.key_problems(&job.mapping.source, !promise.unique, Self::DUPLICATES_LISTED).await {
                     Ok(found) => found,
@@ -588,9 +588,9 @@ impl Engine {
             .filter(|c| !spec.exclude_fields.contains(&c.name))
             .map(|c| ColumnSchema { name: spec.target_column(&c.name).to_string(), ..c.clone() })
             .collect();
-        let key = spec.target_column(&spec.key_field).to_string();
+        let keys: Vec<String> = spec.key_fields.iter().map(|k| spec.target_column(k).to_string()).collect();
         let context = format!("creating target table {}", spec.target_table);
-        self.target.create_table(&spec.target_table, &columns, &key).await.map_err(db_error(context.clone()))?;
+        self.target.create_table(&spec.target_table, &columns, &keys).await.map_err(db_error(context.clone()))?;
         tracing::warn!(table = %spec.name, "created target table `{}` from the source schema", spec.target_table);
         self.target
             .describe(&spec.target_table)

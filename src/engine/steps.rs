@@ -1215,7 +1215,7 @@ async fn incremental_step(
                 "{} returned a changed row (modify id {modify}) whose key `{}` is NULL or not an integer or \
                  text; rows without a usable key cannot be synced",
                 source.describe_endpoint(),
-                src_scope.key_column()
+                src_scope.key_text()
             ))));
         }
         let keys: Vec<Key> = rows.iter().filter_map(|r| src_scope.key_of(r)).collect();

@@ -112,7 +112,9 @@ impl TableMapping {
                     .push(format!("table {t}: {what} `{column}` is not a column of source table `{src_table}`{hint}"));
             }
         };
-        need_source(&spec.key_field, "primary_key_field", &mut problems);
+        for key in &spec.key_fields {
+            need_source(key, "primary_key_field", &mut problems);
+        }
         if let Some(m) = &spec.modify_field {
             need_source(m, "modify_id_field", &mut problems);
         }
@@ -137,8 +139,9 @@ impl TableMapping {
         for column in &spec.exclude_fields {
             need_source(column, "exclude_fields entry", &mut problems);
         }
-        let target_key = spec.target_column(&spec.key_field).to_string();
-        if let (Some(s), Some(tk)) = (source_schema.column(&spec.key_field), target_schema.column(&target_key)) {
+        let target_keys: Vec<String> = spec.key_fields.iter().map(|k| spec.target_column(k).to_string()).collect();
+        for (key, target_key) in spec.key_fields.iter().zip(&target_keys) {
+            let (Some(s), Some(tk)) = (source_schema.column(key), target_schema.column(target_key)) else { continue };
             let key_family = |c: &crate::model::ColumnSchema| match c.column_type {
                 ColumnType::Integer => Some("integer"),
                 ColumnType::Text => Some("text"),
@@ -160,12 +163,18 @@ impl TableMapping {
                 _ => {}
             }
         }
-        if target_schema.column(&target_key).is_none() {
+        let missing: Vec<&String> = target_keys.iter().filter(|k| target_schema.column(k).is_none()).collect();
+        for target_key in &missing {
             problems
                 .push(format!("table {t}: key column `{target_key}` is not a column of target table `{tgt_table}`"));
-        } else if !target_schema.unique_columns.contains(&target_key) {
+        }
+        if missing.is_empty() && !target_schema.is_unique(&target_keys) {
+            let shown = match target_keys.as_slice() {
+                [one] => format!("`{one}`"),
+                many => format!("({})", many.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")),
+            };
             problems.push(format!(
-                "table {t}: target table `{tgt_table}` needs a primary key or unique index on `{target_key}` \
+                "table {t}: target table `{tgt_table}` needs a primary key or unique index on {shown} \
                  so that writes are idempotent upserts"
             ));
         }
@@ -231,12 +240,13 @@ impl TableMapping {
         }
 
         let index_of = |columns: &[String], name: &str| columns.iter().position(|c| c == name);
-        let key_index = index_of(&source_columns, &spec.key_field).expect("key checked above");
+        let key_indexes: Vec<usize> =
+            spec.key_fields.iter().map(|k| index_of(&source_columns, k).expect("key checked above")).collect();
         let modify_index = spec.modify_field.as_deref().and_then(|m| index_of(&source_columns, m));
         let source = TableScope {
             table: spec.source_table.clone(),
             columns: source_columns,
-            key_index,
+            key_indexes,
             modify_index,
             filter: spec.filter.clone(),
             skip_null_keys: false,
@@ -244,7 +254,7 @@ impl TableMapping {
         };
         let target = TableScope {
             table: spec.target_table.clone(),
-            key_index: index_of(&target_columns, &target_key).expect("key checked above"),
+            key_indexes: target_keys.iter().map(|k| index_of(&target_columns, k).expect("key checked above")).collect(),
             modify_index: spec.modify_field.as_deref().and_then(|m| index_of(&target_columns, spec.target_column(m))),
             filter: spec.filter.iter().map(|(c, v)| (spec.target_column(c).to_string(), v.clone())).collect(),
             columns: target_columns,
@@ -253,9 +263,10 @@ impl TableMapping {
         };
         let merge_json = !spec.settings.copy_all_json_keys;
         let zone = spec.settings.timezone.clone();
-        let key_column = source_schema.column(&spec.key_field).expect("key checked above");
-        let source_key =
-            SourceKey { nullable: key_column.nullable, unique: source_schema.unique_columns.contains(&spec.key_field) };
+        let source_key = SourceKey {
+            nullable: spec.key_fields.iter().any(|k| source_schema.column(k).is_none_or(|c| c.nullable)),
+            unique: source_schema.is_unique(&spec.key_fields),
+        };
         Ok(TableMapping { source, target, columns, merge_json, zone, source_key, warnings, narrowing: narrowed })
     }
 
@@ -432,7 +443,7 @@ mod tests {
     }
 
     fn schema(name: &str, columns: Vec<ColumnSchema>) -> TableSchema {
-        TableSchema { name: name.into(), columns, unique_columns: vec!["id".into()] }
+        TableSchema { name: name.into(), columns, unique_keys: vec![vec!["id".into()]] }
     }
 
     fn spec(extra: &str) -> TableSpec {
@@ -493,7 +504,7 @@ mod tests {
                 col("modify_id", "INTEGER", false),
                 col("mandatory", "TEXT", false),
             ],
-            unique_columns: vec![],
+            unique_keys: vec![],
         };
         let problems = TableMapping::build(&spec(""), &source(), &target).unwrap_err();
         let text = problems.join("\n");

@@ -9,7 +9,7 @@ fn scope() -> TableScope {
     TableScope {
         table: "t".into(),
         columns: vec!["id".into()],
-        key_index: 0,
+        key_indexes: vec![0],
         modify_index: None,
         filter: vec![],
         skip_null_keys: false,
@@ -54,7 +54,7 @@ fn ints(found: &[Key]) -> BTreeSet<i64> {
         .iter()
         .map(|k| match k {
             Key::Int(i) => *i,
-            Key::Text(_) => unreachable!(),
+            _ => unreachable!(),
         })
         .collect()
 }
