@@ -426,10 +426,13 @@ async fn conformance(c: Arc<dyn Connector>) {
 
     let mut sorted: Vec<Key> = keys.iter().map(|k| text_key(k)).collect();
     sorted.sort();
-    assert_eq!(c.read_keys(&all, &KeyRange::all(), 100).await.unwrap(), sorted, "byte order");
+    let page = c.read_keys(&all, &KeyRange::all(), 100).await.unwrap();
+    assert_eq!((page.items, page.more), (sorted.clone(), false), "byte order, and nothing follows");
+    let page = c.read_keys(&all, &KeyRange::all(), 7).await.unwrap();
+    assert!(page.more && page.items.len() == 7, "a page cut short by its limit says more follow");
     let range = KeyRange { after: Some(text_key("B")), upto: Some(text_key("ab")) };
     assert_eq!(
-        c.read_keys(&all, &range, 100).await.unwrap(),
+        c.read_keys(&all, &range, 100).await.unwrap().items,
         vec![text_key("Z"), text_key("a"), text_key("a b"), text_key("ab")]
     );
     assert_eq!(c.count(&all, &range).await.unwrap(), 4);
@@ -449,12 +452,13 @@ async fn conformance(c: Arc<dyn Connector>) {
     let mut cursor = ModifyCursor { modify_id: None, key: None };
     loop {
         let page = c.read_changed_since(&all, &cursor, 2).await.unwrap();
-        if page.is_empty() {
+        if page.items.is_empty() {
+            assert!(!page.more, "an empty page ends the read");
             break;
         }
-        let last = page.last().unwrap();
+        let last = page.items.last().unwrap();
         cursor = ModifyCursor { modify_id: Some(last[2].clone()), key: all.key_of(last) };
-        seen.extend(page.iter().map(|r| all.key_of(r).unwrap()));
+        seen.extend(page.items.iter().map(|r| all.key_of(r).unwrap()));
     }
     assert_eq!(seen.len(), 6, "every non-NULL row once: {seen:?}");
     assert_eq!(c.count_null_modify(&all).await.unwrap(), 1);

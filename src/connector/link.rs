@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{Capabilities, Connector, ConnectorError, IoCounters, ModifyCursor};
+use super::{Capabilities, Connector, ConnectorError, IoCounters, ModifyCursor, Page};
 use crate::model::{Key, KeyRange, Row, TableSchema, TableScope, Value};
 
 /// Latency and bandwidth of a link.
@@ -86,14 +86,14 @@ impl Connector for ModeledLink {
         self.wait(8).await;
         self.inner.key_at(scope, range, offset).await
     }
-    async fn read_keys(&self, scope: &TableScope, range: &KeyRange, limit: usize) -> Result<Vec<Key>, ConnectorError> {
+    async fn read_keys(&self, scope: &TableScope, range: &KeyRange, limit: usize) -> Result<Page<Key>, ConnectorError> {
         let keys = self.inner.read_keys(scope, range, limit).await?;
-        self.wait(key_bytes(&keys)).await;
+        self.wait(key_bytes(&keys.items)).await;
         Ok(keys)
     }
-    async fn read_rows(&self, scope: &TableScope, range: &KeyRange, limit: usize) -> Result<Vec<Row>, ConnectorError> {
+    async fn read_rows(&self, scope: &TableScope, range: &KeyRange, limit: usize) -> Result<Page<Row>, ConnectorError> {
         let rows = self.inner.read_rows(scope, range, limit).await?;
-        self.wait(row_bytes(&rows)).await;
+        self.wait(row_bytes(&rows.items)).await;
         Ok(rows)
     }
     async fn read_rows_by_keys(&self, scope: &TableScope, keys: &[Key]) -> Result<Vec<Row>, ConnectorError> {
@@ -106,9 +106,9 @@ impl Connector for ModeledLink {
         scope: &TableScope,
         cursor: &ModifyCursor,
         limit: usize,
-    ) -> Result<Vec<Row>, ConnectorError> {
+    ) -> Result<Page<Row>, ConnectorError> {
         let rows = self.inner.read_changed_since(scope, cursor, limit).await?;
-        self.wait(row_bytes(&rows)).await;
+        self.wait(row_bytes(&rows.items)).await;
         Ok(rows)
     }
     async fn count_changed_since(&self, scope: &TableScope, modify_id: Option<&Value>) -> Result<u64, ConnectorError> {

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use super::{Capabilities, Connector, ConnectorError, IoCounters, KeyProblems, ModifyCursor};
+use super::{Capabilities, Connector, ConnectorError, IoCounters, KeyProblems, ModifyCursor, Page};
 use crate::model::{ColumnSchema, ColumnType, Key, KeyRange, Row, Storage, TableSchema, TableScope, Value};
 
 struct Table {
@@ -162,16 +162,20 @@ impl Connector for MemoryConnector {
         self.with_range(scope, range, |_, rows| rows.get(offset as usize).map(|(k, _)| (*k).clone()))
     }
 
-    async fn read_keys(&self, scope: &TableScope, range: &KeyRange, limit: usize) -> Result<Vec<Key>, ConnectorError> {
-        let keys = self.with_range(scope, range, |_, rows| {
-            rows.iter().take(limit).map(|(k, _)| (*k).clone()).collect::<Vec<_>>()
+    async fn read_keys(&self, scope: &TableScope, range: &KeyRange, limit: usize) -> Result<Page<Key>, ConnectorError> {
+        let page = self.with_range(scope, range, |_, rows| Page {
+            more: rows.len() > limit,
+            items: rows.iter().take(limit).map(|(k, _)| (*k).clone()).collect::<Vec<_>>(),
         })?;
-        self.counters.rows_read.fetch_add(keys.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        Ok(keys)
+        self.counters.rows_read.fetch_add(page.items.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(page)
     }
 
-    async fn read_rows(&self, scope: &TableScope, range: &KeyRange, limit: usize) -> Result<Vec<Row>, ConnectorError> {
-        self.with_range(scope, range, |_, rows| rows.into_iter().take(limit).map(|(_, r)| r).collect())
+    async fn read_rows(&self, scope: &TableScope, range: &KeyRange, limit: usize) -> Result<Page<Row>, ConnectorError> {
+        self.with_range(scope, range, |_, rows| Page {
+            more: rows.len() > limit,
+            items: rows.into_iter().take(limit).map(|(_, r)| r).collect(),
+        })
     }
 
     async fn read_rows_by_keys(&self, scope: &TableScope, keys: &[Key]) -> Result<Vec<Row>, ConnectorError> {
@@ -184,7 +188,7 @@ impl Connector for MemoryConnector {
         scope: &TableScope,
         cursor: &ModifyCursor,
         limit: usize,
-    ) -> Result<Vec<Row>, ConnectorError> {
+    ) -> Result<Page<Row>, ConnectorError> {
         let m = scope.modify_index.ok_or_else(|| ConnectorError::Schema("no modify column".into()))?;
         self.with_rows(scope, |_, rows| {
             let mut rows: Vec<(Key, Row)> = rows
@@ -206,7 +210,7 @@ impl Connector for MemoryConnector {
                 .map(|(k, r)| (k.clone(), r))
                 .collect();
             rows.sort_by(|a, b| a.1[m].cmp_total(&b.1[m]).then_with(|| a.0.cmp(&b.0)));
-            rows.into_iter().take(limit).map(|(_, r)| r).collect()
+            Page { more: rows.len() > limit, items: rows.into_iter().take(limit).map(|(_, r)| r).collect() }
         })
     }
 

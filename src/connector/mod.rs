@@ -125,6 +125,27 @@ pub struct ModifyCursor {
     pub key: Option<Key>,
 }
 
+/// One page of a read in key order (or `(modify_id, key)` order), with an explicit
+/// continuation. A page shorter than the limit asked for is not the end by itself: a
+/// server may cap its pages (4D's REST answers 100 entities unless told otherwise); only
+/// `more: false` ends a read.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Page<T> {
+    /// The items, in the read's order.
+    pub items: Vec<T>,
+    /// More items may follow the last one: read again after it.
+    pub more: bool,
+}
+
+impl<T> Page<T> {
+    /// A page from a backend that returns every item up to the limit asked for: it is
+    /// full exactly when more may follow (SQL `LIMIT`).
+    pub fn up_to(items: Vec<T>, limit: usize) -> Page<T> {
+        let more = items.len() >= limit;
+        Page { items, more }
+    }
+}
+
 /// Source rows that a key cannot identify, found by [`Connector::key_problems`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KeyProblems {
@@ -173,23 +194,27 @@ pub trait Connector: Send + Sync {
         Err(ConnectorError::Unsupported { backend: "this backend", operation: "key checks" })
     }
 
-    /// Up to `limit` keys inside `range`, ascending.
-    async fn read_keys(&self, scope: &TableScope, range: &KeyRange, limit: usize) -> Result<Vec<Key>, ConnectorError>;
+    /// Up to `limit` keys inside `range`, ascending; [`Page::more`] says whether keys may
+    /// follow the last one.
+    async fn read_keys(&self, scope: &TableScope, range: &KeyRange, limit: usize) -> Result<Page<Key>, ConnectorError>;
 
-    /// Up to `limit` rows inside `range`, ascending by key.
-    async fn read_rows(&self, scope: &TableScope, range: &KeyRange, limit: usize) -> Result<Vec<Row>, ConnectorError>;
+    /// Up to `limit` rows inside `range`, ascending by key; [`Page::more`] says whether
+    /// rows may follow the last one.
+    async fn read_rows(&self, scope: &TableScope, range: &KeyRange, limit: usize) -> Result<Page<Row>, ConnectorError>;
 
-    /// The rows with these keys (any order; missing keys are simply absent).
+    /// Every row with these keys (any order; missing keys are simply absent). A backend
+    /// whose server caps its answers pages through them itself.
     async fn read_rows_by_keys(&self, scope: &TableScope, keys: &[Key]) -> Result<Vec<Row>, ConnectorError>;
 
-    /// Up to `limit` rows after `cursor` in `(modify_id, key)` order. Rows whose modify ID
-    /// is NULL are not returned (see [`Connector::count_null_modify`]).
+    /// Up to `limit` rows after `cursor` in `(modify_id, key)` order; [`Page::more`] says
+    /// whether rows may follow the last one. Rows whose modify ID is NULL are not returned
+    /// (see [`Connector::count_null_modify`]).
     async fn read_changed_since(
         &self,
         scope: &TableScope,
         cursor: &ModifyCursor,
         limit: usize,
-    ) -> Result<Vec<Row>, ConnectorError>;
+    ) -> Result<Page<Row>, ConnectorError>;
 
     /// Rows whose modify ID is greater than `modify_id` (all non-NULL ones when `None`).
     async fn count_changed_since(&self, scope: &TableScope, modify_id: Option<&Value>) -> Result<u64, ConnectorError>;

@@ -19,7 +19,9 @@ use async_trait::async_trait;
 use sqlx::postgres::{PgArguments, PgConnectOptions, PgPool, PgPoolOptions, PgRow, PgSslMode};
 use sqlx::{Arguments, AssertSqlSafe, Row as _};
 
-use super::{Capabilities, ConnectOptions, Connector, ConnectorError, IoCounters, KeyProblems, ModifyCursor, Side};
+use super::{
+    Capabilities, ConnectOptions, Connector, ConnectorError, IoCounters, KeyProblems, ModifyCursor, Page, Side,
+};
 use crate::config::{Endpoint, redact_url};
 use crate::model::{ColumnSchema, ColumnType, Key, KeyRange, Row, Storage, TableSchema, TableScope, Value};
 
@@ -975,7 +977,7 @@ impl Connector for PostgresConnector {
         Ok(self.fetch_keys(sql, scope.key_indexes.len()).await?.into_iter().next())
     }
 
-    async fn read_keys(&self, scope: &TableScope, range: &KeyRange, limit: usize) -> Result<Vec<Key>, ConnectorError> {
+    async fn read_keys(&self, scope: &TableScope, range: &KeyRange, limit: usize) -> Result<Page<Key>, ConnectorError> {
         let key = self.key_sql(scope).await?;
         let mut sql = Sql::new("");
         let w = self.where_clause(scope, range, &mut sql).await?;
@@ -985,17 +987,17 @@ impl Connector for PostgresConnector {
             self.table_ref(&scope.table),
             key.order()
         );
-        self.fetch_keys(sql, scope.key_indexes.len()).await
+        Ok(Page::up_to(self.fetch_keys(sql, scope.key_indexes.len()).await?, limit))
     }
 
-    async fn read_rows(&self, scope: &TableScope, range: &KeyRange, limit: usize) -> Result<Vec<Row>, ConnectorError> {
+    async fn read_rows(&self, scope: &TableScope, range: &KeyRange, limit: usize) -> Result<Page<Row>, ConnectorError> {
         let key = self.key_sql(scope).await?;
         let (list, wires) = self.select_list(scope).await?;
         let mut sql = Sql::new("");
         let w = self.where_clause(scope, range, &mut sql).await?;
         sql.text =
             format!("SELECT {list} FROM {}{w} ORDER BY {} LIMIT {limit}", self.table_ref(&scope.table), key.order());
-        self.fetch_rows(sql, &wires).await
+        Ok(Page::up_to(self.fetch_rows(sql, &wires).await?, limit))
     }
 
     async fn read_rows_by_keys(&self, scope: &TableScope, keys: &[Key]) -> Result<Vec<Row>, ConnectorError> {
@@ -1017,7 +1019,7 @@ impl Connector for PostgresConnector {
         scope: &TableScope,
         cursor: &ModifyCursor,
         limit: usize,
-    ) -> Result<Vec<Row>, ConnectorError> {
+    ) -> Result<Page<Row>, ConnectorError> {
         let m = scope.modify_index.ok_or_else(|| ConnectorError::Schema("no modify column".into()))?;
         let types = self.types(scope).await?;
         let (list, wires) = self.select_list(scope).await?;
@@ -1047,7 +1049,7 @@ impl Connector for PostgresConnector {
             self.table_ref(&scope.table),
             cond.join(" AND ")
         );
-        self.fetch_rows(sql, &wires).await
+        Ok(Page::up_to(self.fetch_rows(sql, &wires).await?, limit))
     }
 
     async fn count_changed_since(&self, scope: &TableScope, modify_id: Option<&Value>) -> Result<u64, ConnectorError> {

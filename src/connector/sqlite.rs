@@ -10,7 +10,9 @@ use async_trait::async_trait;
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, ErrorCode, OpenFlags, ToSql, params_from_iter};
 
-use super::{Capabilities, ConnectOptions, Connector, ConnectorError, IoCounters, KeyProblems, ModifyCursor, Side};
+use super::{
+    Capabilities, ConnectOptions, Connector, ConnectorError, IoCounters, KeyProblems, ModifyCursor, Page, Side,
+};
 use crate::model::{ColumnSchema, ColumnType, Key, KeyRange, Row, Storage, TableSchema, TableScope, Value};
 
 /// Most values bound in one statement (SQLite's limit is 32766 since 3.32).
@@ -549,7 +551,7 @@ impl Connector for SqliteConnector {
         Ok(keys.into_iter().next())
     }
 
-    async fn read_keys(&self, scope: &TableScope, range: &KeyRange, limit: usize) -> Result<Vec<Key>, ConnectorError> {
+    async fn read_keys(&self, scope: &TableScope, range: &KeyRange, limit: usize) -> Result<Page<Key>, ConnectorError> {
         let w = Where::new(scope, range);
         let key = KeySql::of(scope);
         let sql = format!(
@@ -563,10 +565,10 @@ impl Connector for SqliteConnector {
         let width = key.width();
         let keys = self.with_conn(move |conn| query_keys(conn, &sql, &w.params, width)).await?;
         self.counters.record_read(keys.len(), keys.len() * 8);
-        Ok(keys)
+        Ok(Page::up_to(keys, limit))
     }
 
-    async fn read_rows(&self, scope: &TableScope, range: &KeyRange, limit: usize) -> Result<Vec<Row>, ConnectorError> {
+    async fn read_rows(&self, scope: &TableScope, range: &KeyRange, limit: usize) -> Result<Page<Row>, ConnectorError> {
         let w = Where::new(scope, range);
         let sql = format!(
             "SELECT {} FROM {}{} ORDER BY {} LIMIT {limit}",
@@ -579,7 +581,7 @@ impl Connector for SqliteConnector {
         let width = scope.columns.len();
         let (rows, bytes) = self.with_conn(move |conn| query_rows(conn, &sql, &w.params, width)).await?;
         self.counters.record_read(rows.len(), bytes);
-        Ok(rows)
+        Ok(Page::up_to(rows, limit))
     }
 
     async fn read_rows_by_keys(&self, scope: &TableScope, keys: &[Key]) -> Result<Vec<Row>, ConnectorError> {
@@ -611,7 +613,7 @@ impl Connector for SqliteConnector {
         scope: &TableScope,
         cursor: &ModifyCursor,
         limit: usize,
-    ) -> Result<Vec<Row>, ConnectorError> {
+    ) -> Result<Page<Row>, ConnectorError> {
         let modify = quote_ident(
             scope
                 .modify_column()
@@ -641,7 +643,7 @@ impl Connector for SqliteConnector {
         let width = scope.columns.len();
         let (rows, bytes) = self.with_conn(move |conn| query_rows(conn, &sql, &w.params, width)).await?;
         self.counters.record_read(rows.len(), bytes);
-        Ok(rows)
+        Ok(Page::up_to(rows, limit))
     }
 
     async fn count_changed_since(&self, scope: &TableScope, modify_id: Option<&Value>) -> Result<u64, ConnectorError> {

@@ -4,7 +4,7 @@
 
 pub mod bisect;
 
-use crate::connector::{Connector, ConnectorError};
+use crate::connector::{Connector, ConnectorError, Page};
 use crate::model::{Key, KeyRange, Row, TableScope};
 
 /// Items of both sides inside `(after, upper]`, every one of them: `upper == None` means
@@ -18,31 +18,43 @@ pub struct Window<T> {
     pub upper: Option<Key>,
 }
 
-/// The bound of a window from a source page: its last key, or the end of the table when
-/// the page was not full.
-fn page_bound<T>(page: &[T], limit: usize, key: impl Fn(&T) -> Option<Key>) -> Option<Key> {
-    if page.len() < limit { None } else { page.last().and_then(key) }
+/// The bound of a window from a source page: its last key while more may follow, the end
+/// of the table once the page says nothing follows (a short page alone is not the end:
+/// servers cap pages).
+fn page_bound<T>(page: &Page<T>, key: impl Fn(&T) -> Option<Key>) -> Result<Option<Key>, ConnectorError> {
+    match (page.more, page.items.last()) {
+        (false, _) => Ok(None),
+        (true, Some(last)) => Ok(key(last)),
+        (true, None) => Err(empty_page_with_more()),
+    }
 }
 
-/// Closes a window: when the target page was full below `upper`, the window ends at its
-/// last key and the source page is cut there, so nothing beyond is compared half-read.
+fn empty_page_with_more() -> ConnectorError {
+    ConnectorError::Other("a read returned an empty page that says more rows follow".into())
+}
+
+/// Closes a window: when more target items may follow below `upper`, the window ends at
+/// the target page's last key and the source page is cut there, so nothing beyond is
+/// compared half-read.
 fn close<T>(
     mut source: Vec<T>,
-    target: Vec<T>,
+    target: Page<T>,
     mut upper: Option<Key>,
-    limit: usize,
     source_key: impl Fn(&T) -> Option<Key>,
     target_key: impl Fn(&T) -> Option<Key>,
-) -> Window<T> {
-    if target.len() == limit {
-        let last = target.last().and_then(target_key);
+) -> Result<Window<T>, ConnectorError> {
+    if target.more {
+        let last = target.items.last().and_then(target_key);
+        if last.is_none() {
+            return Err(empty_page_with_more());
+        }
         if upper.is_none() || last < upper {
             upper = last;
-            let bound = upper.clone().expect("a full page is not empty");
+            let bound = upper.clone().expect("checked above");
             source.retain(|item| source_key(item).is_some_and(|k| k <= bound));
         }
     }
-    Window { source, target, upper }
+    Ok(Window { source, target: target.items, upper })
 }
 
 /// Checks a page read in key order: every item has a key, the first is after `after`,
@@ -85,6 +97,31 @@ pub fn check_ascending<T>(
     Ok(())
 }
 
+/// Every key of `range`, in pages of `limit` until the side says nothing follows, each
+/// page checked with [`check_ascending`]. Returns the keys and the queries sent.
+pub async fn all_keys(
+    side: &dyn Connector,
+    scope: &TableScope,
+    range: &KeyRange,
+    limit: usize,
+) -> Result<(Vec<Key>, u64), ConnectorError> {
+    let mut keys: Vec<Key> = Vec::new();
+    let mut queries = 0;
+    loop {
+        let after = keys.last().cloned().or_else(|| range.after.clone());
+        let page = side.read_keys(scope, &KeyRange { after: after.clone(), upto: range.upto.clone() }, limit).await?;
+        queries += 1;
+        check_ascending(side, scope, &page.items, after.as_ref(), |k| Some(k.clone()))?;
+        if page.more && page.items.is_empty() {
+            return Err(empty_page_with_more());
+        }
+        keys.extend(page.items);
+        if !page.more {
+            return Ok((keys, queries));
+        }
+    }
+}
+
 /// The next key window after `after`: up to `limit` keys per side.
 pub async fn key_window(
     source: &dyn Connector,
@@ -94,11 +131,11 @@ pub async fn key_window(
     limit: usize,
 ) -> Result<Window<Key>, ConnectorError> {
     let src = source.read_keys(scopes.0, &KeyRange::after(after.clone()), limit).await?;
-    check_ascending(source, scopes.0, &src, after.as_ref(), |k| Some(k.clone()))?;
-    let upper = page_bound(&src, limit, |k| Some(k.clone()));
+    check_ascending(source, scopes.0, &src.items, after.as_ref(), |k| Some(k.clone()))?;
+    let upper = page_bound(&src, |k| Some(k.clone()))?;
     let tgt = target.read_keys(scopes.1, &KeyRange { after: after.clone(), upto: upper.clone() }, limit).await?;
-    check_ascending(target, scopes.1, &tgt, after.as_ref(), |k| Some(k.clone()))?;
-    Ok(close(src, tgt, upper, limit, |k| Some(k.clone()), |k| Some(k.clone())))
+    check_ascending(target, scopes.1, &tgt.items, after.as_ref(), |k| Some(k.clone()))?;
+    close(src.items, tgt, upper, |k| Some(k.clone()), |k| Some(k.clone()))
 }
 
 /// The next row window after `after`: up to `limit` rows per side.
@@ -111,11 +148,11 @@ pub async fn row_window(
 ) -> Result<Window<Row>, ConnectorError> {
     let (s_scope, t_scope) = scopes;
     let src = source.read_rows(s_scope, &KeyRange::after(after.clone()), limit).await?;
-    check_ascending(source, s_scope, &src, after.as_ref(), |r| s_scope.key_of(r))?;
-    let upper = page_bound(&src, limit, |r| s_scope.key_of(r));
+    check_ascending(source, s_scope, &src.items, after.as_ref(), |r| s_scope.key_of(r))?;
+    let upper = page_bound(&src, |r| s_scope.key_of(r))?;
     let tgt = target.read_rows(t_scope, &KeyRange { after: after.clone(), upto: upper.clone() }, limit).await?;
-    check_ascending(target, t_scope, &tgt, after.as_ref(), |r| t_scope.key_of(r))?;
-    Ok(close(src, tgt, upper, limit, |r| s_scope.key_of(r), |r| t_scope.key_of(r)))
+    check_ascending(target, t_scope, &tgt.items, after.as_ref(), |r| t_scope.key_of(r))?;
+    close(src.items, tgt, upper, |r| s_scope.key_of(r), |r| t_scope.key_of(r))
 }
 
 /// Sorted-merge difference of two ascending key lists: `(in a only, in b only)`.

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::{EngineError, ErrorPolicy, Observer, RunOptions, RunState, TableJob, TableSurvey};
 use futures::StreamExt;
 
-use crate::connector::{Connector, ConnectorError, ModifyCursor};
+use crate::connector::{Connector, ConnectorError, ModifyCursor, Page};
 use crate::diff::bisect::{Direction, SearchState, Searcher, token};
 use crate::model::{Key, KeyRange, Row, TableScope, Value};
 use crate::plan::StepKind;
@@ -167,6 +167,13 @@ impl StepContext<'_> {
     }
 
     fn record_error(&mut self, kind: ErrorKind, message: String) -> Result<(), EngineError> {
+        // A row refused again in the same run (a repair re-reads what the step could not
+        // write) is one error, not two: it counts once against `max_error_count`.
+        let name = &self.job.spec.name;
+        if self.state.errors.iter().any(|e| e.kind == kind && e.table.as_ref() == Some(name) && e.message == message) {
+            tracing::debug!(table = %name, "{message} (again)");
+            return Ok(());
+        }
         self.report().errors += 1;
         self.policy.record(self.state, kind, &self.job.spec.name, message)
     }
@@ -747,17 +754,44 @@ enum Fetch {
     Keys(Vec<Key>),
 }
 
+/// Reads the rows of a fetch plan: a range up to `n` rows, in pages until the source says
+/// nothing follows (a server may cap its pages below `n`), or a key list. The page says
+/// whether more rows follow the range's last one read.
 async fn fetch(
     source: &dyn Connector,
     scope: &TableScope,
     fetch: &Fetch,
-) -> (Result<Vec<Row>, ConnectorError>, Duration) {
+) -> (Result<Page<Row>, ConnectorError>, Duration) {
     let started = Instant::now();
     let rows = match fetch {
-        Fetch::Range(range, n) => retry("reading source rows", || source.read_rows(scope, range, *n)).await,
-        Fetch::Keys(keys) => retry("reading source rows", || source.read_rows_by_keys(scope, keys)).await,
+        Fetch::Range(range, n) => read_range(source, scope, range, *n).await,
+        Fetch::Keys(keys) => retry("reading source rows", || source.read_rows_by_keys(scope, keys))
+            .await
+            .map(|items| Page { items, more: false }),
     };
     (rows, started.elapsed())
+}
+
+/// Up to `n` rows of `range`, page after page.
+async fn read_range(
+    source: &dyn Connector,
+    scope: &TableScope,
+    range: &KeyRange,
+    n: usize,
+) -> Result<Page<Row>, ConnectorError> {
+    let mut rows: Vec<Row> = Vec::new();
+    loop {
+        let after = rows.last().and_then(|r| scope.key_of(r)).or_else(|| range.after.clone());
+        let part = KeyRange { after, upto: range.upto.clone() };
+        let page = retry("reading source rows", || source.read_rows(scope, &part, n - rows.len())).await?;
+        if page.more && page.items.is_empty() {
+            return Err(ConnectorError::Other("a read returned an empty page that says more rows follow".into()));
+        }
+        rows.extend(page.items);
+        if !page.more || rows.len() >= n {
+            return Ok(Page { items: rows, more: page.more });
+        }
+    }
 }
 
 /// What the reading half of the add step hands the writing half, in key order.
@@ -817,12 +851,11 @@ async fn read_all(
     let mut last_done = after.clone();
     let mut next = page(after).await;
     loop {
-        let (rows, read) = next;
-        let rows = rows.map_err(read_failed(job, "reading source rows"))?;
+        let (fetched, read) = next;
+        let Page { items: rows, more } = fetched.map_err(read_failed(job, "reading source rows"))?;
         crate::diff::check_ascending(source, scope, &rows, last_done.as_ref(), |r| scope.key_of(r))
             .map_err(read_failed(job, "reading source rows"))?;
         let last = rows.last().and_then(|row| scope.key_of(row));
-        let more = rows.len() == batch;
         let hand_over = async {
             if rows.is_empty() {
                 return true;
@@ -873,7 +906,7 @@ async fn read_missing(
         let compare = started.elapsed();
         for (plan, last) in plans {
             let (rows, read) = fetch(source, scopes.0, &plan).await;
-            let rows = rows.map_err(failed("reading source rows"))?;
+            let rows = rows.map_err(failed("reading source rows"))?.items;
             let started = Instant::now();
             let (rows, errors) = convert_rows(job, rows);
             let convert = started.elapsed();
@@ -1202,9 +1235,10 @@ async fn incremental_step(
         let started = Instant::now();
         let (source, target) = (ctx.source, ctx.target);
         let (src_scope, tgt_scope) = (&ctx.job.mapping.source, &ctx.job.mapping.target);
-        let rows = retry("reading changed rows", || source.read_changed_since(src_scope, &position, batch))
-            .await
-            .map_err(ctx.db("reading changed rows"))?;
+        let Page { items: rows, more } =
+            retry("reading changed rows", || source.read_changed_since(src_scope, &position, batch))
+                .await
+                .map_err(ctx.db("reading changed rows"))?;
         if rows.is_empty() {
             ctx.state.timers.read += started.elapsed();
             return Ok(());
@@ -1250,7 +1284,7 @@ async fn incremental_step(
         position = next;
         ctx.commit(StepCursor::Modify { modify_id: position.modify_id.clone(), key: position.key.clone() })?;
         progress.advance(n as u64);
-        if n < batch {
+        if !more {
             return Ok(());
         }
     }
