@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 /// A primary-key value. Keys are compared by the engine, never by a database, so both
 /// sides agree on order: integers numerically, text by UTF-8 bytes (what SQLite's BINARY
-/// collation and PostgreSQL's `COLLATE "C"` do). Integers sort before text. A compound key
+/// collation and PostgreSQL's `COLLATE "C"` do), bytes by their bytes. A compound key
 /// (`"primary_key_field": ["order_id", "line_no"]`) holds its parts in key-column order and
 /// compares part by part.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -18,8 +18,10 @@ pub enum Key {
     Int(i64),
     /// A text key, ordered by its UTF-8 bytes.
     Text(String),
-    /// A compound key: one integer or text part per key column, compared in order.
+    /// A compound key: one integer, text or bytes part per key column, compared in order.
     Parts(Vec<Key>),
+    /// A bytes key (`bytea`, `BLOB`), ordered by its bytes.
+    Bytes(Vec<u8>),
 }
 
 impl Key {
@@ -36,7 +38,8 @@ impl Key {
         self.parts().iter().map(|part| match part {
             Key::Int(i) => Value::Int(*i),
             Key::Text(s) => Value::Text(s.clone()),
-            Key::Parts(_) => unreachable!("key parts are integers or text"),
+            Key::Bytes(b) => Value::Bytes(b.clone()),
+            Key::Parts(_) => unreachable!("key parts are integers, text or bytes"),
         })
     }
 
@@ -45,6 +48,7 @@ impl Key {
         match value {
             Value::Int(i) => Some(Key::Int(*i)),
             Value::Text(s) => Some(Key::Text(s.clone())),
+            Value::Bytes(b) => Some(Key::Bytes(b.clone())),
             Value::Float(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Some(Key::Int(*f as i64)),
             _ => None,
         }
@@ -64,6 +68,7 @@ impl fmt::Display for Key {
         match self {
             Key::Int(i) => write!(f, "{i}"),
             Key::Text(s) => write!(f, "{s:?}"),
+            Key::Bytes(b) => write!(f, "x'{}'", b.iter().map(|x| format!("{x:02x}")).collect::<String>()),
             Key::Parts(parts) => {
                 let parts: Vec<String> = parts.iter().map(Key::to_string).collect();
                 write!(f, "({})", parts.join(", "))

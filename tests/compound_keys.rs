@@ -215,3 +215,63 @@ fn crash_resume_with_a_compound_key() {
         assert_equal(&ws, &source, &target, point);
     }
 }
+
+/// Bytes keys (`BLOB`, `bytea`) compare byte by byte (a prefix first, 0x00 and 0xff
+/// included), alone and as a part of a compound key, SQLite → SQLite and SQLite →
+/// PostgreSQL: a copy, then a delete and an update found by the full compare.
+#[test]
+fn bytes_keys() {
+    let pg = cluster();
+    let mut targets = vec![Side::Sqlite("target.sqlite")];
+    if let Some(pg) = pg {
+        targets.push(Side::Pg(pg, pg.create_database()));
+    }
+    for target in targets {
+        let ws = Workspace::new();
+        let source = Side::Sqlite("source.sqlite");
+        source.exec(
+            &ws,
+            "CREATE TABLE blobs (k BLOB PRIMARY KEY, n INTEGER, v TEXT);
+             INSERT INTO blobs VALUES (x'01', 1, 'a'), (x'0100', 2, 'b'), (x'00', 3, 'c'), (x'ff', 4, 'd'),
+                                      (x'', 5, 'e'), (x'7f80', 6, 'f');",
+        );
+        let ddl = match target {
+            Side::Pg(..) => "CREATE TABLE blobs (k bytea PRIMARY KEY, n bigint, v text)",
+            Side::Sqlite(_) => "CREATE TABLE blobs (k BLOB PRIMARY KEY, n INTEGER, v TEXT);",
+        };
+        target.exec(&ws, ddl);
+        ws.config(&format!(
+            r#"{{"source": {}, "target": {}, "tables": [{{"name": "blobs", "primary_key_field": "k"}}],
+                "batch_size": 2, "id_array_batch_size": 2, "max_delete_percent": 100}}"#,
+            source.endpoint(),
+            target.endpoint()
+        ));
+        let rows = |side: &Side| -> Vec<String> {
+            match side {
+                Side::Sqlite(file) => {
+                    let conn = rusqlite::Connection::open(ws.path(file)).unwrap();
+                    let mut stmt = conn.prepare("SELECT hex(k), n, v FROM blobs ORDER BY k").unwrap();
+                    stmt.query_map([], |r| {
+                        Ok(format!(
+                            "{}|{}|{}",
+                            r.get::<_, String>(0)?.to_lowercase(),
+                            r.get::<_, i64>(1)?,
+                            r.get::<_, String>(2)?
+                        ))
+                    })
+                    .unwrap()
+                    .collect::<Result<_, _>>()
+                    .unwrap()
+                }
+                Side::Pg(pg, db) => pg.query(db, "SELECT encode(k, 'hex'), n, v FROM blobs ORDER BY k"),
+            }
+        };
+        let (table, _) = run(&ws);
+        assert_eq!(table["added"], 6, "{table}");
+        assert_eq!(rows(&source), rows(&target));
+        source.exec(&ws, "DELETE FROM blobs WHERE k = x'0100'; UPDATE blobs SET v = 'z' WHERE k IN (x'', x'ff');");
+        let (table, _) = run(&ws);
+        assert_eq!((table["deleted"].as_u64(), table["modified"].as_u64()), (Some(1), Some(2)), "{table}");
+        assert_eq!(rows(&source), rows(&target));
+    }
+}

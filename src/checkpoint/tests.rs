@@ -183,7 +183,7 @@ mod formats {
             Value::Null | Value::Bool(_) | Value::Int(_) | Value::Float(_) | Value::Text(_) | Value::Bytes(_) => {}
         }
         match key {
-            Key::Int(_) | Key::Text(_) | Key::Parts(_) => {}
+            Key::Int(_) | Key::Text(_) | Key::Parts(_) | Key::Bytes(_) => {}
         }
         match cursor {
             StepCursor::Keys { .. }
@@ -595,7 +595,7 @@ mod formats {
     /// Variants added since format 1, which the format-1 sample cannot hold: sampled apart
     /// and encoded beside the record in the current format's golden file.
     fn newer_variants() -> Vec<Key> {
-        vec![Key::Parts(vec![Key::Int(7), Key::Text("line".into())])]
+        vec![Key::Parts(vec![Key::Int(7), Key::Text("line".into())]), Key::Bytes(vec![0, 255])]
     }
 
     /// `[len u32 LE][part]...`: the parts of a golden file.

@@ -39,6 +39,7 @@ fn key_bytes(keys: &[Key]) -> usize {
         .flat_map(Key::parts)
         .map(|k| match k {
             Key::Text(s) => s.len() + 4,
+            Key::Bytes(b) => b.len() + 4,
             _ => 8,
         })
         .sum()

@@ -370,13 +370,18 @@ impl Sql {
         let parts = keys.iter().map(|k| &k.parts()[part]);
         let result = if keys.iter().all(|k| matches!(k.parts()[part], Key::Int(_))) {
             self.args.add(parts.map(|k| if let Key::Int(i) = k { *i } else { 0 }).collect::<Vec<i64>>())
+        } else if keys.iter().all(|k| matches!(k.parts()[part], Key::Bytes(_))) {
+            self.args.add(
+                parts.map(|k| if let Key::Bytes(b) = k { b.clone() } else { Vec::new() }).collect::<Vec<Vec<u8>>>(),
+            )
         } else {
             self.args.add(
                 parts
                     .map(|k| match k {
                         Key::Int(i) => i.to_string(),
                         Key::Text(s) => s.clone(),
-                        Key::Parts(_) => unreachable!("key parts are integers or text"),
+                        Key::Bytes(b) => String::from_utf8_lossy(b).into_owned(),
+                        Key::Parts(_) => unreachable!("key parts are integers, text or bytes"),
                     })
                     .collect::<Vec<String>>(),
             )
@@ -396,7 +401,11 @@ struct KeySql {
 
 impl KeySql {
     fn expr((column, t, declared): &(String, ColumnType, String)) -> String {
-        if *t == ColumnType::Integer || declared == "uuid" { column.clone() } else { format!("{column} COLLATE \"C\"") }
+        if matches!(t, ColumnType::Integer | ColumnType::Blob) || declared == "uuid" {
+            column.clone()
+        } else {
+            format!("{column} COLLATE \"C\"")
+        }
     }
 
     /// The key in a comparison: `k`, `k COLLATE "C"`, or `(a, b COLLATE "C")`.
@@ -470,12 +479,12 @@ impl KeySql {
 fn key_from_row(row: &PgRow, width: usize) -> Result<Key, sqlx::Error> {
     let mut parts = Vec::with_capacity(width);
     for i in 0..width {
+        let null = || sqlx::Error::ColumnDecode { index: i.to_string(), source: "NULL key".into() };
         parts.push(match row.try_get::<Option<i64>, _>(i) {
-            Ok(Some(n)) => Key::Int(n),
-            Ok(None) => return Err(sqlx::Error::ColumnDecode { index: i.to_string(), source: "NULL key".into() }),
-            Err(_) => match row.try_get::<Option<String>, _>(i)? {
-                Some(t) => Key::Text(t),
-                None => return Err(sqlx::Error::ColumnDecode { index: i.to_string(), source: "NULL key".into() }),
+            Ok(n) => Key::Int(n.ok_or_else(null)?),
+            Err(_) => match row.try_get::<Option<String>, _>(i) {
+                Ok(t) => Key::Text(t.ok_or_else(null)?),
+                Err(_) => Key::Bytes(row.try_get::<Option<Vec<u8>>, _>(i)?.ok_or_else(null)?),
             },
         });
     }

@@ -145,13 +145,14 @@ impl TableMapping {
             let key_family = |c: &crate::model::ColumnSchema| match c.column_type {
                 ColumnType::Integer => Some("integer"),
                 ColumnType::Text => Some("text"),
+                ColumnType::Blob => Some("bytes"),
                 ColumnType::Other => None,
                 _ => Some("unsupported"),
             };
             match (key_family(s), key_family(tk)) {
                 (Some("unsupported"), _) | (_, Some("unsupported")) => problems.push(format!(
-                    "table {t}: key column `{}` ({}) -> `{target_key}` ({}): db-sync keys are integer or text \
-                     columns (uuid included); use a key of one of those types",
+                    "table {t}: key column `{}` ({}) -> `{target_key}` ({}): db-sync keys are integer, text \
+                     (uuid included) or bytes columns; use a key of one of those types",
                     s.name, s.declared_type, tk.declared_type
                 )),
                 (Some(a), Some(b)) if a != b => problems.push(format!(
