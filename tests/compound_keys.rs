@@ -275,3 +275,81 @@ fn bytes_keys() {
         assert_eq!(rows(&source), rows(&target));
     }
 }
+
+/// A text key cannot feed a PostgreSQL `uuid` key: the target rewrites its spellings
+/// (case, braces, hyphens), so the keys would never compare equal and every run would
+/// delete and add the same rows. `check` refuses it; a `uuid` key into a text key is fine.
+#[test]
+fn text_key_into_uuid_key_is_refused() {
+    let pg = need_pg!();
+    let db = pg.create_database();
+    let ws = Workspace::new();
+    ws.db(
+        "source.sqlite",
+        "CREATE TABLE u (id TEXT PRIMARY KEY, v TEXT);
+         INSERT INTO u VALUES ('{00000000-0000-0000-0000-000000000001}', 'a'), ('FFFFFFFF-0000-0000-0000-000000000000', 'b');",
+    );
+    pg.psql(&db, "CREATE TABLE u (id uuid PRIMARY KEY, v text)");
+    let pg_side = Side::Pg(pg, db.clone());
+    ws.config(&format!(
+        r#"{{"source": {{"type": "sqlite", "path": "source.sqlite"}}, "target": {}, "tables": [{{"name": "u"}}]}}"#,
+        pg_side.endpoint()
+    ));
+    let out = ws.run(&["check"]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    assert!(text(&out).contains("is text (TEXT) in the source but `id` is uuid (uuid)"), "{}", text(&out));
+
+    // The other way: PostgreSQL reads a uuid as canonical text, which a text key holds.
+    pg.psql(&db, "INSERT INTO u VALUES ('{00000000-0000-0000-0000-000000000001}', 'a'), ('FFFFFFFF-0000-0000-0000-000000000000', 'b')");
+    let ws = Workspace::new();
+    ws.db("target.sqlite", "CREATE TABLE u (id TEXT PRIMARY KEY, v TEXT);");
+    ws.config(&format!(
+        r#"{{"source": {}, "target": {{"type": "sqlite", "path": "target.sqlite"}}, "tables": [{{"name": "u"}}]}}"#,
+        pg_side.endpoint()
+    ));
+    let (first, _) = run(&ws);
+    assert_eq!(first["added"], 2, "{first}");
+    let (second, _) = run(&ws);
+    assert_eq!(
+        (second["added"].as_u64(), second["deleted"].as_u64(), second["modified"].as_u64()),
+        (Some(0), Some(0), Some(0))
+    );
+}
+
+/// SQLite gives a column declared JSON (or DATE, BOOLEAN, …) NUMERIC affinity, which
+/// turns text that reads as a number into an integer or a double: such a value goes in as
+/// that number exactly, or is a data error; a second run rewrites nothing.
+#[test]
+fn sqlite_numeric_affinity_keeps_json_numbers_exact() {
+    let ws = Workspace::new();
+    ws.db(
+        "source.sqlite",
+        r#"CREATE TABLE j (id INTEGER PRIMARY KEY, doc TEXT);
+           INSERT INTO j VALUES (1, '1'), (2, '1.5'), (3, '12345678901234567.89'), (4, '{"a": 12345678901234567.89}'),
+                                (5, '9007199254740993');"#,
+    );
+    ws.db("target.sqlite", "CREATE TABLE j (id INTEGER PRIMARY KEY, doc JSON);");
+    ws.config(
+        r#"{"source": {"type": "sqlite", "path": "source.sqlite"}, "target": {"type": "sqlite", "path": "target.sqlite"},
+            "tables": [{"name": "j"}]}"#,
+    );
+    let out = ws.run(&["run", "--progress", "off", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report["errors"].to_string().contains("row 3 cannot be converted: column `doc`"), "{report}");
+    let conn = rusqlite::Connection::open(ws.path("target.sqlite")).unwrap();
+    let rows: Vec<String> = conn
+        .prepare("SELECT id || ':' || typeof(doc) || ':' || quote(doc) FROM j ORDER BY id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(
+        rows,
+        vec!["1:integer:1", "2:real:1.5", r#"4:text:'{"a": 12345678901234567.89}'"#, "5:integer:9007199254740993"]
+    );
+    let out = ws.run(&["run", "--progress", "off", "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["tables"][0]["modified"], 0, "{report}");
+}

@@ -395,6 +395,11 @@ fn interpolate(
     Ok(())
 }
 
+/// Characters percent-encoded when a variable's value is put inside a URL: all but
+/// RFC 3986's unreserved ones.
+const URL_COMPONENT: &percent_encoding::AsciiSet =
+    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+
 fn substitute(
     s: &str,
     location: &str,
@@ -428,7 +433,16 @@ fn substitute(
                 location: location.to_string(),
                 var: var.to_string(),
             })?;
-            out.push_str(&value);
+            // Inside a URL (`postgres://user:${PW}@host`, `?password=${PW}`) the value is
+            // percent-encoded, so that `@`, `/`, `#`, `?` or `:` in a password keep the
+            // URL's shape; a whole URL from one variable (`"url": "${DATABASE_URL}"`) is
+            // taken as it is.
+            let in_url = location.rsplit('.').next() == Some("url") && s.trim() != format!("${{{var}}}");
+            if in_url {
+                out.extend(percent_encoding::utf8_percent_encode(&value, URL_COMPONENT));
+            } else {
+                out.push_str(&value);
+            }
             rest = &after[end + 1..];
         } else {
             out.push('$');

@@ -95,6 +95,27 @@ fn env_interpolation() {
     );
 }
 
+/// A variable inside a URL is percent-encoded, so a password with `@`, `/`, `#`, `?` or
+/// `:` keeps the URL's shape; a whole URL from one variable is taken as it is.
+#[test]
+fn env_inside_a_url_is_encoded() {
+    let config = |url: &str| {
+        let text = MINIMAL.replace(
+            r#""target": {"type": "sqlite", "path": "target.sqlite"}"#,
+            &format!(r#""target": {{"type": "postgres", "url": "{url}"}}"#),
+        );
+        let env = |name: &str| match name {
+            "PW" => Some("Zq9@Hu/nt#er?2:Pw %".to_string()),
+            "URL" => Some("postgres://u:p%40ss@db/x".to_string()),
+            _ => None,
+        };
+        Config::from_str_at(&text, Path::new("c.json"), &env).unwrap().target.raw.url.unwrap()
+    };
+    assert_eq!(config("postgres://u:${PW}@db/x"), "postgres://u:Zq9%40Hu%2Fnt%23er%3F2%3APw%20%25@db/x");
+    assert_eq!(config("postgres://db/x?password=${PW}"), "postgres://db/x?password=Zq9%40Hu%2Fnt%23er%3F2%3APw%20%25");
+    assert_eq!(config("${URL}"), "postgres://u:p%40ss@db/x");
+}
+
 /// Unsupported connection types and missing connection keys are clear errors.
 #[test]
 fn connection_errors() {

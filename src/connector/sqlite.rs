@@ -348,7 +348,7 @@ pub fn storage(declared: &str) -> Storage {
     let real = !integer_text_or_blob && ["REAL", "FLOA", "DOUB"].iter().any(|p| t.contains(p));
     let numeric = !integer_text_or_blob && !real;
     Storage {
-        numeric_affinity: numeric && column_type(declared) == ColumnType::Decimal,
+        numeric_affinity: numeric,
         time_zone: true,
         no_nan: true,
         no_negative_zero: real || numeric,

@@ -403,7 +403,9 @@ impl StepContext<'_> {
         if self.options.allow_mass_delete {
             return Ok(());
         }
-        let base = self.survey().target_count;
+        // The table as it stands: rows counted when the run was planned, plus the rows this
+        // run added since (a first copy starts from an empty table).
+        let base = self.survey().target_count + self.state.tables[self.table].report.added;
         let percent = self.job.spec.settings.max_delete_percent;
         let limit = (base as f64 * percent / 100.0).floor() as u64;
         if total > limit {

@@ -264,3 +264,26 @@ fn capped_pages_do_not_end_a_step_early() {
     source.insert("t", (1_500..=1_560).map(|i| vec![Value::Int(i), Value::Int(-i), Value::Int(i)]));
     assert_eq!(run("").tables[0].modified, 61, "full compare");
 }
+
+/// The delete guard measures the table as it stands: a row deleted from the source while a
+/// first copy runs is removed afterwards, not refused as "1 of 0 target rows".
+#[test]
+fn delete_guard_counts_the_rows_a_copy_added() {
+    let source = MemoryConnector::new();
+    let target = Arc::new(MemoryConnector::new());
+    for db in [&source, target.as_ref()] {
+        db.create_table("t", &["id", "v"], 0);
+    }
+    source.insert("t", (1..=1_000).map(|i| vec![Value::Int(i), Value::Int(i)]));
+    let text = r#"{"source": {"type": "sqlite", "path": "unused"}, "target": {"type": "sqlite", "path": "unused"},
+                   "tables": [{"name": "t"}]}"#;
+    let config = Config::from_str_at(text, std::path::Path::new("c.json"), &|_| None).unwrap();
+    // Count calls: survey (1), choice of the copy (2), the table's verification (3).
+    let source = ShrinkingSource { inner: source, counts: AtomicU64::new(0), delete_after: 3, victim: Key::Int(5) };
+    let options = RunOptions { progress: ProgressMode::Off, ..RunOptions::default() };
+    let engine = Engine::with_connectors(config, Arc::new(source), target.clone() as Arc<dyn Connector>, options);
+    let report = block_on(engine.run(&mut NoObserver)).map_err(|(e, _)| e).unwrap();
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_eq!((report.tables[0].added, report.tables[0].deleted), (1_000, 1));
+    assert!(!target.keys("t").contains(&Key::Int(5)));
+}

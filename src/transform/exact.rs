@@ -48,7 +48,7 @@ pub fn convert(value: Value, to: &TargetColumn, zone: &TimeZone) -> Result<Value
     {
         return Err("NaN cannot be stored in this column (the target would read it back as NULL)".into());
     }
-    match (value, to.family) {
+    let converted = match (value, to.family) {
         (value @ Value::Null, _) | (value, T::Other) => Ok(value),
         (value, T::Integer) => to_integer(value, s.int_bits.unwrap_or(64)),
         (value, T::Float) => to_float(value, s),
@@ -66,6 +66,67 @@ pub fn convert(value: Value, to: &TargetColumn, zone: &TimeZone) -> Result<Value
         (Value::Bool(b), T::Json) => Ok(Value::Text(b.to_string())),
         (Value::Float(f), T::Json) if f.is_finite() => Ok(Value::Text(f.to_string())),
         (value, t) => Err(format!("{} value cannot convert to {t}", value.kind())),
+    }?;
+    // SQLite's NUMERIC affinity (columns declared JSON, DATE, BOOLEAN, … as well as
+    // NUMERIC) turns text that reads as a number into an integer or a double, losing
+    // digits: such text goes in as the number it is, exactly, or is refused.
+    match converted {
+        Value::Text(t) if s.numeric_affinity && to.family != T::Decimal => match sqlite_number(&t) {
+            Some(d) => affinity_number(&d),
+            None => Ok(Value::Text(t)),
+        },
+        converted => Ok(converted),
+    }
+}
+
+/// The number SQLite's NUMERIC affinity reads in `t`: a decimal integer or real literal
+/// (`12`, `-1.5`, `.5`, `1e3`), spaces around it allowed.
+fn sqlite_number(t: &str) -> Option<BigDecimal> {
+    let b = t.trim().as_bytes();
+    let mut i = usize::from(matches!(b.first(), Some(b'+' | b'-')));
+    let digits = |i: &mut usize| {
+        let start = *i;
+        while b.get(*i).is_some_and(u8::is_ascii_digit) {
+            *i += 1;
+        }
+        *i - start
+    };
+    let mut mantissa = digits(&mut i);
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        mantissa += digits(&mut i);
+    }
+    if mantissa == 0 {
+        return None;
+    }
+    if matches!(b.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        i += usize::from(matches!(b.get(i), Some(b'+' | b'-')));
+        if digits(&mut i) == 0 {
+            return None;
+        }
+    }
+    (i == b.len()).then(|| BigDecimal::from_str(t.trim()).ok()).flatten()
+}
+
+/// A number as SQLite's NUMERIC affinity keeps it: a whole number as a 64-bit integer,
+/// else the double that reads back as the same decimal; anything else is refused.
+fn affinity_number(d: &BigDecimal) -> Result<Value, String> {
+    if d.is_integer()
+        && let Some(i) = d.to_i64()
+    {
+        return Ok(Value::Int(i));
+    }
+    let f: f64 = d.to_plain_string().parse().map_err(|_| format!("{d} is not a number"))?;
+    if !f.is_finite() {
+        return Err(format!("{d} is beyond a double's range, and SQLite's NUMERIC affinity would store it as one"));
+    }
+    match BigDecimal::from_str(&f.to_string()) {
+        Ok(back) if back == *d => Ok(if f == 0.0 && f.is_sign_negative() { Value::Int(0) } else { Value::Float(f) }),
+        _ => Err(format!(
+            "{d} has more digits than this column keeps (SQLite's NUMERIC affinity stores a 64-bit integer \
+             or a double); declare the column TEXT to keep every digit"
+        )),
     }
 }
 
@@ -343,25 +404,7 @@ fn to_decimal(value: Value, s: &Storage) -> Result<Value, String> {
         d = at_scale;
     }
     if s.numeric_affinity {
-        if d.is_integer()
-            && let Some(i) = d.to_i64()
-        {
-            return Ok(Value::Int(i));
-        }
-        let f: f64 = d.to_plain_string().parse().map_err(|_| format!("{d} is not a number"))?;
-        return match BigDecimal::from_str(&f.to_string()) {
-            Ok(back) if f.is_finite() && back == d => {
-                if f == 0.0 && f.is_sign_negative() {
-                    Ok(Value::Int(0))
-                } else {
-                    Ok(Value::Float(f))
-                }
-            }
-            _ => Err(format!(
-                "{d} has more digits than this column keeps (SQLite's NUMERIC affinity stores a 64-bit integer \
-                 or a double); declare the column TEXT to keep every digit"
-            )),
-        };
+        return affinity_number(&d);
     }
     Ok(match value {
         // Keep an integer as it is, and decimal text as written when the column has no
@@ -573,8 +616,19 @@ fn to_temporal(value: Value, to: &TargetColumn, zone: &TimeZone) -> Result<Value
         return Ok(Value::Text(text));
     };
     let Some(parsed) = TimeText::parse(&text) else {
-        // Not a form db-sync reads (`infinity`, `BC` dates): the target judges it.
-        return Ok(Value::Text(text));
+        // PostgreSQL's `infinity` is stored as written; another spelling PostgreSQL would
+        // read differently (`2024-1-1`, `24:00:00`, `1:2:3`) would be rewritten on every
+        // run, since it could never compare equal to what the column holds.
+        let special = matches!(text.trim().to_ascii_lowercase().as_str(), "infinity" | "-infinity");
+        if special && to.family != T::Time {
+            return Ok(Value::Text(text));
+        }
+        return Err(format!(
+            "{} is not a {} db-sync reads exactly (YYYY-MM-DD, HH:MM[:SS[.fraction]] or both, with an optional \
+             offset)",
+            shown(&Value::Text(text.clone())),
+            to.family
+        ));
     };
     let bad = |what: &str| format!("{} {what}", shown(&Value::Text(text.clone())));
     let out = match to.family {
@@ -779,6 +833,33 @@ mod tests {
         assert_eq!(conv("13:30:00.5000000", &time, &utc()), Value::Text("13:30:00.5".into()));
         assert!(TimeText::parse("2024-13-01").is_none());
         assert!(TimeText::parse("infinity").is_none());
+        // Spellings PostgreSQL reads differently are refused, never rewritten on every run.
+        for odd in ["2024-1-1", "20240101", "2024-01-01 24:00:00", "2024-01-01 10:00:60"] {
+            assert!(convert(Value::Text(odd.into()), &ts6, &utc()).is_err(), "{odd}");
+        }
+        assert!(convert(Value::Text("1:2:3".into()), &time, &utc()).is_err());
+        assert_eq!(conv("infinity", &ts6, &utc()), Value::Text("infinity".into()));
+    }
+
+    /// SQLite's NUMERIC affinity (a column declared JSON or DATE) would turn text that
+    /// reads as a number into an integer or a double: such text goes in as that number
+    /// exactly, or is refused.
+    #[test]
+    fn numeric_affinity_text() {
+        let json = col(ColumnType::Json, Storage { numeric_affinity: true, no_nan: true, ..Storage::default() });
+        let t = |s: &str| Value::Text(s.into());
+        assert_eq!(convert(t("1"), &json, &utc()), Ok(Value::Int(1)));
+        assert_eq!(convert(t("1.5"), &json, &utc()), Ok(Value::Float(1.5)));
+        assert_eq!(convert(t("9007199254740993.0"), &json, &utc()), Ok(Value::Int(9_007_199_254_740_993)));
+        assert!(convert(t("12345678901234567.89"), &json, &utc()).unwrap_err().contains("TEXT"));
+        assert!(convert(t("1e400"), &json, &utc()).unwrap_err().contains("range"));
+        assert_eq!(convert(t(r#"{"a": 1}"#), &json, &utc()), Ok(t(r#"{"a": 1}"#)));
+        assert!(same(&Value::Int(1), &Value::Int(1), &json, &utc()));
+        let date = col(ColumnType::Date, Storage { numeric_affinity: true, time_zone: true, ..Storage::default() });
+        assert_eq!(convert(t("2024-01-01"), &date, &utc()), Ok(t("2024-01-01")));
+        assert_eq!(convert(t("20240101"), &date, &utc()), Ok(Value::Int(20_240_101)));
+        assert!(sqlite_number("1e").is_none() && sqlite_number(".").is_none() && sqlite_number("0x10").is_none());
+        assert!(sqlite_number(" -.5E+3 ").is_some());
     }
 
     /// JSON documents compare as documents, numbers by value and exactly.

@@ -144,6 +144,9 @@ impl TableMapping {
             let (Some(s), Some(tk)) = (source_schema.column(key), target_schema.column(target_key)) else { continue };
             let key_family = |c: &crate::model::ColumnSchema| match c.column_type {
                 ColumnType::Integer => Some("integer"),
+                // A text key may spell a UUID in ways (case, braces, no hyphens) that the
+                // target's uuid column rewrites, so the two would never compare equal.
+                ColumnType::Text if c.storage.uuid => Some("uuid"),
                 ColumnType::Text => Some("text"),
                 ColumnType::Blob => Some("bytes"),
                 ColumnType::Other => None,
@@ -155,6 +158,9 @@ impl TableMapping {
                      (uuid included) or bytes columns; use a key of one of those types",
                     s.name, s.declared_type, tk.declared_type
                 )),
+                // uuid → text is safe: a uuid reads as lower-case hyphenated text, whose
+                // byte order is the uuid's.
+                (Some("uuid"), Some("text")) => {}
                 (Some(a), Some(b)) if a != b => problems.push(format!(
                     "table {t}: key column `{}` is {a} ({}) in the source but `{target_key}` is {b} ({}) in the \
                      target; keys must have the same type on both sides, since they are compared and ordered \
