@@ -376,3 +376,40 @@ fn verify_reports_differences() {
     assert_eq!(diffs[0]["sample"].to_string(), r#"["differs 1400","missing 2100","extra 9000"]"#);
     assert_eq!(before, ws.file_hash("target.sqlite"), "verify writes nothing");
 }
+
+/// Counters name what landed: in a full compare where the target refuses a new row and
+/// takes an update, the run reports 0 added and 1 modified (the refused row is the new
+/// one), and one error.
+#[test]
+fn refused_rows_come_off_their_own_counter() {
+    let ws = Workspace::new();
+    let checked = "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL, qty INTEGER CHECK (qty >= 0), \
+                   price REAL, data BLOB, modify_id INTEGER);";
+    ws.db("source.sqlite", ITEMS);
+    ws.db("target.sqlite", checked);
+    for db in ["source.sqlite", "target.sqlite"] {
+        ws.db(
+            db,
+            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 9)
+             INSERT INTO items SELECT x, 'item ' || x, x, 1.0, NULL, x FROM c;",
+        );
+    }
+    // Equal counts: the new row 10 (refused) replaces the target's extra row 20.
+    ws.db(
+        "source.sqlite",
+        "INSERT INTO items VALUES (10, 'new', -1, 1.0, NULL, 10); UPDATE items SET qty = 40 WHERE id = 4;",
+    );
+    ws.db("target.sqlite", "INSERT INTO items VALUES (20, 'extra', 1, 1.0, NULL, 20);");
+    items_config(&ws, r#", "max_delete_percent": 100, "max_error_count": 100"#);
+    let out = ws.run(&["run", "--progress", "off", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let table = &report["tables"][0];
+    assert_eq!(table["plan"]["steps"][0], "Changed", "{table}");
+    assert_eq!(
+        (table["added"].as_u64(), table["modified"].as_u64(), table["deleted"].as_u64()),
+        (Some(0), Some(1), Some(1)),
+        "{table}"
+    );
+    assert!(report["errors"].to_string().contains("row 10 was refused"), "{report}");
+}

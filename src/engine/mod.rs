@@ -931,6 +931,7 @@ impl Engine {
             options: &self.options,
             source_is_4d: self.config.source.is_4d(),
             target_is_4d: self.config.target.is_4d(),
+            refused_keys: Vec::new(),
         };
         steps::run_step(&mut ctx, kind, cursor, repair).await
     }

@@ -5,7 +5,7 @@
 //! Comparisons stream both sides in key order over bounded windows (`id_array_batch_size`
 //! keys or `batch_size` rows); no step holds a whole table in memory.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -117,6 +117,8 @@ pub struct StepContext<'a> {
     pub source_is_4d: bool,
     /// The target is 4D.
     pub target_is_4d: bool,
+    /// Keys of the rows the target refused (isolated one by one) since last cleared.
+    pub refused_keys: Vec<Key>,
 }
 
 /// How rows are written.
@@ -179,15 +181,16 @@ impl StepContext<'_> {
     }
 
     /// Adds a compared batch to the table's counters: `added` and `modified` rows were
-    /// sent, `written` of them landed, `same` compared equal. Rows the target refused are
-    /// neither added nor modified; they come off the modified count first (an update is
-    /// the likelier to hit a constraint).
-    fn account(&mut self, added: u64, modified: u64, same: u64, written: u64) {
-        let refused = (added + modified).saturating_sub(written);
-        let refused_mod = refused.min(modified);
+    /// sent (the added ones with the keys `new_keys`), `same` compared equal. Rows the
+    /// target refused since [`Self::refused_keys`] was last cleared are neither added nor
+    /// modified: each comes off the count its key belongs to.
+    fn account(&mut self, added: u64, modified: u64, same: u64, new_keys: &HashSet<Key>) {
+        let refused = std::mem::take(&mut self.refused_keys);
+        let refused_new = refused.iter().filter(|k| new_keys.contains(*k)).count() as u64;
+        let refused_old = refused.len() as u64 - refused_new;
         let report = self.report();
-        report.modified += modified - refused_mod;
-        report.added += added - (refused - refused_mod);
+        report.modified += modified.saturating_sub(refused_old);
+        report.added += added.saturating_sub(refused_new);
         report.skipped += same;
     }
 
@@ -320,8 +323,10 @@ impl StepContext<'_> {
     /// data error; more go back on `pending` in halves, to be written apart.
     fn refused(&mut self, mut chunk: Vec<Row>, message: &str, pending: &mut Vec<Vec<Row>>) -> Result<(), EngineError> {
         if chunk.len() == 1 {
-            let key = self.job.mapping.target.key_of(&chunk[0]).map_or("?".into(), |k| k.to_string());
-            return self.record_error(ErrorKind::Data, format!("row {key} was refused: {message}"));
+            let key = self.job.mapping.target.key_of(&chunk[0]);
+            let shown = key.as_ref().map_or("?".into(), Key::to_string);
+            self.refused_keys.extend(key);
+            return self.record_error(ErrorKind::Data, format!("row {shown} was refused: {message}"));
         }
         let second = chunk.split_off(chunk.len() / 2);
         pending.push(second);
@@ -1169,6 +1174,7 @@ async fn changed_step(
         let (src_scope, tgt_scope) = (&ctx.job.mapping.target, &ctx.job.mapping.target);
         let mut upserts = Vec::new();
         let mut extras = Vec::new();
+        let mut new_keys = HashSet::new();
         let (mut added, mut modified, mut same) = (0u64, 0u64, 0u64);
         let (mut i, mut j) = (0, 0);
         while i < converted.len() || j < tgt.len() {
@@ -1187,11 +1193,13 @@ async fn changed_step(
                 }
                 (Some(s), Some(t)) if s < t => {
                     added += 1;
+                    new_keys.insert(s);
                     upserts.push(converted[i].clone());
                     i += 1;
                 }
-                (Some(_), None) => {
+                (Some(s), None) => {
                     added += 1;
+                    new_keys.insert(s);
                     upserts.push(converted[i].clone());
                     i += 1;
                 }
@@ -1204,8 +1212,9 @@ async fn changed_step(
         }
         ctx.state.timers.compare += compare.elapsed();
         let move_errors = ctx.remove_extras(&extras).await?;
-        let (written, write_errors) = ctx.write(upserts).await?;
-        ctx.account(added, modified, same, written);
+        ctx.refused_keys.clear();
+        let (_, write_errors) = ctx.write(upserts).await?;
+        ctx.account(added, modified, same, &new_keys);
         ctx.batch_done(conversion_errors || write_errors || move_errors)?;
         progress.advance(n);
         match upper {
@@ -1266,10 +1275,13 @@ async fn incremental_step(
         let existing = rows_by_key(tgt_scope, existing);
         let (mut added, mut modified, mut same) = (0u64, 0u64, 0u64);
         let mut upserts = Vec::new();
+        let mut new_keys = HashSet::new();
         for row in converted {
-            match tgt_scope.key_of(&row).and_then(|k| existing.get(&k)) {
+            let key = tgt_scope.key_of(&row);
+            match key.as_ref().and_then(|k| existing.get(k)) {
                 None => {
                     added += 1;
+                    new_keys.extend(key);
                     upserts.push(row);
                 }
                 Some(old) if ctx.job.mapping.rows_equal(&row, old) => same += 1,
@@ -1280,8 +1292,9 @@ async fn incremental_step(
             }
         }
         ctx.state.timers.compare += compare.elapsed();
-        let (written, write_errors) = ctx.write(upserts).await?;
-        ctx.account(added, modified, same, written);
+        ctx.refused_keys.clear();
+        let (_, write_errors) = ctx.write(upserts).await?;
+        ctx.account(added, modified, same, &new_keys);
         ctx.batch_done(conversion_errors || write_errors)?;
         position = next;
         ctx.commit(StepCursor::Modify { modify_id: position.modify_id.clone(), key: position.key.clone() })?;
