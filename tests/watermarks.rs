@@ -96,4 +96,15 @@ fn lookback_config_is_checked() {
     let ws = workspace(ITEMS, r#", "incremental_lookback": "1h 30m""#);
     let out = ws.run(&["check"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // A duration cannot be taken from an integer modify ID: once there is a watermark to
+    // look back from, the run stops before it writes anything, rather than silently read
+    // without a lookback.
+    report(&ws, 0);
+    ws.db("source.sqlite", "UPDATE items SET name = 'changed', modify_id = 500 WHERE id = 1;");
+    let before = ws.file_hash("target.sqlite");
+    let out = ws.run(&["run", "--progress", "off"]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("incremental_lookback 1h 30m cannot be taken"), "{}", text(&out));
+    assert_eq!(before, ws.file_hash("target.sqlite"), "nothing written");
 }

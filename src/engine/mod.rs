@@ -375,11 +375,13 @@ pub struct Engine {
 /// The modify ID incremental reads start after: `watermark` lowered by
 /// `incremental_lookback` (a distance for numbers, a span of time for timestamps written
 /// as text, keeping their spelling so that text comparisons still order them). A lookback
-/// that does not fit the modify ID's type is logged and ignored.
-pub fn look_back(watermark: Value, lookback: Lookback, table: &str) -> Value {
+/// that does not fit the modify ID's type (a distance for a timestamp, a duration for a
+/// number) or goes out of range is a schema error naming the table: ignoring it would
+/// leave the user believing late commits are caught.
+pub fn look_back(watermark: Value, lookback: Lookback, table: &str) -> Result<Value, EngineError> {
     use crate::transform::exact::TimeText;
     let lowered = match (&watermark, lookback) {
-        (_, Lookback::None) => return watermark,
+        (_, Lookback::None) => return Ok(watermark),
         (Value::Int(i), Lookback::Distance(d)) => Some(Value::Int(i.saturating_sub(d))),
         (Value::Float(f), Lookback::Distance(d)) => Some(Value::Float(f - d as f64)),
         (Value::Text(t), Lookback::Distance(d)) => t
@@ -402,12 +404,17 @@ pub fn look_back(watermark: Value, lookback: Lookback, table: &str) -> Value {
                 table,
                 "incremental reads start at {lowered}, below the watermark {watermark} (incremental_lookback)"
             );
-            lowered
+            Ok(lowered)
         }
-        None => {
-            tracing::warn!(table, "incremental_lookback does not apply to the modify ID {watermark}; reading from it");
-            watermark
-        }
+        None => Err(EngineError::Schema(vec![format!(
+            "table {table}: incremental_lookback {} cannot be taken from the modify ID {watermark}: use a whole \
+             number for numeric modify IDs and a duration such as \"10m\" for timestamps, within their range",
+            match lookback {
+                Lookback::Distance(d) => d.to_string(),
+                Lookback::Duration(d) => format!("{d:#}"),
+                Lookback::None => "0".into(),
+            }
+        )])),
     }
 }
 
@@ -666,7 +673,7 @@ impl Engine {
         let source_count = source_count.map_err(db_error(format!("counting source rows of {name}")))?;
         let target_count = target_count.map_err(db_error(format!("counting target rows of {name}")))?;
         let watermark = target_max.map_err(db_error(format!("reading target modify id of {name}")))?;
-        let watermark = watermark.map(|w| look_back(w, job.spec.settings.incremental_lookback, name));
+        let watermark = watermark.map(|w| look_back(w, job.spec.settings.incremental_lookback, name)).transpose()?;
         let source_max_modify = source_max.map_err(db_error(format!("reading source modify id of {name}")))?;
         let null_modify = nulls.map_err(db_error(format!("counting NULL modify ids of {name}")))?;
         let changed = if has_modify {
