@@ -425,6 +425,7 @@ fn to_text(value: Value, s: &Storage) -> Result<Value, String> {
         },
         Value::Bool(b) => b.to_string(),
         Value::Bytes(b) if s.uuid && b.len() == 16 => b.iter().map(|x| format!("{x:02x}")).collect(),
+        Value::Bytes(b) if s.uuid => return Err(format!("{} bytes are not a UUID (16 bytes)", b.len())),
         Value::Bytes(b) => String::from_utf8(b).map_err(|_| "bytes are not valid UTF-8 text".to_string())?,
         Value::Null => return Ok(Value::Null),
     };
@@ -447,10 +448,20 @@ fn to_text(value: Value, s: &Storage) -> Result<Value, String> {
     Ok(Value::Text(t))
 }
 
-/// A UUID in its canonical spelling (lower-case, hyphenated) from 32 hex digits with or
-/// without hyphens and braces, in any case.
+/// A UUID in its canonical spelling (lower-case, hyphenated) from 32 hex digits, bare or
+/// hyphenated 8-4-4-4-12, optionally in braces, in any case (the usual spellings; others
+/// that PostgreSQL's `uuid` input also takes are refused rather than guessed).
 pub fn uuid(t: &str) -> Option<String> {
-    let hex: String = t.trim().trim_start_matches('{').trim_end_matches('}').chars().filter(|c| *c != '-').collect();
+    let t = t.trim();
+    let t = match t.strip_prefix('{') {
+        Some(inner) => inner.strip_suffix('}')?,
+        None => t,
+    };
+    let hex: String = match t.len() {
+        32 => t.to_string(),
+        36 if [8, 13, 18, 23].iter().all(|i| t.as_bytes()[*i] == b'-') => t.replace('-', ""),
+        _ => return None,
+    };
     if hex.len() != 32 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
         return None;
     }
@@ -777,6 +788,10 @@ mod tests {
             Ok(Value::Text(dashed.into()))
         );
         assert!(convert(Value::Text("not-a-uuid".into()), &uuid_col, &utc()).is_err());
+        assert_eq!(uuid("{550E8400-E29B-41D4-A716-446655440000}").as_deref(), Some(dashed));
+        assert!(uuid("{550e8400-e29b-41d4-a716-446655440000").is_none(), "unbalanced brace");
+        assert!(uuid("550e-8400e29b41d4a716446655440000").is_none(), "hyphen out of place");
+        assert!(convert(Value::Bytes(vec![0, 17]), &uuid_col, &utc()).unwrap_err().contains("2 bytes"));
         let padded = col(ColumnType::Text, Storage { padded: true, max_chars: Some(5), ..Storage::default() });
         assert!(same(&Value::Text("ab".into()), &Value::Text("ab   ".into()), &padded, &utc()));
     }
