@@ -297,7 +297,19 @@ fn text_key_into_uuid_key_is_refused() {
     ));
     let out = ws.run(&["check"]);
     assert_eq!(out.status.code(), Some(4), "{}", text(&out));
-    assert!(text(&out).contains("is text (TEXT) in the source but `id` is uuid (uuid)"), "{}", text(&out));
+    assert!(text(&out).contains("key column `id` (TEXT) feeds the uuid key `id`"), "{}", text(&out));
+    // Whatever SQLite calls the column (UUID, or no type at all), it holds text.
+    for declared in ["UUID", ""] {
+        let ws = Workspace::new();
+        ws.db("source.sqlite", &format!("CREATE TABLE u (id {declared} PRIMARY KEY, v TEXT);"));
+        ws.config(&format!(
+            r#"{{"source": {{"type": "sqlite", "path": "source.sqlite"}}, "target": {}, "tables": [{{"name": "u"}}]}}"#,
+            pg_side.endpoint()
+        ));
+        let out = ws.run(&["check"]);
+        assert_eq!(out.status.code(), Some(4), "{declared}: {}", text(&out));
+        assert!(text(&out).contains("feeds the uuid key `id`"), "{}", text(&out));
+    }
 
     // The other way: PostgreSQL reads a uuid as canonical text, which a text key holds.
     pg.psql(&db, "INSERT INTO u VALUES ('{00000000-0000-0000-0000-000000000001}', 'a'), ('FFFFFFFF-0000-0000-0000-000000000000', 'b')");

@@ -392,6 +392,10 @@ pub fn look_back(watermark: Value, lookback: Lookback, table: &str) -> Result<Va
         (Value::Text(t), Lookback::Duration(span)) => TimeText::parse(t).and_then(|parsed| {
             let date = parsed.date?;
             let dt = date.to_datetime(parsed.time.unwrap_or(jiff::civil::Time::midnight())).checked_sub(span).ok()?;
+            // Before year 1 there is no date both backends read.
+            if dt.year() < 1 {
+                return None;
+            }
             let separator = if t.trim().as_bytes().get(10) == Some(&b'T') { "T" } else { " " };
             let offset = parsed.offset.map(|o| o.to_string()).unwrap_or_default();
             Some(Value::Text(format!("{}{separator}{}{offset}", dt.date(), dt.time().strftime("%H:%M:%S%.f"))))

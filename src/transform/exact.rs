@@ -71,7 +71,7 @@ pub fn convert(value: Value, to: &TargetColumn, zone: &TimeZone) -> Result<Value
     // NUMERIC) turns text that reads as a number into an integer or a double, losing
     // digits: such text goes in as the number it is, exactly, or is refused.
     match converted {
-        Value::Text(t) if s.numeric_affinity && to.family != T::Decimal => match sqlite_number(&t) {
+        Value::Text(t) if s.numeric_affinity && to.family != T::Decimal => match decimal_text(&t) {
             Some(d) => affinity_number(&d),
             None => Ok(Value::Text(t)),
         },
@@ -79,9 +79,10 @@ pub fn convert(value: Value, to: &TargetColumn, zone: &TimeZone) -> Result<Value
     }
 }
 
-/// The number SQLite's NUMERIC affinity reads in `t`: a decimal integer or real literal
-/// (`12`, `-1.5`, `.5`, `1e3`), spaces around it allowed.
-fn sqlite_number(t: &str) -> Option<BigDecimal> {
+/// The number in decimal text: an integer or real literal (`12`, `-1.5`, `.5`, `1e3`),
+/// spaces around it allowed; nothing else (`1_000`, `0x10`, `inf`). This is also what
+/// SQLite's NUMERIC affinity reads as a number.
+fn decimal_text(t: &str) -> Option<BigDecimal> {
     let b = t.trim().as_bytes();
     let mut i = usize::from(matches!(b.first(), Some(b'+' | b'-')));
     let digits = |i: &mut usize| {
@@ -227,10 +228,12 @@ fn to_integer(value: Value, bits: u8) -> Result<Value, String> {
         Value::Float(f) => float_integer(*f).ok_or_else(|| format!("float {f:?} is not a 64-bit whole number"))?,
         Value::Text(t) => match t.trim().parse::<i64>() {
             Ok(i) => i,
-            Err(_) => match BigDecimal::from_str(t.trim()) {
-                Ok(d) if d.is_integer() => d.to_i64().ok_or_else(|| format!("{t} does not fit in a 64-bit integer"))?,
-                Ok(_) => return Err(format!("{t} is not a whole number")),
-                Err(_) => return Err(format!("text {} is not an integer", shown(&value))),
+            Err(_) => match decimal_text(t) {
+                Some(d) if d.is_integer() => {
+                    d.to_i64().ok_or_else(|| format!("{t} does not fit in a 64-bit integer"))?
+                }
+                Some(_) => return Err(format!("{t} is not a whole number")),
+                None => return Err(format!("text {} is not an integer", shown(&value))),
             },
         },
         Value::Bytes(_) | Value::Null => return Err(format!("{} value cannot convert to integer", value.kind())),
@@ -283,8 +286,7 @@ fn to_float(value: Value, s: &Storage) -> Result<Value, String> {
         Value::Text(t) => match special_float(t) {
             Some(f) => f,
             None => {
-                let d =
-                    BigDecimal::from_str(t.trim()).map_err(|_| format!("text {} is not a number", shown(&value)))?;
+                let d = decimal_text(t).ok_or_else(|| format!("text {} is not a number", shown(&value)))?;
                 let f: f64 = t.trim().parse().map_err(|_| format!("text {} is not a number", shown(&value)))?;
                 let back = if bits == 32 {
                     BigDecimal::from_str(&(f as f32).to_string())
@@ -322,10 +324,12 @@ fn to_float(value: Value, s: &Storage) -> Result<Value, String> {
 
 /// `NaN`, `Infinity`, `-Infinity` (and `inf`, `+inf` spellings) as a float.
 fn special_float(t: &str) -> Option<f64> {
-    match t.trim().to_ascii_lowercase().as_str() {
-        "nan" => Some(f64::NAN),
-        "infinity" | "inf" | "+infinity" | "+inf" => Some(f64::INFINITY),
-        "-infinity" | "-inf" => Some(f64::NEG_INFINITY),
+    // Exactly PostgreSQL's output spellings: SQLite keeps `inf` or `infinity` as text, so
+    // reading them as a number would change the value.
+    match t {
+        "NaN" => Some(f64::NAN),
+        "Infinity" => Some(f64::INFINITY),
+        "-Infinity" => Some(f64::NEG_INFINITY),
         _ => None,
     }
 }
@@ -353,7 +357,7 @@ fn decimal_of(v: &Value) -> Option<BigDecimal> {
         Value::Int(i) => Some(BigDecimal::from(*i)),
         Value::Bool(b) => Some(BigDecimal::from(i64::from(*b))),
         Value::Float(f) if f.is_finite() => BigDecimal::from_str(&f.to_string()).ok(),
-        Value::Text(t) => BigDecimal::from_str(t.trim()).ok(),
+        Value::Text(t) => decimal_text(t),
         _ => None,
     }
 }
@@ -504,7 +508,12 @@ impl TimeText {
         let s = s.trim();
         let (date, rest) = if s.len() >= 10 && s.as_bytes().get(4) == Some(&b'-') && s.as_bytes().get(7) == Some(&b'-')
         {
-            let date = Date::new(s[..4].parse().ok()?, s[5..7].parse().ok()?, s[8..10].parse().ok()?).ok()?;
+            // Year 0 does not exist in SQL (PostgreSQL refuses it; 1 BC is its year before 1).
+            let year: i16 = digits(&s[..4])?;
+            if year < 1 {
+                return None;
+            }
+            let date = Date::new(year, digits(&s[5..7])?, digits(&s[8..10])?).ok()?;
             match s.as_bytes().get(10) {
                 None => return Some(TimeText { date: Some(date), time: None, offset: None }),
                 Some(b'T' | b't' | b' ') => (Some(date), &s[11..]),
@@ -630,7 +639,8 @@ fn to_temporal(value: Value, to: &TargetColumn, zone: &TimeZone) -> Result<Value
         // PostgreSQL's `infinity` is stored as written; another spelling PostgreSQL would
         // read differently (`2024-1-1`, `24:00:00`, `1:2:3`) would be rewritten on every
         // run, since it could never compare equal to what the column holds.
-        let special = matches!(text.trim().to_ascii_lowercase().as_str(), "infinity" | "-infinity");
+        // Exactly as PostgreSQL writes it back: `Infinity` or `infinity ` would be rewritten.
+        let special = matches!(text.as_str(), "infinity" | "-infinity");
         if special && to.family != T::Time {
             return Ok(Value::Text(text));
         }
@@ -854,6 +864,9 @@ mod tests {
         }
         assert!(convert(Value::Text("1:2:3".into()), &time, &utc()).is_err());
         assert_eq!(conv("infinity", &ts6, &utc()), Value::Text("infinity".into()));
+        for odd in ["Infinity", "INFINITY", "-infinity ", "0000-01-01"] {
+            assert!(convert(Value::Text(odd.into()), &ts6, &utc()).is_err(), "{odd}");
+        }
     }
 
     /// SQLite's NUMERIC affinity (a column declared JSON or DATE) would turn text that
@@ -873,8 +886,14 @@ mod tests {
         let date = col(ColumnType::Date, Storage { numeric_affinity: true, time_zone: true, ..Storage::default() });
         assert_eq!(convert(t("2024-01-01"), &date, &utc()), Ok(t("2024-01-01")));
         assert_eq!(convert(t("20240101"), &date, &utc()), Ok(Value::Int(20_240_101)));
-        assert!(sqlite_number("1e").is_none() && sqlite_number(".").is_none() && sqlite_number("0x10").is_none());
-        assert!(sqlite_number(" -.5E+3 ").is_some());
+        assert!(decimal_text("1e").is_none() && decimal_text(".").is_none() && decimal_text("0x10").is_none());
+        assert!(decimal_text("1_000").is_none() && decimal_text("1__0").is_none() && decimal_text("inf").is_none());
+        assert!(decimal_text(" -.5E+3 ").is_some());
+        let numeric = col(ColumnType::Decimal, Storage { numeric_affinity: true, no_nan: true, ..Storage::default() });
+        for odd in ["1_000", "inf", "+inf", "Inf", "1_"] {
+            assert!(convert(t(odd), &numeric, &utc()).is_err(), "{odd}");
+            assert!(convert(t(odd), &col(ColumnType::Integer, Storage::default()), &utc()).is_err(), "{odd}");
+        }
     }
 
     /// JSON documents compare as documents, numbers by value and exactly.

@@ -161,6 +161,14 @@ impl TableMapping {
                 // uuid → text is safe: a uuid reads as lower-case hyphenated text, whose
                 // byte order is the uuid's.
                 (Some("uuid"), Some("text")) => {}
+                // Into a uuid key, only a uuid key: text of any declared type (SQLite's
+                // `UUID`, an untyped column) may spell a UUID another way.
+                (source, Some("uuid")) if source != Some("uuid") => problems.push(format!(
+                    "table {t}: key column `{}` ({}) feeds the uuid key `{target_key}`: the target rewrites \
+                     UUID spellings (case, braces, hyphens), so the keys would never compare equal; use a \
+                     uuid key in the source, or a text key in the target",
+                    s.name, s.declared_type
+                )),
                 (Some(a), Some(b)) if a != b => problems.push(format!(
                     "table {t}: key column `{}` is {a} ({}) in the source but `{target_key}` is {b} ({}) in the \
                      target; keys must have the same type on both sides, since they are compared and ordered \
