@@ -149,7 +149,11 @@ fn unreadable_database_files() {
 #[test]
 fn locked_database() {
     let ws = workspace();
-    ws.config(CONFIG);
+    // One quick retry: the lock does not go away while this test holds it.
+    ws.config(&CONFIG.replace(
+        r#""target": {"type": "sqlite", "path": "target.sqlite"}"#,
+        r#""target": {"type": "sqlite", "path": "target.sqlite", "retry_count": 1, "retry_delay": 10}"#,
+    ));
     let holder = rusqlite::Connection::open(ws.path("target.sqlite")).unwrap();
     holder.execute_batch("BEGIN EXCLUSIVE; INSERT INTO items VALUES (99, 'x', 1, 1);").unwrap();
     let out = ws.run(&["run"]);

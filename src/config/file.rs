@@ -170,13 +170,15 @@ pub struct ConnectionFile {
     /// PostgreSQL: `disable`, `prefer`, `require`, `verify-ca` or `verify-full`.
     #[serde(default)]
     pub sslmode: Option<String>,
-    /// Connect and request timeout in seconds.
+    /// Seconds one database call may take before it fails as a connection error and is
+    /// retried (default 300; see `connector::resilient`); PostgreSQL's connect timeout
+    /// (default 30 there).
     #[serde(default)]
     pub timeout: Option<u64>,
-    /// Retries of a failed connection or request.
+    /// Retries of a call that failed with a retryable error (default 3).
     #[serde(default)]
     pub retry_count: Option<u32>,
-    /// Milliseconds between retries.
+    /// Milliseconds before the first retry, doubling with jitter (default 5000).
     #[serde(default)]
     pub retry_delay: Option<u64>,
 }

@@ -5,6 +5,7 @@
 pub mod link;
 pub mod memory;
 pub mod postgres;
+pub mod resilient;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -323,20 +324,20 @@ pub async fn open(
     side: Side,
     options: ConnectOptions,
 ) -> Result<Arc<dyn Connector>, ConnectorError> {
-    match endpoint.kind {
+    let resilience = resilient::Resilience::of(&endpoint.raw);
+    let connector: Arc<dyn Connector> = match endpoint.kind {
         ConnectionKind::Sqlite => {
             let path = endpoint.path.clone().expect("validated sqlite endpoint has a path");
-            let connector = sqlite::SqliteConnector::open(path, side, options).await?;
-            Ok(Arc::new(connector))
+            Arc::new(sqlite::SqliteConnector::open(path, side, options).await?)
         }
-        ConnectionKind::Postgres => {
-            let connector = postgres::PostgresConnector::open(endpoint, side, options).await?;
-            Ok(Arc::new(connector))
+        ConnectionKind::Postgres => Arc::new(postgres::PostgresConnector::open(endpoint, side, options).await?),
+        kind => {
+            return Err(ConnectorError::Config(format!(
+                "{} connection type `{}` is not supported yet; db-sync currently syncs sqlite and postgres databases",
+                side.name(),
+                kind.name()
+            )));
         }
-        kind => Err(ConnectorError::Config(format!(
-            "{} connection type `{}` is not supported yet; db-sync currently syncs sqlite and postgres databases",
-            side.name(),
-            kind.name()
-        ))),
-    }
+    };
+    Ok(Arc::new(resilient::Resilient::new(connector, resilience)))
 }

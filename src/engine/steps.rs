@@ -6,7 +6,6 @@
 //! keys or `batch_size` rows); no step holds a whole table in memory.
 
 use std::collections::{HashMap, HashSet};
-use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -131,30 +130,6 @@ enum WriteMode {
     InsertNew,
 }
 
-/// Attempts of an operation that failed with a retryable (connection or lock) error.
-const RETRIES: u32 = 3;
-
-/// Runs `op`, retrying retryable errors with a doubling delay.
-async fn retry<T, F, Fut>(what: &str, mut op: F) -> Result<T, ConnectorError>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, ConnectorError>>,
-{
-    let mut delay = Duration::from_millis(500);
-    let mut attempt = 0;
-    loop {
-        match op().await {
-            Err(e) if e.is_retryable() && attempt < RETRIES => {
-                attempt += 1;
-                tracing::warn!("{what} failed ({e}); retry {attempt}/{RETRIES} in {delay:?}");
-                tokio::time::sleep(delay).await;
-                delay *= 2;
-            }
-            other => return other,
-        }
-    }
-}
-
 impl StepContext<'_> {
     fn name(&self) -> &str {
         &self.job.spec.name
@@ -233,9 +208,7 @@ impl StepContext<'_> {
         let started = Instant::now();
         let (source, target) = (self.source, self.target);
         let scopes = (&self.job.mapping.source, &self.job.mapping.target);
-        let w = retry("reading keys", || crate::diff::key_window(source, target, scopes, after, limit))
-            .await
-            .map_err(self.db("reading keys"))?;
+        let w = crate::diff::key_window(source, target, scopes, after, limit).await.map_err(self.db("reading keys"))?;
         self.state.timers.read += started.elapsed();
         Ok((w.source, w.target, w.upper))
     }
@@ -249,9 +222,7 @@ impl StepContext<'_> {
         let started = Instant::now();
         let (source, target) = (self.source, self.target);
         let scopes = (&self.job.mapping.source, &self.job.mapping.target);
-        let w = retry("reading rows", || crate::diff::row_window(source, target, scopes, after, limit))
-            .await
-            .map_err(self.db("reading rows"))?;
+        let w = crate::diff::row_window(source, target, scopes, after, limit).await.map_err(self.db("reading rows"))?;
         self.state.timers.read += started.elapsed();
         Ok((w.source, w.target, w.upper))
     }
@@ -300,8 +271,8 @@ impl StepContext<'_> {
             let started = Instant::now();
             let (target, scope) = (self.target, &self.job.mapping.target);
             let result = match mode {
-                WriteMode::Upsert => retry("writing rows", || target.upsert(scope, &chunk)).await,
-                WriteMode::InsertNew => retry("writing rows", || target.insert_new(scope, &chunk)).await,
+                WriteMode::Upsert => target.upsert(scope, &chunk).await,
+                WriteMode::InsertNew => target.insert_new(scope, &chunk).await,
             };
             self.state.timers.write += started.elapsed();
             match result {
@@ -342,7 +313,7 @@ impl StepContext<'_> {
             self.guard_deletes(total)?;
             let started = Instant::now();
             let (target, scope) = (self.target, &self.job.mapping.target);
-            let n = retry("deleting rows", || target.delete(scope, chunk)).await.map_err(self.db("deleting rows"))?;
+            let n = target.delete(scope, chunk).await.map_err(self.db("deleting rows"))?;
             crate::failpoint::hit("after_commit");
             self.state.timers.delete += started.elapsed();
             self.report().deleted += n;
@@ -367,9 +338,7 @@ impl StepContext<'_> {
         let mut unscoped = self.job.mapping.source.clone();
         unscoped.filter.clear();
         let source = self.source;
-        let moved = retry("reading source rows", || source.read_rows_by_keys(&unscoped, extras))
-            .await
-            .map_err(self.db("reading source rows"))?;
+        let moved = source.read_rows_by_keys(&unscoped, extras).await.map_err(self.db("reading source rows"))?;
         self.state.timers.read += started.elapsed();
         let moved_keys: std::collections::HashSet<Key> = moved.iter().filter_map(|r| unscoped.key_of(r)).collect();
         let gone: Vec<Key> = extras.iter().filter(|k| !moved_keys.contains(*k)).cloned().collect();
@@ -385,9 +354,7 @@ impl StepContext<'_> {
             scope.filter.clear();
             let target = self.target;
             let keys: Vec<Key> = moved_keys.iter().cloned().collect();
-            let old = retry("reading target rows", || target.read_rows_by_keys(&scope, &keys))
-                .await
-                .map_err(self.db("reading target rows"))?;
+            let old = target.read_rows_by_keys(&scope, &keys).await.map_err(self.db("reading target rows"))?;
             let old = rows_by_key(&scope, old);
             converted = converted
                 .into_iter()
@@ -500,10 +467,7 @@ async fn choose_approach(ctx: &mut StepContext<'_>, direction: Direction) -> Res
     let (src_scope, tgt_scope) = (&ctx.job.mapping.source, &ctx.job.mapping.target);
     let all = KeyRange::all();
     let started = Instant::now();
-    let (source_count, target_count) = tokio::join!(
-        retry("counting source rows", || source.count(src_scope, &all)),
-        retry("counting target rows", || target.count(tgt_scope, &all))
-    );
+    let (source_count, target_count) = tokio::join!(source.count(src_scope, &all), target.count(tgt_scope, &all));
     let source_count = source_count.map_err(ctx.db("counting source rows"))?;
     let target_count = target_count.map_err(ctx.db("counting target rows"))?;
     ctx.state.timers.read += started.elapsed();
@@ -622,9 +586,7 @@ async fn bisect_step(
             Direction::Add => {
                 let started = Instant::now();
                 let (source, scope) = (ctx.source, &ctx.job.mapping.source);
-                let rows = retry("reading source rows", || source.read_rows_by_keys(scope, chunk))
-                    .await
-                    .map_err(ctx.db("reading source rows"))?;
+                let rows = source.read_rows_by_keys(scope, chunk).await.map_err(ctx.db("reading source rows"))?;
                 ctx.state.timers.read += started.elapsed();
                 let (converted, conversion_errors) = ctx.convert(rows)?;
                 let (n, write_errors) = ctx.write_mode(converted, WriteMode::InsertNew).await?;
@@ -772,9 +734,7 @@ async fn fetch(
     let started = Instant::now();
     let rows = match fetch {
         Fetch::Range(range, n) => read_range(source, scope, range, *n).await,
-        Fetch::Keys(keys) => retry("reading source rows", || source.read_rows_by_keys(scope, keys))
-            .await
-            .map(|items| Page { items, more: false }),
+        Fetch::Keys(keys) => source.read_rows_by_keys(scope, keys).await.map(|items| Page { items, more: false }),
     };
     (rows, started.elapsed())
 }
@@ -790,7 +750,7 @@ async fn read_range(
     loop {
         let after = rows.last().and_then(|r| scope.key_of(r)).or_else(|| range.after.clone());
         let part = KeyRange { after, upto: range.upto.clone() };
-        let page = retry("reading source rows", || source.read_rows(scope, &part, n - rows.len())).await?;
+        let page = source.read_rows(scope, &part, n - rows.len()).await?;
         if page.more && page.items.is_empty() {
             return Err(ConnectorError::Other("a read returned an empty page that says more rows follow".into()));
         }
@@ -903,9 +863,7 @@ async fn read_missing(
     let failed = |what| read_failed(job, what);
     loop {
         let started = Instant::now();
-        let w = retry("reading keys", || crate::diff::key_window(source, target, scopes, &after, limit))
-            .await
-            .map_err(failed("reading keys"))?;
+        let w = crate::diff::key_window(source, target, scopes, &after, limit).await.map_err(failed("reading keys"))?;
         let read = started.elapsed();
         let started = Instant::now();
         let (missing, _) = crate::diff::key_diff(&w.source, &w.target);
@@ -1057,7 +1015,7 @@ async fn add_step(
     result
 }
 
-/// Writes a batch's rows with [`Connector::insert_new`] (retrying retryable errors);
+/// Writes a batch's rows with [`Connector::insert_new`] (the connector's resilience layer retries);
 /// other feeds pass through. Returns the feed with the write's result.
 async fn write_new(
     target: &dyn Connector,
@@ -1065,9 +1023,7 @@ async fn write_new(
     feed: Feed,
 ) -> (Feed, Option<Result<u64, ConnectorError>>) {
     let result = match &feed {
-        Feed::Batch { rows, .. } if !rows.is_empty() => {
-            Some(retry("writing rows", || target.insert_new(scope, rows)).await)
-        }
+        Feed::Batch { rows, .. } if !rows.is_empty() => Some(target.insert_new(scope, rows).await),
         Feed::Batch { .. } => Some(Ok(0)),
         _ => None,
     };
@@ -1247,9 +1203,7 @@ async fn incremental_step(
         let (source, target) = (ctx.source, ctx.target);
         let (src_scope, tgt_scope) = (&ctx.job.mapping.source, &ctx.job.mapping.target);
         let Page { items: rows, more } =
-            retry("reading changed rows", || source.read_changed_since(src_scope, &position, batch))
-                .await
-                .map_err(ctx.db("reading changed rows"))?;
+            source.read_changed_since(src_scope, &position, batch).await.map_err(ctx.db("reading changed rows"))?;
         if rows.is_empty() {
             ctx.state.timers.read += started.elapsed();
             return Ok(());
@@ -1264,9 +1218,7 @@ async fn incremental_step(
             ))));
         }
         let keys: Vec<Key> = rows.iter().filter_map(|r| src_scope.key_of(r)).collect();
-        let existing = retry("reading target rows", || target.read_rows_by_keys(tgt_scope, &keys))
-            .await
-            .map_err(ctx.db("reading target rows"))?;
+        let existing = target.read_rows_by_keys(tgt_scope, &keys).await.map_err(ctx.db("reading target rows"))?;
         ctx.state.timers.read += started.elapsed();
         let (n, last) = (rows.len(), rows.last().expect("not empty"));
         let next = ModifyCursor { modify_id: Some(last[modify_index].clone()), key: src_scope.key_of(last) };
