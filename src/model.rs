@@ -151,10 +151,7 @@ impl Value {
         match (self, other) {
             (Value::Bool(a), Value::Int(b)) | (Value::Int(b), Value::Bool(a)) => i64::from(*a) == *b,
             (Value::Float(x), Value::Float(y)) => x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()),
-            (Value::Int(i), Value::Float(f)) | (Value::Float(f), Value::Int(i)) => {
-                // Every whole double below 2^63 converts to i64 exactly.
-                f.fract() == 0.0 && (-TWO_TO_63..TWO_TO_63).contains(f) && *f as i64 == *i
-            }
+            (Value::Int(i), Value::Float(f)) | (Value::Float(f), Value::Int(i)) => float_integer(*f) == Some(*i),
             (a, b) => a == b,
         }
     }
@@ -184,8 +181,12 @@ impl fmt::Display for Value {
     }
 }
 
-/// 2^63 as a double: every whole double in `-2^63..2^63` converts to `i64` exactly.
-pub const TWO_TO_63: f64 = 9_223_372_036_854_775_808.0;
+/// The integer a float holds exactly, if it is a whole number within 64 bits (every whole
+/// double in `-2^63..2^63` converts to `i64` exactly; 2^63 itself is out of range).
+pub fn float_integer(f: f64) -> Option<i64> {
+    const TWO_TO_63: f64 = 9_223_372_036_854_775_808.0;
+    (f.is_finite() && f.fract() == 0.0 && (-TWO_TO_63..TWO_TO_63).contains(&f)).then_some(f as i64)
+}
 
 /// One row: values in the order of the [`TableScope::columns`] it was read with.
 pub type Row = Vec<Value>;

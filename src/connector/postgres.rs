@@ -684,7 +684,7 @@ impl PostgresConnector {
         sql: &mut Sql,
     ) -> Result<String, ConnectorError> {
         let schema = self.schema_of(&scope.table).await?;
-        let key = self.key_sql(scope).await?;
+        let key = self.key_sql_of(&schema, scope)?;
         let mut parts = Vec::new();
         for (column, value) in &scope.filter {
             let c = schema.column(column).ok_or_else(|| ConnectorError::Schema(format!("no column {column}")))?;
@@ -755,14 +755,23 @@ impl PostgresConnector {
 
     /// The scope's key columns as SQL.
     async fn key_sql(&self, scope: &TableScope) -> Result<KeySql, ConnectorError> {
-        let types = self.types(scope).await?;
-        Ok(KeySql {
-            columns: scope
-                .key_indexes
-                .iter()
-                .map(|i| (quote_ident(&scope.columns[*i]), types[*i].0, types[*i].1.clone()))
-                .collect(),
-        })
+        let schema = self.schema_of(&scope.table).await?;
+        self.key_sql_of(&schema, scope)
+    }
+
+    /// [`Self::key_sql`] from the table's schema at hand.
+    fn key_sql_of(&self, schema: &TableSchema, scope: &TableScope) -> Result<KeySql, ConnectorError> {
+        let columns = scope
+            .key_columns()
+            .into_iter()
+            .map(|name| {
+                let c = schema.column(name).ok_or_else(|| {
+                    ConnectorError::Schema(format!("{}: no key column {name} in {}", self.endpoint, scope.table))
+                })?;
+                Ok((quote_ident(name), c.column_type, c.declared_type.clone()))
+            })
+            .collect::<Result<_, ConnectorError>>()?;
+        Ok(KeySql { columns })
     }
 
     async fn fetch_keys(&self, sql: Sql, width: usize) -> Result<Vec<Key>, ConnectorError> {

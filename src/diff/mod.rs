@@ -29,7 +29,9 @@ fn page_bound<T>(page: &Page<T>, key: impl Fn(&T) -> Option<Key>) -> Result<Opti
     }
 }
 
-fn empty_page_with_more() -> ConnectorError {
+/// The error of a page that is empty yet says more rows follow: reading after it would
+/// read the same page again.
+pub fn empty_page_with_more() -> ConnectorError {
     ConnectorError::Other("a read returned an empty page that says more rows follow".into())
 }
 

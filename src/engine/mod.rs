@@ -307,16 +307,25 @@ impl ErrorPolicy {
         }
     }
 
-    /// Records an error in `state`; returns `Err` when the run must stop because of it.
+    /// Records an error of table `table` in `state` and counts it in the table's report;
+    /// returns `Err` when the run must stop because of it. The same error again in one run
+    /// (a repair re-reads a row the step could not write) is one error, not two: it counts
+    /// once against `max_error_count`.
     pub fn record(
         &self,
         state: &mut RunState,
         kind: ErrorKind,
-        table: &str,
+        table: usize,
         message: String,
     ) -> Result<(), EngineError> {
-        tracing::error!(table, kind = kind.name(), "{message}");
-        state.errors.push(ErrorEntry { kind, table: Some(table.to_string()), message });
+        let name = state.tables[table].report.name.clone();
+        if state.errors.iter().any(|e| e.kind == kind && e.table.as_ref() == Some(&name) && e.message == message) {
+            tracing::debug!(table = %name, "{message} (again)");
+            return Ok(());
+        }
+        tracing::error!(table = %name, kind = kind.name(), "{message}");
+        state.tables[table].report.errors += 1;
+        state.errors.push(ErrorEntry { kind, table: Some(name), message });
         if !self.continue_on_error {
             return Err(EngineError::TooManyErrors(
                 "stopping at the first error because continue_on_error is false".into(),
@@ -885,11 +894,10 @@ impl Engine {
                 Task::FinalVerify { table } => {
                     match self.verify(&jobs[table], state, table).await? {
                         Some((source, target)) => {
-                            state.tables[table].report.errors += 1;
                             self.policy.record(
                                 state,
                                 ErrorKind::Logic,
-                                &jobs[table].spec.name,
+                                table,
                                 format!("counts mismatch after sync: source {source}, target {target}"),
                             )?;
                         }

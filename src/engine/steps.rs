@@ -144,15 +144,7 @@ impl StepContext<'_> {
     }
 
     fn record_error(&mut self, kind: ErrorKind, message: String) -> Result<(), EngineError> {
-        // A row refused again in the same run (a repair re-reads what the step could not
-        // write) is one error, not two: it counts once against `max_error_count`.
-        let name = &self.job.spec.name;
-        if self.state.errors.iter().any(|e| e.kind == kind && e.table.as_ref() == Some(name) && e.message == message) {
-            tracing::debug!(table = %name, "{message} (again)");
-            return Ok(());
-        }
-        self.report().errors += 1;
-        self.policy.record(self.state, kind, &self.job.spec.name, message)
+        self.policy.record(self.state, kind, self.table, message)
     }
 
     /// Adds a compared batch to the table's counters: `added` and `modified` rows were
@@ -752,7 +744,7 @@ async fn read_range(
         let part = KeyRange { after, upto: range.upto.clone() };
         let page = source.read_rows(scope, &part, n - rows.len()).await?;
         if page.more && page.items.is_empty() {
-            return Err(ConnectorError::Other("a read returned an empty page that says more rows follow".into()));
+            return Err(crate::diff::empty_page_with_more());
         }
         rows.extend(page.items);
         if !page.more || rows.len() >= n {

@@ -14,74 +14,6 @@ use crate::connector::{Capabilities, IoCounters, ModifyCursor, Page};
 use crate::model::{Key, Row, TableSchema};
 use crate::report::ProgressMode;
 
-/// A source from which one row disappears after a number of count queries, as if a user
-/// deleted it while the sync ran.
-struct ShrinkingSource {
-    inner: MemoryConnector,
-    counts: AtomicU64,
-    delete_after: u64,
-    victim: Key,
-}
-
-#[async_trait]
-impl Connector for ShrinkingSource {
-    fn describe_endpoint(&self) -> String {
-        "shrinking memory".into()
-    }
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
-    }
-    fn counters(&self) -> &IoCounters {
-        self.inner.counters()
-    }
-    async fn describe(&self, table: &str) -> Result<Option<TableSchema>, ConnectorError> {
-        self.inner.describe(table).await
-    }
-    async fn key_problems(
-        &self,
-        scope: &TableScope,
-        duplicates: bool,
-        limit: usize,
-    ) -> Result<crate::connector::KeyProblems, ConnectorError> {
-        self.inner.key_problems(scope, duplicates, limit).await
-    }
-    async fn count(&self, scope: &TableScope, range: &KeyRange) -> Result<u64, ConnectorError> {
-        if self.counts.fetch_add(1, Ordering::SeqCst) + 1 == self.delete_after {
-            self.inner.remove(&scope.table, &self.victim);
-        }
-        self.inner.count(scope, range).await
-    }
-    async fn key_at(&self, scope: &TableScope, range: &KeyRange, offset: u64) -> Result<Option<Key>, ConnectorError> {
-        self.inner.key_at(scope, range, offset).await
-    }
-    async fn read_keys(&self, scope: &TableScope, range: &KeyRange, limit: usize) -> Result<Page<Key>, ConnectorError> {
-        self.inner.read_keys(scope, range, limit).await
-    }
-    async fn read_rows(&self, scope: &TableScope, range: &KeyRange, limit: usize) -> Result<Page<Row>, ConnectorError> {
-        self.inner.read_rows(scope, range, limit).await
-    }
-    async fn read_rows_by_keys(&self, scope: &TableScope, keys: &[Key]) -> Result<Vec<Row>, ConnectorError> {
-        self.inner.read_rows_by_keys(scope, keys).await
-    }
-    async fn read_changed_since(
-        &self,
-        scope: &TableScope,
-        cursor: &ModifyCursor,
-        limit: usize,
-    ) -> Result<Page<Row>, ConnectorError> {
-        self.inner.read_changed_since(scope, cursor, limit).await
-    }
-    async fn count_changed_since(&self, scope: &TableScope, modify_id: Option<&Value>) -> Result<u64, ConnectorError> {
-        self.inner.count_changed_since(scope, modify_id).await
-    }
-    async fn count_null_modify(&self, scope: &TableScope) -> Result<u64, ConnectorError> {
-        self.inner.count_null_modify(scope).await
-    }
-    async fn max_modify(&self, scope: &TableScope) -> Result<Option<Value>, ConnectorError> {
-        self.inner.max_modify(scope).await
-    }
-}
-
 use crate::model::TableScope;
 
 /// Source keys 1..=20000; the target has them plus three extras below them. After the
@@ -102,10 +34,9 @@ fn setup(fallback: bool) -> (Engine, Arc<MemoryConnector>) {
     );
     let config = Config::from_str_at(&text, std::path::Path::new("c.json"), &|_| None).unwrap();
     // Count calls: survey (1), choice of strategy (2), first split (3), second split (4).
-    let source =
-        ShrinkingSource { inner: source, counts: AtomicU64::new(0), delete_after: 4, victim: Key::Int(20_000) };
+    let source = TestDb::shrinking(source, 4, Key::Int(20_000));
     let options = RunOptions { progress: ProgressMode::Off, ..RunOptions::default() };
-    let engine = Engine::with_connectors(config, Arc::new(source), target.clone() as Arc<dyn Connector>, options);
+    let engine = Engine::with_connectors(config, source, target.clone() as Arc<dyn Connector>, options);
     (engine, target)
 }
 
@@ -139,18 +70,37 @@ fn mismatch_after_binary_delete_without_fallback_is_an_error() {
     assert_eq!(target.keys("t").len(), 19_999);
 }
 
-/// A database whose server caps every page at `cap` items, whatever the limit asked for
-/// (as 4D's REST answers 100 entities unless told otherwise): its pages say whether more
-/// follow, and a short page is not the end.
-struct CappedPages {
+/// An in-memory database with two behaviours of real ones, each optional:
+/// - a server that caps every page at `cap` items, whatever the limit asked for (as 4D's
+///   REST answers 100 entities unless told otherwise): its pages say whether more follow,
+///   and a short page is not the end;
+/// - a row (`victim`) that disappears after `delete_after` count queries, as if a user
+///   deleted it while the sync ran.
+struct TestDb {
     inner: Arc<MemoryConnector>,
     cap: usize,
+    counts: AtomicU64,
+    delete_after: u64,
+    victim: Option<Key>,
+}
+
+impl TestDb {
+    /// Pages capped at `cap` items.
+    fn capped(inner: &Arc<MemoryConnector>, cap: usize) -> Arc<dyn Connector> {
+        Arc::new(TestDb { inner: inner.clone(), cap, counts: AtomicU64::new(0), delete_after: 0, victim: None })
+    }
+
+    /// `victim` disappears at count query number `delete_after`.
+    fn shrinking(inner: MemoryConnector, delete_after: u64, victim: Key) -> Arc<dyn Connector> {
+        let inner = Arc::new(inner);
+        Arc::new(TestDb { inner, cap: usize::MAX, counts: AtomicU64::new(0), delete_after, victim: Some(victim) })
+    }
 }
 
 #[async_trait]
-impl Connector for CappedPages {
+impl Connector for TestDb {
     fn describe_endpoint(&self) -> String {
-        "capped memory".into()
+        "test memory".into()
     }
     fn capabilities(&self) -> Capabilities {
         self.inner.capabilities()
@@ -170,6 +120,11 @@ impl Connector for CappedPages {
         self.inner.key_problems(scope, duplicates, limit).await
     }
     async fn count(&self, scope: &TableScope, range: &KeyRange) -> Result<u64, ConnectorError> {
+        if let Some(victim) = &self.victim
+            && self.counts.fetch_add(1, Ordering::SeqCst) + 1 == self.delete_after
+        {
+            self.inner.remove(&scope.table, victim);
+        }
         self.inner.count(scope, range).await
     }
     async fn key_at(&self, scope: &TableScope, range: &KeyRange, offset: u64) -> Result<Option<Key>, ConnectorError> {
@@ -242,9 +197,7 @@ fn capped_pages_do_not_end_a_step_early() {
         );
         let config = Config::from_str_at(&text, std::path::Path::new("c.json"), &|_| None).unwrap();
         let options = RunOptions { progress: ProgressMode::Off, ..RunOptions::default() };
-        let capped =
-            |db: &Arc<MemoryConnector>| Arc::new(CappedPages { inner: db.clone(), cap: 7 }) as Arc<dyn Connector>;
-        let engine = Engine::with_connectors(config, capped(&source), capped(&target), options);
+        let engine = Engine::with_connectors(config, TestDb::capped(&source, 7), TestDb::capped(&target, 7), options);
         let report = block_on(engine.run(&mut NoObserver)).map_err(|(e, _)| e).unwrap();
         assert!(report.errors.is_empty(), "{:?}", report.errors);
         assert_eq!(all_rows(&source), all_rows(&target), "{extra}");
@@ -279,9 +232,9 @@ fn delete_guard_counts_the_rows_a_copy_added() {
                    "tables": [{"name": "t"}]}"#;
     let config = Config::from_str_at(text, std::path::Path::new("c.json"), &|_| None).unwrap();
     // Count calls: survey (1), choice of the copy (2), the table's verification (3).
-    let source = ShrinkingSource { inner: source, counts: AtomicU64::new(0), delete_after: 3, victim: Key::Int(5) };
+    let source = TestDb::shrinking(source, 3, Key::Int(5));
     let options = RunOptions { progress: ProgressMode::Off, ..RunOptions::default() };
-    let engine = Engine::with_connectors(config, Arc::new(source), target.clone() as Arc<dyn Connector>, options);
+    let engine = Engine::with_connectors(config, source, target.clone() as Arc<dyn Connector>, options);
     let report = block_on(engine.run(&mut NoObserver)).map_err(|(e, _)| e).unwrap();
     assert!(report.errors.is_empty(), "{:?}", report.errors);
     assert_eq!((report.tables[0].added, report.tables[0].deleted), (1_000, 1));

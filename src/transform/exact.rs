@@ -26,7 +26,7 @@ use jiff::SignedDuration;
 use jiff::civil::{Date, DateTime, Time};
 use jiff::tz::{Offset, TimeZone};
 
-use crate::model::{ColumnType, Storage, TWO_TO_63, Value};
+use crate::model::{ColumnType, Storage, Value, float_integer};
 
 /// A target column as conversion and comparison need it: its family and what it holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -247,12 +247,6 @@ fn to_integer(value: Value, bits: u8) -> Result<Value, String> {
         return Err(format!("{i} does not fit in a {bits}-bit integer column"));
     }
     Ok(Value::Int(i))
-}
-
-/// The integer a float holds exactly, if it is a whole number within 64 bits.
-fn float_integer(f: f64) -> Option<i64> {
-    // 2^63 itself is out of range; every whole double below it converts exactly.
-    (f.is_finite() && f.fract() == 0.0 && (-TWO_TO_63..TWO_TO_63).contains(&f)).then_some(f as i64)
 }
 
 /// An integer (or whole-number float, integer text, boolean) as an exact integer.
