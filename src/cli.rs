@@ -27,6 +27,9 @@ pub mod exit {
     pub const ABORTED: u8 = 5;
     /// The state store is busy (another run), holds an unfinished run, or is damaged.
     pub const STATE: u8 = 6;
+    /// A database connection was lost during the run and its retries ran out; the run can
+    /// be resumed once the link is back.
+    pub const NETWORK: u8 = 7;
     /// Stopped by a signal; the run can be resumed.
     pub const INTERRUPTED: u8 = 130;
 }
@@ -39,6 +42,7 @@ const EXIT_CODES: &str = "Exit codes:
   4    tables or columns do not fit the config
   5    run stopped: too many errors, delete guard, or a database failure
   6    state store busy (another run in progress), holding an unfinished run, or damaged
+  7    connection lost during the run and its retries ran out (resumable)
   130  interrupted by a signal (resumable)";
 
 /// Keeps tables of one database equal to those of another (SQLite now; PostgreSQL, 4D
@@ -280,7 +284,7 @@ pub fn engine_exit(e: &EngineError) -> u8 {
         EngineError::Schema(_) => exit::SCHEMA,
         EngineError::BadKeys(_) => exit::ABORTED,
         EngineError::Interrupted => exit::INTERRUPTED,
-        EngineError::Database { source, .. } if source.is_retryable() => exit::CONNECTION,
+        EngineError::Database { source, .. } if source.is_retryable() => exit::NETWORK,
         _ => exit::ABORTED,
     }
 }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
+use crate::connector::resilient::{NetworkEvent, NetworkEventKind};
 use crate::plan::Plan;
 
 /// Class of an error, as in the manual's "Error Categories".
@@ -85,6 +86,12 @@ pub struct TableReport {
     /// the whole key range), not only the counts, the keys or the changed rows.
     #[serde(default)]
     pub rows_compared: bool,
+    /// Calls about this table that failed and were tried again (resilience layer).
+    #[serde(default)]
+    pub retries: u64,
+    /// Lost connections during calls about this table, each followed by a new session.
+    #[serde(default)]
+    pub reconnects: u64,
 }
 
 /// What a run established about a table, as the summary names it.
@@ -224,6 +231,17 @@ pub struct RunReport {
     /// Why the run stopped before its end (`None`: it ran to the end).
     #[serde(default)]
     pub stopped: Option<String>,
+    /// Every retry, reconnection and give-up of the resilience layer, oldest first.
+    #[serde(default)]
+    pub network: Vec<NetworkEvent>,
+}
+
+/// How many of the last network events the text summary lists (JSON has them all).
+const NETWORK_EVENTS_SHOWN: usize = 20;
+
+/// `1 retry`, `2 retries` and the like.
+fn plural(n: u64, one: &str, many: &str) -> String {
+    if n == 1 { format!("1 {one}") } else { format!("{n} {many}") }
 }
 
 /// `1 error`, `2 errors`.
@@ -236,6 +254,47 @@ fn seconds(ms: u64) -> String {
 }
 
 impl RunReport {
+    /// The network section of the summary: retries and reconnections in total and per
+    /// table, then the last events with time and cause. Nothing when nothing failed.
+    fn render_network(&self, out: &mut String) {
+        if self.network.is_empty() {
+            return;
+        }
+        let count = |kind| self.network.iter().filter(|e| e.kind == kind).count() as u64;
+        let _ = writeln!(
+            out,
+            "network: {}, {}",
+            plural(count(NetworkEventKind::Retry), "retry", "retries"),
+            plural(count(NetworkEventKind::Reconnect), "reconnect", "reconnects")
+        );
+        for t in self.tables.iter().filter(|t| t.retries + t.reconnects > 0) {
+            let _ = writeln!(
+                out,
+                "  {}: {}, {}",
+                t.name,
+                plural(t.retries, "retry", "retries"),
+                plural(t.reconnects, "reconnect", "reconnects")
+            );
+        }
+        let skip = self.network.len().saturating_sub(NETWORK_EVENTS_SHOWN);
+        if skip > 0 {
+            let _ = writeln!(out, "  ({skip} earlier events: `db-sync show RUN --json` lists them all)");
+        }
+        for e in &self.network[skip..] {
+            let table = e.table.as_deref().map(|t| format!(" {t}")).unwrap_or_default();
+            let wait = if e.wait_ms > 0 { format!(", waiting {}", seconds(e.wait_ms)) } else { String::new() };
+            let _ = writeln!(
+                out,
+                "  {} {} {}{table}, {}: {}{wait}",
+                crate::checkpoint::format_ms(e.at_ms),
+                e.kind.name(),
+                e.side,
+                e.operation,
+                e.cause
+            );
+        }
+    }
+
     /// The summary printed at the end of a run.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -302,6 +361,7 @@ impl RunReport {
         let _ = writeln!(out, "         {}", metrics[5..10].join(" "));
         let _ = writeln!(out, "         {}", metrics[10..].join(" "));
         let _ = writeln!(out, "run time: {}", seconds(self.duration_ms));
+        self.render_network(&mut out);
         match (&self.stopped, self.errors.len()) {
             (Some(reason), 0) => {
                 let _ = writeln!(out, "Sync stopped: {reason}");

@@ -4,7 +4,9 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint::{
     EventKind, RunMeta, RunRecord, RunStatus, Store, StoreError, StoreObserver, StoreWatermarks, format_ms, host_name,
@@ -51,36 +53,81 @@ fn store_exit(e: &StoreError) -> u8 {
     }
 }
 
-/// Sets `stop` on the first SIGINT or SIGTERM; a second one exits at once (the last
-/// checkpoint stays valid: it was written after a commit).
-fn install_signal_handler(stop: Arc<AtomicBool>) {
-    tokio::spawn(async move {
-        #[cfg(unix)]
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!("cannot listen for SIGTERM: {e}");
-                return;
-            }
-        };
-        loop {
+/// How long a run may take to stop by itself after SIGINT/SIGTERM (it stops at the end of
+/// the current batch) before its calls are abandoned.
+pub const STOP_GRACE: Duration = Duration::from_secs(2);
+
+/// Turns SIGINT and SIGTERM into a stop: the first sets the engine's `stop` flag (the run
+/// stops after the current batch) and, if the run has not stopped [`STOP_GRACE`] later
+/// (a call stuck on a stalled link, a long batch), cancels `abandon`; a second signal
+/// cancels it at once. Abandoning drops the calls in flight: the last checkpoint stands,
+/// as after a crash, and `db-sync resume` continues from it.
+#[derive(Clone)]
+pub struct Stopper {
+    /// The engine's stop flag.
+    pub stop: Arc<AtomicBool>,
+    /// Cancelled when the calls in flight are to be abandoned.
+    pub abandon: CancellationToken,
+}
+
+impl Stopper {
+    /// Listens for the signals (needs a tokio runtime).
+    pub fn install(stop: Arc<AtomicBool>) -> Stopper {
+        let stopper = Stopper { stop, abandon: CancellationToken::new() };
+        let (stop, abandon) = (Arc::clone(&stopper.stop), stopper.abandon.clone());
+        tokio::spawn(async move {
             #[cfg(unix)]
-            let signal = tokio::select! {
-                _ = tokio::signal::ctrl_c() => "SIGINT",
-                _ = term.recv() => "SIGTERM",
+            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!("cannot listen for SIGTERM: {e}");
+                    return;
+                }
             };
-            #[cfg(not(unix))]
-            let signal = {
-                let _ = tokio::signal::ctrl_c().await;
-                "interrupt"
-            };
-            if stop.swap(true, Ordering::SeqCst) {
-                eprintln!("{signal} again: stopping now; `db-sync resume` continues from the last checkpoint");
-                std::process::exit(i32::from(exit::INTERRUPTED));
+            loop {
+                #[cfg(unix)]
+                let signal = tokio::select! {
+                    _ = tokio::signal::ctrl_c() => "SIGINT",
+                    _ = term.recv() => "SIGTERM",
+                };
+                #[cfg(not(unix))]
+                let signal = {
+                    let _ = tokio::signal::ctrl_c().await;
+                    "interrupt"
+                };
+                if stop.swap(true, Ordering::SeqCst) {
+                    eprintln!("{signal} again: stopping now");
+                    abandon.cancel();
+                    continue;
+                }
+                eprintln!(
+                    "{signal}: stopping after the current batch (within {}; send it again to stop at once)",
+                    humantime::format_duration(STOP_GRACE)
+                );
+                let abandon = abandon.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(STOP_GRACE).await;
+                    abandon.cancel();
+                });
             }
-            eprintln!("{signal}: stopping after the current batch (send it again to stop at once)");
+        });
+        stopper
+    }
+
+    /// Runs `work` unless the calls in flight are abandoned first (`None`).
+    pub async fn unless_abandoned<T>(&self, work: impl std::future::Future<Output = T>) -> Option<T> {
+        tokio::select! {
+            biased;
+            result = work => Some(result),
+            _ = self.abandon.cancelled() => None,
         }
-    });
+    }
+}
+
+/// Exit for a signal that came before the run was recorded: nothing was written.
+fn stopped_before_run() -> u8 {
+    eprintln!("interrupted before the run started; nothing was written");
+    exit::INTERRUPTED
 }
 
 fn describe_position(state: &RunState) -> String {
@@ -139,18 +186,21 @@ pub async fn start(config: Config, mut options: RunOptions, abandon: bool, outpu
     let (source, target) = (config.source.describe(), config.target.describe());
     let config_path = config.path.display().to_string();
     let fingerprint = config.fingerprint;
-    let engine = match Engine::connect(config, options).await {
-        Ok(e) => e,
-        Err(e) => {
+    let stopper = Stopper::install(Arc::clone(&options.stop));
+    let engine = match stopper.unless_abandoned(Engine::connect(config, options)).await {
+        None => return stopped_before_run(),
+        Some(Ok(e)) => e,
+        Some(Err(e)) => {
             eprintln!("error: {e}");
             return engine_exit(&e);
         }
     };
     let started = Instant::now();
     let watermarks = StoreWatermarks { store: &store, source: source.clone(), target: target.clone() };
-    let (jobs, state) = match engine.plan_run(&watermarks).await {
-        Ok(v) => v,
-        Err(e) => {
+    let (jobs, state) = match stopper.unless_abandoned(engine.plan_run(&watermarks)).await {
+        None => return stopped_before_run(),
+        Some(Ok(v)) => v,
+        Some(Err(e)) => {
             eprintln!("error: {e}");
             return engine_exit(&e);
         }
@@ -183,7 +233,7 @@ pub async fn start(config: Config, mut options: RunOptions, abandon: bool, outpu
         return exit::STATE;
     }
     tracing::info!(run = id, "run started");
-    execute(&store, &engine, jobs, meta, state, started, output).await
+    execute(&store, &engine, &stopper, jobs, meta, state, started, output).await
 }
 
 /// `db-sync resume`: continues the newest unfinished run (or `run_id`) from its
@@ -229,9 +279,11 @@ pub async fn resume(config: Config, mut options: RunOptions, run_id: Option<u64>
         return exit::CONFIG;
     }
     let (source, target) = (config.source.describe(), config.target.describe());
-    let engine = match Engine::connect(config, options).await {
-        Ok(e) => e,
-        Err(e) => {
+    let stopper = Stopper::install(Arc::clone(&options.stop));
+    let engine = match stopper.unless_abandoned(Engine::connect(config, options)).await {
+        None => return stopped_before_run(),
+        Some(Ok(e)) => e,
+        Some(Err(e)) => {
             eprintln!("error: {e}");
             return engine_exit(&e);
         }
@@ -239,23 +291,25 @@ pub async fn resume(config: Config, mut options: RunOptions, run_id: Option<u64>
     let started = Instant::now();
     let jobs = if replan {
         let watermarks = StoreWatermarks { store: &store, source, target };
-        match engine.plan_run(&watermarks).await {
-            Ok((jobs, fresh)) => {
+        match stopper.unless_abandoned(engine.plan_run(&watermarks)).await {
+            None => return stopped_before_run(),
+            Some(Ok((jobs, fresh))) => {
                 let detail = format!("re-planned at {}", describe_position(&state));
                 state = carry_over(state, fresh);
                 meta.config_fingerprint = fingerprint;
                 meta.event(EventKind::Replanned, detail);
                 jobs
             }
-            Err(e) => {
+            Some(Err(e)) => {
                 eprintln!("error: {e}");
                 return engine_exit(&e);
             }
         }
     } else {
-        match engine.jobs_for(&state).await {
-            Ok(jobs) => jobs,
-            Err(EngineError::PlanInvalid(why)) => {
+        match stopper.unless_abandoned(engine.jobs_for(&state)).await {
+            None => return stopped_before_run(),
+            Some(Ok(jobs)) => jobs,
+            Some(Err(EngineError::PlanInvalid(why))) => {
                 eprintln!(
                     "error: cannot resume run {} with its stored plan: {why}; `db-sync resume --replan` re-plans it, \
                      `db-sync run --abandon` starts over",
@@ -263,7 +317,7 @@ pub async fn resume(config: Config, mut options: RunOptions, run_id: Option<u64>
                 );
                 return exit::CONFIG;
             }
-            Err(e) => {
+            Some(Err(e)) => {
                 eprintln!("error: {e}");
                 return engine_exit(&e);
             }
@@ -279,7 +333,7 @@ pub async fn resume(config: Config, mut options: RunOptions, run_id: Option<u64>
         return exit::STATE;
     }
     eprintln!("resuming run {} at {}", meta.id, describe_position(&state));
-    execute(&store, &engine, jobs, meta, state, started, output).await
+    execute(&store, &engine, &stopper, jobs, meta, state, started, output).await
 }
 
 /// A fresh plan that keeps the counters, errors and timers of the run it replaces.
@@ -295,30 +349,52 @@ fn carry_over(old: RunState, mut fresh: RunState) -> RunState {
             r.skipped += p.skipped;
             r.errors += p.errors;
             r.duration_ms += p.duration_ms;
+            r.retries += p.retries;
+            r.reconnects += p.reconnects;
         }
     }
     fresh.errors = old.errors;
+    fresh.network = old.network;
     fresh.timers = old.timers;
     fresh.queries_before = old.queries_before;
     fresh
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn execute(
     store: &Store,
     engine: &Engine,
+    stopper: &Stopper,
     jobs: Vec<crate::engine::TableJob>,
     mut meta: RunMeta,
     mut state: RunState,
     started: Instant,
     output: Output,
 ) -> u8 {
-    install_signal_handler(Arc::clone(&engine.options().stop));
     let identities = jobs.iter().map(|j| watermark_identity(&meta.source, &meta.target, j)).collect();
     let written = state.tables.iter().map(|t| t.verified).collect();
     let active_ms_before = meta.active_ms;
     let mut observer =
         StoreObserver { store, meta: &mut meta, identities, watermarks_written: written, active_ms_before, started };
-    let result = engine.execute(&jobs, &mut state, &mut observer).await;
+    let result = match stopper.unless_abandoned(engine.execute(&jobs, &mut state, &mut observer)).await {
+        Some(result) => {
+            engine.close().await;
+            result
+        }
+        None => {
+            // The calls in flight were dropped, possibly halfway through changing the state
+            // in memory: continue from the last checkpoint, as after a crash.
+            match store.load_run(meta.id) {
+                Ok(stored) => state = stored.state,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return exit::STATE;
+                }
+            }
+            engine.absorb_network(&jobs, &mut state);
+            Err(EngineError::Interrupted)
+        }
+    };
     meta.active_ms = active_ms_before + started.elapsed().as_millis() as u64;
     let code = match &result {
         Ok(()) => {

@@ -383,7 +383,7 @@ async fn open_target(dir: &Path, target: &str) -> Arc<dyn Connector> {
         r#"{{"source": {{"type": "sqlite", "path": "unused"}}, "target": {target}, "tables": [{{"name": "tags"}}]}}"#
     );
     let config = Config::from_str_at(&text, &dir.join("c.json"), &|_| None).unwrap();
-    connector::open(&config.target, Side::Target, Default::default()).await.unwrap()
+    connector::open(&config.target, Side::Target, Default::default(), Default::default()).await.unwrap()
 }
 
 fn scope(filter: bool) -> TableScope {

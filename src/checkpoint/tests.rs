@@ -34,6 +34,7 @@ fn state() -> RunState {
         bisect: Default::default(),
         queries_before: 3,
         mismatched: vec![(0, 5, 6)],
+        network: Vec::new(),
     }
 }
 
@@ -286,6 +287,8 @@ mod formats {
                 duration_ms: 1_250,
                 verified: Some(false),
                 rows_compared: false,
+                retries: 0,
+                reconnects: 0,
             },
             mapping_fingerprint: 0xfeed_beef,
             verified: false,
@@ -317,6 +320,8 @@ mod formats {
                 duration_ms: 0,
                 verified: None,
                 rows_compared: false,
+                retries: 0,
+                reconnects: 0,
             },
             mapping_fingerprint: 1,
             verified: true,
@@ -373,6 +378,7 @@ mod formats {
             bisect: BisectTotals { searches: 1, iterations: 9, queries: 27, max_depth: 3 },
             queries_before: 11,
             mismatched: vec![(0, 340, 339)],
+            network: Vec::new(),
         };
         let watermark = WatermarkRecord {
             identity: "sqlite ./source.sqlite|sqlite ./target.sqlite|items|items|[]".into(),

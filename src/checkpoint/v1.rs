@@ -515,6 +515,7 @@ impl From<RunState> for live_engine::RunState {
             bisect: v.bisect.into(),
             queries_before: v.queries_before,
             mismatched: v.mismatched,
+            network: Vec::new(),
         }
     }
 }
@@ -582,6 +583,8 @@ impl From<TableReport> for live_report::TableReport {
             verified: v.verified,
             // Format 1 did not record whether rows were compared: claim no more.
             rows_compared: false,
+            retries: 0,
+            reconnects: 0,
         }
     }
 }

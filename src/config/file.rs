@@ -170,17 +170,22 @@ pub struct ConnectionFile {
     /// PostgreSQL: `disable`, `prefer`, `require`, `verify-ca` or `verify-full`.
     #[serde(default)]
     pub sslmode: Option<String>,
-    /// Seconds one database call may take before it fails as a connection error and is
-    /// retried (default 300; see `connector::resilient`); PostgreSQL's connect timeout
-    /// (default 30 there).
+    /// Longest one database call may take before it fails as a connection error and is
+    /// retried: seconds, or a duration such as `"90s"` (default 300; see
+    /// [`crate::config::Resilience`]).
     #[serde(default)]
-    pub timeout: Option<u64>,
+    pub timeout: Option<serde_json::Value>,
     /// Retries of a call that failed with a retryable error (default 3).
     #[serde(default)]
     pub retry_count: Option<u32>,
-    /// Milliseconds before the first retry, doubling with jitter (default 5000).
+    /// Wait before the first retry, doubling with jitter: milliseconds (as in the manual's
+    /// example, `5000`), or a duration such as `"5s"` (default 5 s).
     #[serde(default)]
-    pub retry_delay: Option<u64>,
+    pub retry_delay: Option<serde_json::Value>,
+    /// Wait after a lost connection before connecting again: seconds, or a duration such as
+    /// `"30s"` (default 30, the manual's recovery flow).
+    #[serde(default)]
+    pub reconnect_delay: Option<serde_json::Value>,
 }
 
 impl std::fmt::Debug for ConnectionFile {
@@ -201,6 +206,7 @@ impl std::fmt::Debug for ConnectionFile {
             .field("timeout", &self.timeout)
             .field("retry_count", &self.retry_count)
             .field("retry_delay", &self.retry_delay)
+            .field("reconnect_delay", &self.reconnect_delay)
             .finish()
     }
 }

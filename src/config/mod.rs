@@ -7,6 +7,7 @@ pub mod file;
 use std::collections::HashSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde_json::Value as Json;
 
@@ -144,6 +145,8 @@ pub struct Endpoint {
     pub path: Option<PathBuf>,
     /// The raw connection settings (may hold secrets; never printed).
     pub raw: ConnectionFile,
+    /// Deadline, retries and reconnection of every call on this connection.
+    pub resilience: Resilience,
 }
 
 impl fmt::Debug for Endpoint {
@@ -615,7 +618,80 @@ fn endpoint(conn: &ConnectionFile, location: &str, path: &Path, base_dir: &Path)
             }
         }
     }
-    Ok(Endpoint { kind: conn.kind, path: resolved, raw: conn.clone() })
+    let resilience = Resilience::parse(conn, location, path)?;
+    Ok(Endpoint { kind: conn.kind, path: resolved, raw: conn.clone(), resilience })
+}
+
+/// Deadline, retries and reconnection of one connection (keys `timeout`, `retry_count`,
+/// `retry_delay`, `reconnect_delay`), applied by the resilience layer around every
+/// connector (`connector::resilient`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Resilience {
+    /// Longest a single call may take before it counts as a lost connection (default
+    /// 300 s, as the manual's example).
+    pub timeout: Duration,
+    /// Retries of a call that failed with a retryable error (default 3, the manual's).
+    pub retry_count: u32,
+    /// Wait before the first retry, doubling (with jitter) after each, up to 16 times
+    /// this (default 5 s, the manual's `5000` ms).
+    pub retry_delay: Duration,
+    /// Wait after a lost connection before connecting again (default 30 s, the manual's
+    /// recovery flow: "disconnect all connections, wait 30 seconds, retry connection").
+    pub reconnect_delay: Duration,
+}
+
+impl Default for Resilience {
+    fn default() -> Self {
+        Resilience {
+            timeout: Duration::from_secs(300),
+            retry_count: 3,
+            retry_delay: Duration::from_secs(5),
+            reconnect_delay: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Resilience {
+    /// Reads the keys of a connection entry; defaults where it says nothing. A number is
+    /// seconds (`retry_delay`: milliseconds, as the manual writes it); a string is a
+    /// duration in humantime's form (`"90s"`, `"1h 30m"`, `"250ms"`).
+    pub fn parse(conn: &ConnectionFile, location: &str, path: &Path) -> Result<Resilience, ConfigError> {
+        let default = Resilience::default();
+        let duration = |value: &Option<Json>, key: &str, unit: Duration, default: Duration| match value {
+            None => Ok(default),
+            Some(value) => {
+                duration_setting(value, unit).map_err(|message| invalid(path, format!("{location}.{key}"), message))
+            }
+        };
+        let settings = Resilience {
+            timeout: duration(&conn.timeout, "timeout", Duration::from_secs(1), default.timeout)?,
+            retry_count: conn.retry_count.unwrap_or(default.retry_count),
+            retry_delay: duration(&conn.retry_delay, "retry_delay", Duration::from_millis(1), default.retry_delay)?,
+            reconnect_delay: duration(
+                &conn.reconnect_delay,
+                "reconnect_delay",
+                Duration::from_secs(1),
+                default.reconnect_delay,
+            )?,
+        };
+        if settings.timeout.is_zero() {
+            return Err(invalid(path, format!("{location}.timeout"), "must be more than 0"));
+        }
+        Ok(settings)
+    }
+}
+
+/// A duration from config: a number of `unit`s (fractions allowed) or a humantime string.
+pub fn duration_setting(value: &Json, unit: Duration) -> Result<Duration, String> {
+    match value {
+        Json::Number(n) => match n.as_f64() {
+            Some(x) if x.is_finite() && x >= 0.0 && x <= 1e9 => Ok(unit.mul_f64(x)),
+            _ => Err(format!("`{n}` is not a duration: give a number of at least 0 or a string such as \"90s\"")),
+        },
+        Json::String(text) => humantime::parse_duration(text.trim())
+            .map_err(|e| format!("`{text}` is not a duration such as \"90s\", \"1h 30m\" or \"250ms\" ({e})")),
+        _ => Err("must be a number or a duration such as \"90s\"".into()),
+    }
 }
 
 fn table_spec(file: &ConfigFile, table: &TableFile, location: &str, path: &Path) -> Result<TableSpec, ConfigError> {

@@ -268,3 +268,34 @@ fn wrong_type_of_password_is_not_quoted() {
     let message = parse(text).unwrap_err().to_string();
     assert!(message.contains("source.password") && !message.contains("918273645"), "{message}");
 }
+
+/// `timeout`, `retry_delay` and `reconnect_delay` take numbers (seconds; `retry_delay` in
+/// milliseconds, as the manual writes it) or humantime durations; defaults are the
+/// manual's; a wrong value names its key.
+#[test]
+fn resilience_durations() {
+    let with = |settings: &str| {
+        parse(&MINIMAL.replace(
+            r#""target": {"type": "sqlite", "path": "target.sqlite"}"#,
+            &format!(r#""target": {{"type": "sqlite", "path": "target.sqlite", {settings}}}"#),
+        ))
+    };
+    let d = |s: &str| humantime::parse_duration(s).unwrap();
+    assert_eq!(parse(MINIMAL).unwrap().target.resilience, Resilience::default());
+    assert_eq!(Resilience::default().reconnect_delay, d("30s"));
+    let config = with(r#""timeout": 20, "retry_count": 5, "retry_delay": 250, "reconnect_delay": 0.1"#).unwrap();
+    let r = config.target.resilience;
+    assert_eq!((r.timeout, r.retry_count, r.retry_delay, r.reconnect_delay), (d("20s"), 5, d("250ms"), d("100ms")));
+    let config = with(r#""timeout": "1h 30m", "retry_delay": "2s", "reconnect_delay": "90s""#).unwrap();
+    let r = config.target.resilience;
+    assert_eq!((r.timeout, r.retry_delay, r.reconnect_delay), (d("90m"), d("2s"), d("90s")));
+    for (settings, key) in [
+        (r#""timeout": "soon""#, "target.timeout"),
+        (r#""timeout": 0"#, "target.timeout"),
+        (r#""retry_delay": -5"#, "target.retry_delay"),
+        (r#""reconnect_delay": true"#, "target.reconnect_delay"),
+    ] {
+        let err = with(settings).unwrap_err().to_string();
+        assert!(err.contains(key), "{settings}: {err}");
+    }
+}

@@ -68,6 +68,29 @@ impl ConnectorError {
     pub fn is_retryable(&self) -> bool {
         matches!(self, ConnectorError::Connection { .. } | ConnectorError::Busy { .. })
     }
+
+    /// Whether the session is lost (refused, reset, closed or silent past its deadline):
+    /// the resilience layer opens a new one before trying again. A busy database keeps
+    /// its session.
+    pub fn is_connection_loss(&self) -> bool {
+        matches!(self, ConnectorError::Connection { .. })
+    }
+
+    /// The error after `retries` retries that all failed: the same kind, saying so.
+    pub fn gave_up(self, retries: u32) -> ConnectorError {
+        let note = |message: String| match retries {
+            0 => format!("{message} (no retries configured: retry_count is 0)"),
+            1 => format!("{message} (gave up after 1 retry)"),
+            n => format!("{message} (gave up after {n} retries)"),
+        };
+        match self {
+            ConnectorError::Connection { endpoint, message } => {
+                ConnectorError::Connection { endpoint, message: note(message) }
+            }
+            ConnectorError::Busy { endpoint, message } => ConnectorError::Busy { endpoint, message: note(message) },
+            other => other,
+        }
+    }
 }
 
 /// What a backend can do; the planner checks these before a run starts.
@@ -169,6 +192,22 @@ pub trait Connector: Send + Sync {
 
     /// I/O counters.
     fn counters(&self) -> &IoCounters;
+
+    /// Opens a new session, replacing the current one: drops every connection (a lost one
+    /// may hang or be half-open) and connects again. The resilience layer calls it after
+    /// a lost connection; the constructor opens the first session. Default: nothing to do.
+    async fn connect(&self) -> Result<(), ConnectorError> {
+        Ok(())
+    }
+
+    /// One cheap round trip that proves the session answers. Default: nothing to check.
+    async fn health_check(&self) -> Result<(), ConnectorError> {
+        Ok(())
+    }
+
+    /// Ends the session at the end of a run (logs out, closes connections). Errors are
+    /// the backend's to log; the run's outcome does not depend on them.
+    async fn close(&self) {}
 
     /// The table's schema, or `None` when it does not exist.
     async fn describe(&self, table: &str) -> Result<Option<TableSchema>, ConnectorError>;
@@ -319,25 +358,31 @@ pub struct ConnectOptions {
 }
 
 /// Opens the connector for an endpoint.
+/// Opens the connector for an endpoint, behind the resilience layer (its first connection
+/// is retried like any call); retries and reconnections are recorded in `journal`.
 pub async fn open(
     endpoint: &Endpoint,
     side: Side,
     options: ConnectOptions,
+    journal: Arc<resilient::NetworkJournal>,
 ) -> Result<Arc<dyn Connector>, ConnectorError> {
-    let resilience = resilient::Resilience::of(&endpoint.raw);
-    let connector: Arc<dyn Connector> = match endpoint.kind {
-        ConnectionKind::Sqlite => {
-            let path = endpoint.path.clone().expect("validated sqlite endpoint has a path");
-            Arc::new(sqlite::SqliteConnector::open(path, side, options).await?)
-        }
-        ConnectionKind::Postgres => Arc::new(postgres::PostgresConnector::open(endpoint, side, options).await?),
-        kind => {
-            return Err(ConnectorError::Config(format!(
-                "{} connection type `{}` is not supported yet; db-sync currently syncs sqlite and postgres databases",
-                side.name(),
-                kind.name()
-            )));
-        }
+    if !matches!(endpoint.kind, ConnectionKind::Sqlite | ConnectionKind::Postgres) {
+        return Err(ConnectorError::Config(format!(
+            "{} connection type `{}` is not supported yet; db-sync currently syncs sqlite and postgres databases",
+            side.name(),
+            endpoint.kind.name()
+        )));
+    }
+    let open = || async move {
+        let connector: Arc<dyn Connector> = match endpoint.kind {
+            ConnectionKind::Sqlite => {
+                let path = endpoint.path.clone().expect("validated sqlite endpoint has a path");
+                Arc::new(sqlite::SqliteConnector::open(path, side, options).await?)
+            }
+            _ => Arc::new(postgres::PostgresConnector::open(endpoint, side, options).await?),
+        };
+        Ok(connector)
     };
-    Ok(Arc::new(resilient::Resilient::new(connector, resilience)))
+    let resilient = resilient::Resilient::open(endpoint.resilience, side, journal, open).await?;
+    Ok(Arc::new(resilient))
 }

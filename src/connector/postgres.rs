@@ -222,7 +222,7 @@ impl PostgresConnector {
         // The pool retries a refused connection until its acquire timeout and then reports
         // only "pool timed out". One plain connection first names the cause: connection
         // refused, no such host, or the server's authentication error.
-        let timeout = Duration::from_secs(raw.timeout.unwrap_or(30));
+        let timeout = if raw.timeout.is_some() { endpoint.resilience.timeout } else { Duration::from_secs(30) };
         let first = <sqlx::PgConnection as sqlx::Connection>::connect_with(&connect);
         match tokio::time::timeout(timeout, first).await {
             Ok(Ok(first)) => {

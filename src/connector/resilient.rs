@@ -1,107 +1,297 @@
-//! The resilience layer every connector is wrapped in: each call has a deadline (the
-//! connection's `timeout`), and a retryable failure (decided by
-//! [`ConnectorError::is_retryable`], the one place that says what is retryable) is tried
-//! again `retry_count` times with exponential backoff and jitter, the first wait being
-//! `retry_delay` (the `backon` crate). Writes are retried as well: they are idempotent
-//! (upsert by key, delete by key set), so a write whose reply was lost lands once.
+//! The resilience layer every connector is wrapped in (configured per connection by
+//! [`Resilience`]):
 //!
-//! The manual's recovery flow ("Disconnect All Connections, Wait 30 seconds, Retry
-//! Connection") is the backoff here; dropping and re-opening connections is the backend's
-//! pool's job (sqlx re-opens a closed connection on the next acquire).
+//! - every call has a deadline (`timeout`); a call that gets no answer in time (a stalled
+//!   link) fails as a lost connection;
+//! - a retryable failure (decided by [`ConnectorError::is_retryable`], the one place that
+//!   says what is retryable) is tried again `retry_count` times with exponential backoff
+//!   and jitter, the first wait being `retry_delay` (the `backon` crate);
+//! - a lost connection (refused, reset, closed, timed out) also ends the session: before
+//!   the next attempt the layer waits `reconnect_delay` and calls the connector's
+//!   [`Connector::connect`], which drops every connection and opens a new session (the
+//!   manual's recovery flow: "disconnect all connections, wait 30 seconds, retry
+//!   connection"). Concurrent calls share one reconnection.
+//!
+//! Writes are retried as well: they are idempotent (upsert by key, delete by key set), so
+//! a write whose reply was lost (the commit may or may not have landed) lands once.
+//!
+//! Every retry, reconnection and final give-up is written to a [`NetworkJournal`] with its
+//! time and cause; the engine moves the entries into the run's audit record at each
+//! checkpoint.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use backon::{ExponentialBuilder, Retryable};
+use serde::{Deserialize, Serialize};
 
-use super::{Capabilities, Connector, ConnectorError, IoCounters, KeyProblems, ModifyCursor, Page};
-use crate::config::ConnectionFile;
+use super::{Capabilities, Connector, ConnectorError, IoCounters, KeyProblems, ModifyCursor, Page, Side};
+pub use crate::config::Resilience;
 use crate::model::{ColumnSchema, Key, KeyRange, Row, TableSchema, TableScope, Value};
 
-/// Deadline and retries of one connection.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Resilience {
-    /// Longest a single call may take before it counts as a failed connection (config
-    /// `timeout`, seconds; default 300, as the manual's example).
-    pub timeout: Duration,
-    /// Retries of a call that failed with a retryable error (config `retry_count`; default 3).
-    pub retry_count: u32,
-    /// Wait before the first retry, doubling (with jitter) after each (config
-    /// `retry_delay`, milliseconds as in the manual's example; default 5000).
-    pub retry_delay: Duration,
+/// What the resilience layer did about a failed call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NetworkEventKind {
+    /// The call failed with a retryable error and is tried again after a wait.
+    Retry,
+    /// The session was dropped and a new one opened after a lost connection.
+    Reconnect,
+    /// The retries ran out; the call's error stops the run (resumable).
+    GaveUp,
 }
 
-impl Default for Resilience {
-    fn default() -> Self {
-        Resilience { timeout: Duration::from_secs(300), retry_count: 3, retry_delay: Duration::from_millis(5000) }
-    }
-}
-
-impl Resilience {
-    /// The settings of a connection entry, defaults where it says nothing.
-    pub fn of(raw: &ConnectionFile) -> Resilience {
-        let default = Resilience::default();
-        Resilience {
-            timeout: raw.timeout.map_or(default.timeout, Duration::from_secs),
-            retry_count: raw.retry_count.unwrap_or(default.retry_count),
-            retry_delay: raw.retry_delay.map_or(default.retry_delay, Duration::from_millis),
+impl NetworkEventKind {
+    /// Lower-case name: `retry`, `reconnect`, `gave up`.
+    pub fn name(self) -> &'static str {
+        match self {
+            NetworkEventKind::Retry => "retry",
+            NetworkEventKind::Reconnect => "reconnect",
+            NetworkEventKind::GaveUp => "gave up",
         }
     }
+}
+
+/// One retry, reconnection or give-up, as the audit record keeps it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NetworkEvent {
+    /// When (milliseconds since the Unix epoch).
+    pub at_ms: i64,
+    /// What happened.
+    pub kind: NetworkEventKind,
+    /// `source` or `target`.
+    pub side: String,
+    /// The table the call was about: the database's table name as the layer saw it; the
+    /// engine replaces it with the config's table name. `None` for calls about no table
+    /// (connecting).
+    pub table: Option<String>,
+    /// The call, in words (`counting rows`, `writing rows`).
+    pub operation: String,
+    /// The error that caused it (no secrets: connector errors never hold them).
+    pub cause: String,
+    /// Which retry this is (1 for the first); for a give-up, the retries made.
+    pub attempt: u32,
+    /// Wait before the next attempt, in milliseconds (0 for a give-up).
+    pub wait_ms: u64,
+}
+
+/// Where the resilience layers of a run write their [`NetworkEvent`]s until the engine
+/// takes them. Shared by both sides; cheap when nothing fails.
+#[derive(Debug, Default)]
+pub struct NetworkJournal {
+    events: Mutex<Vec<NetworkEvent>>,
+}
+
+impl NetworkJournal {
+    /// Appends an event.
+    pub fn record(&self, event: NetworkEvent) {
+        self.events.lock().unwrap_or_else(|e| e.into_inner()).push(event);
+    }
+
+    /// Takes every event recorded so far, oldest first.
+    pub fn drain(&self) -> Vec<NetworkEvent> {
+        std::mem::take(&mut *self.events.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// The session a call ran on, and whether it was lost.
+#[derive(Debug, Default)]
+struct Session {
+    /// Increases with every reconnection.
+    generation: u64,
+    /// Why the current session is lost, once a call on it lost its connection.
+    lost: Option<String>,
 }
 
 /// A connector behind the resilience layer.
 pub struct Resilient {
     inner: Arc<dyn Connector>,
     settings: Resilience,
+    side: Side,
+    journal: Arc<NetworkJournal>,
+    session: Mutex<Session>,
+    /// Fast check that `session.lost` is set.
+    lost: AtomicBool,
+    /// Serializes reconnections: concurrent calls on a lost session share one.
+    reconnecting: tokio::sync::Mutex<()>,
 }
 
 impl Resilient {
-    /// Wraps `inner`.
-    pub fn new(inner: Arc<dyn Connector>, settings: Resilience) -> Resilient {
-        Resilient { inner, settings }
+    /// Wraps `inner`, an open connector of `side`, recording into `journal`.
+    pub fn new(inner: Arc<dyn Connector>, settings: Resilience, side: Side, journal: Arc<NetworkJournal>) -> Resilient {
+        Resilient {
+            inner,
+            settings,
+            side,
+            journal,
+            session: Mutex::new(Session::default()),
+            lost: AtomicBool::new(false),
+            reconnecting: tokio::sync::Mutex::new(()),
+        }
     }
 
-    /// Runs `op` with the deadline and the retries.
-    async fn call<T, F, Fut>(&self, what: &'static str, mut op: F) -> Result<T, ConnectorError>
+    /// Opens a connector with `open`, retrying a refused or lost first connection as any
+    /// other call (the first attempt included in `retry_count`).
+    pub async fn open<F, Fut>(
+        settings: Resilience,
+        side: Side,
+        journal: Arc<NetworkJournal>,
+        open: F,
+    ) -> Result<Resilient, ConnectorError>
+    where
+        F: FnMut() -> Fut + Send,
+        Fut: Future<Output = Result<Arc<dyn Connector>, ConnectorError>> + Send,
+    {
+        let inner = retrying(&settings, side, &journal, "connecting", None, open).await?;
+        Ok(Resilient::new(inner, settings, side, journal))
+    }
+
+    fn session(&self) -> std::sync::MutexGuard<'_, Session> {
+        self.session.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The generation of a usable session: when the current one is lost, waits
+    /// `reconnect_delay`, has the connector open a new session, and records it.
+    async fn usable_session(&self, table: Option<&str>) -> Result<u64, ConnectorError> {
+        if !self.lost.load(Ordering::Acquire) {
+            return Ok(self.session().generation);
+        }
+        let _one_at_a_time = self.reconnecting.lock().await;
+        let cause = match self.session().lost.clone() {
+            None => return Ok(self.session().generation),
+            Some(cause) => cause,
+        };
+        tracing::warn!(
+            "{} connection lost ({cause}); connecting again in {}",
+            self.side.name(),
+            humantime::format_duration(self.settings.reconnect_delay)
+        );
+        self.journal.record(NetworkEvent {
+            at_ms: crate::checkpoint::now_ms(),
+            kind: NetworkEventKind::Reconnect,
+            side: self.side.name().into(),
+            table: table.map(str::to_string),
+            operation: "connecting again".into(),
+            cause,
+            attempt: 0,
+            wait_ms: self.settings.reconnect_delay.as_millis() as u64,
+        });
+        tokio::time::sleep(self.settings.reconnect_delay).await;
+        deadline(self.settings.timeout, self.inner.describe_endpoint(), "connecting again", self.inner.connect())
+            .await?;
+        let mut session = self.session();
+        session.generation += 1;
+        session.lost = None;
+        self.lost.store(false, Ordering::Release);
+        Ok(session.generation)
+    }
+
+    /// Marks session `generation` lost (a later session is left alone).
+    fn lose(&self, generation: u64, cause: &ConnectorError) {
+        let mut session = self.session();
+        if session.generation == generation && session.lost.is_none() {
+            session.lost = Some(cause.to_string());
+            self.lost.store(true, Ordering::Release);
+        }
+    }
+
+    /// Runs `op` on a usable session, with the deadline, the retries and reconnection.
+    async fn call<T, F, Fut>(&self, what: &'static str, table: Option<&str>, mut op: F) -> Result<T, ConnectorError>
     where
         F: FnMut() -> Fut + Send,
         Fut: Future<Output = Result<T, ConnectorError>> + Send,
         T: Send,
     {
-        let timeout = self.settings.timeout;
         let endpoint = self.inner.describe_endpoint();
         let attempt = || {
-            let call = op();
             let endpoint = endpoint.clone();
+            let call = op();
             async move {
-                match tokio::time::timeout(timeout, call).await {
-                    Ok(result) => result,
-                    Err(_) => Err(ConnectorError::Connection {
-                        endpoint,
-                        message: format!("{what} got no answer within the timeout of {}", humane(timeout)),
-                    }),
+                let generation = self.usable_session(table).await?;
+                let result = deadline(self.settings.timeout, endpoint, what, call).await;
+                if let Err(e) = &result {
+                    if e.is_connection_loss() {
+                        self.lose(generation, e);
+                    }
                 }
+                result
             }
         };
-        let backoff = ExponentialBuilder::default()
-            .with_min_delay(self.settings.retry_delay)
-            .with_max_delay(self.settings.retry_delay.saturating_mul(16))
-            .with_max_times(self.settings.retry_count as usize)
-            .with_jitter();
-        attempt
-            .retry(backoff)
-            .sleep(tokio::time::sleep)
-            .when(ConnectorError::is_retryable)
-            .notify(|e, wait| tracing::warn!("{what} failed ({e}); retrying in {}", humane(wait)))
-            .await
+        retrying(&self.settings, self.side, &self.journal, what, table, attempt).await
     }
 }
 
-/// A duration as people read it: `300s`, `1.5s`, `250ms`.
-fn humane(d: Duration) -> String {
-    if d < Duration::from_secs(1) { format!("{}ms", d.as_millis()) } else { format!("{}s", d.as_secs_f64()) }
+/// `call` with a deadline: no answer within `timeout` is a lost connection.
+async fn deadline<T>(
+    timeout: Duration,
+    endpoint: String,
+    what: &str,
+    call: impl Future<Output = Result<T, ConnectorError>>,
+) -> Result<T, ConnectorError> {
+    match tokio::time::timeout(timeout, call).await {
+        Ok(result) => result,
+        Err(_) => Err(ConnectorError::Connection {
+            endpoint,
+            message: format!("{what} got no answer within the timeout of {}", humantime::format_duration(timeout)),
+        }),
+    }
+}
+
+/// Runs `attempt` until it succeeds, fails with an error that is not retryable, or has
+/// been retried `retry_count` times; records each retry and the give-up in `journal`.
+async fn retrying<T, F, Fut>(
+    settings: &Resilience,
+    side: Side,
+    journal: &NetworkJournal,
+    what: &str,
+    table: Option<&str>,
+    attempt: F,
+) -> Result<T, ConnectorError>
+where
+    F: FnMut() -> Fut + Send,
+    Fut: Future<Output = Result<T, ConnectorError>> + Send,
+{
+    let backoff = ExponentialBuilder::default()
+        .with_min_delay(settings.retry_delay)
+        .with_max_delay(settings.retry_delay.saturating_mul(16))
+        .with_max_times(settings.retry_count as usize)
+        .with_jitter();
+    let retries = std::sync::atomic::AtomicU32::new(0);
+    let event = |kind, cause: &ConnectorError, attempt, wait: Duration| NetworkEvent {
+        at_ms: crate::checkpoint::now_ms(),
+        kind,
+        side: side.name().into(),
+        table: table.map(str::to_string),
+        operation: what.to_string(),
+        cause: cause.to_string(),
+        attempt,
+        wait_ms: wait.as_millis() as u64,
+    };
+    let result = attempt
+        .retry(backoff)
+        .sleep(tokio::time::sleep)
+        .when(ConnectorError::is_retryable)
+        .notify(|e, wait| {
+            let n = retries.fetch_add(1, Ordering::Relaxed) + 1;
+            tracing::warn!(
+                "{} {what} failed ({e}); retry {n} of {} in {}",
+                side.name(),
+                settings.retry_count,
+                humantime::format_duration(wait)
+            );
+            journal.record(event(NetworkEventKind::Retry, e, n, wait));
+        })
+        .await;
+    match result {
+        Err(e) if e.is_retryable() => {
+            let made = retries.load(Ordering::Relaxed);
+            journal.record(event(NetworkEventKind::GaveUp, &e, made, Duration::ZERO));
+            Err(e.gave_up(made))
+        }
+        other => other,
+    }
 }
 
 #[async_trait]
@@ -115,8 +305,25 @@ impl Connector for Resilient {
     fn counters(&self) -> &IoCounters {
         self.inner.counters()
     }
+    async fn connect(&self) -> Result<(), ConnectorError> {
+        let endpoint = self.inner.describe_endpoint();
+        deadline(self.settings.timeout, endpoint, "connecting", self.inner.connect()).await
+    }
+    async fn health_check(&self) -> Result<(), ConnectorError> {
+        self.call("checking the connection", None, || self.inner.health_check()).await
+    }
+    async fn close(&self) {
+        let endpoint = self.inner.describe_endpoint();
+        let closing = async {
+            self.inner.close().await;
+            Ok(())
+        };
+        if let Err(e) = deadline(self.settings.timeout, endpoint, "closing the session", closing).await {
+            tracing::warn!("{e}");
+        }
+    }
     async fn describe(&self, table: &str) -> Result<Option<TableSchema>, ConnectorError> {
-        self.call("describing a table", || self.inner.describe(table)).await
+        self.call("describing a table", Some(table), || self.inner.describe(table)).await
     }
     async fn key_problems(
         &self,
@@ -124,22 +331,22 @@ impl Connector for Resilient {
         duplicates: bool,
         limit: usize,
     ) -> Result<KeyProblems, ConnectorError> {
-        self.call("checking keys", || self.inner.key_problems(scope, duplicates, limit)).await
+        self.call("checking keys", Some(&scope.table), || self.inner.key_problems(scope, duplicates, limit)).await
     }
     async fn count(&self, scope: &TableScope, range: &KeyRange) -> Result<u64, ConnectorError> {
-        self.call("counting rows", || self.inner.count(scope, range)).await
+        self.call("counting rows", Some(&scope.table), || self.inner.count(scope, range)).await
     }
     async fn key_at(&self, scope: &TableScope, range: &KeyRange, offset: u64) -> Result<Option<Key>, ConnectorError> {
-        self.call("finding a midpoint key", || self.inner.key_at(scope, range, offset)).await
+        self.call("finding a midpoint key", Some(&scope.table), || self.inner.key_at(scope, range, offset)).await
     }
     async fn read_keys(&self, scope: &TableScope, range: &KeyRange, limit: usize) -> Result<Page<Key>, ConnectorError> {
-        self.call("reading keys", || self.inner.read_keys(scope, range, limit)).await
+        self.call("reading keys", Some(&scope.table), || self.inner.read_keys(scope, range, limit)).await
     }
     async fn read_rows(&self, scope: &TableScope, range: &KeyRange, limit: usize) -> Result<Page<Row>, ConnectorError> {
-        self.call("reading rows", || self.inner.read_rows(scope, range, limit)).await
+        self.call("reading rows", Some(&scope.table), || self.inner.read_rows(scope, range, limit)).await
     }
     async fn read_rows_by_keys(&self, scope: &TableScope, keys: &[Key]) -> Result<Vec<Row>, ConnectorError> {
-        self.call("reading rows by key", || self.inner.read_rows_by_keys(scope, keys)).await
+        self.call("reading rows by key", Some(&scope.table), || self.inner.read_rows_by_keys(scope, keys)).await
     }
     async fn read_changed_since(
         &self,
@@ -147,31 +354,33 @@ impl Connector for Resilient {
         cursor: &ModifyCursor,
         limit: usize,
     ) -> Result<Page<Row>, ConnectorError> {
-        self.call("reading changed rows", || self.inner.read_changed_since(scope, cursor, limit)).await
+        self.call("reading changed rows", Some(&scope.table), || self.inner.read_changed_since(scope, cursor, limit))
+            .await
     }
     async fn count_changed_since(&self, scope: &TableScope, modify_id: Option<&Value>) -> Result<u64, ConnectorError> {
-        self.call("counting changed rows", || self.inner.count_changed_since(scope, modify_id)).await
+        self.call("counting changed rows", Some(&scope.table), || self.inner.count_changed_since(scope, modify_id))
+            .await
     }
     async fn count_null_modify(&self, scope: &TableScope) -> Result<u64, ConnectorError> {
-        self.call("counting NULL modify ids", || self.inner.count_null_modify(scope)).await
+        self.call("counting NULL modify ids", Some(&scope.table), || self.inner.count_null_modify(scope)).await
     }
     async fn max_modify(&self, scope: &TableScope) -> Result<Option<Value>, ConnectorError> {
-        self.call("reading the largest modify id", || self.inner.max_modify(scope)).await
+        self.call("reading the largest modify id", Some(&scope.table), || self.inner.max_modify(scope)).await
     }
     async fn upsert(&self, scope: &TableScope, rows: &[Row]) -> Result<u64, ConnectorError> {
-        self.call("writing rows", || self.inner.upsert(scope, rows)).await
+        self.call("writing rows", Some(&scope.table), || self.inner.upsert(scope, rows)).await
     }
     async fn create_table(&self, name: &str, columns: &[ColumnSchema], keys: &[String]) -> Result<(), ConnectorError> {
-        self.call("creating a table", || self.inner.create_table(name, columns, keys)).await
+        self.call("creating a table", Some(name), || self.inner.create_table(name, columns, keys)).await
     }
     async fn foreign_keys(&self, tables: &[String]) -> Result<Vec<(String, String)>, ConnectorError> {
-        self.call("reading foreign keys", || self.inner.foreign_keys(tables)).await
+        self.call("reading foreign keys", None, || self.inner.foreign_keys(tables)).await
     }
     async fn insert_new(&self, scope: &TableScope, rows: &[Row]) -> Result<u64, ConnectorError> {
-        self.call("writing rows", || self.inner.insert_new(scope, rows)).await
+        self.call("writing rows", Some(&scope.table), || self.inner.insert_new(scope, rows)).await
     }
     async fn delete(&self, scope: &TableScope, keys: &[Key]) -> Result<u64, ConnectorError> {
-        self.call("deleting rows", || self.inner.delete(scope, keys)).await
+        self.call("deleting rows", Some(&scope.table), || self.inner.delete(scope, keys)).await
     }
 }
 
@@ -189,6 +398,7 @@ mod tests {
         failures: u32,
         stall: bool,
         calls: AtomicU32,
+        connects: AtomicU32,
     }
 
     #[async_trait]
@@ -201,6 +411,10 @@ mod tests {
         }
         fn counters(&self) -> &IoCounters {
             self.inner.counters()
+        }
+        async fn connect(&self) -> Result<(), ConnectorError> {
+            self.connects.fetch_add(1, Ordering::SeqCst);
+            Ok(())
         }
         async fn describe(&self, table: &str) -> Result<Option<TableSchema>, ConnectorError> {
             self.inner.describe(table).await
@@ -261,11 +475,21 @@ mod tests {
         let inner = MemoryConnector::new();
         inner.create_table("t", &["id"], 0);
         inner.insert("t", (1..=5).map(|i| vec![Value::Int(i)]));
-        Arc::new(Flaky { inner, failures, stall, calls: AtomicU32::new(0) })
+        Arc::new(Flaky { inner, failures, stall, calls: AtomicU32::new(0), connects: AtomicU32::new(0) })
     }
 
     fn settings(retry_count: u32) -> Resilience {
-        Resilience { timeout: Duration::from_secs(2), retry_count, retry_delay: Duration::from_millis(100) }
+        Resilience {
+            timeout: Duration::from_secs(2),
+            retry_count,
+            retry_delay: Duration::from_millis(100),
+            reconnect_delay: Duration::from_millis(500),
+        }
+    }
+
+    fn wrap(db: Arc<Flaky>, settings: Resilience) -> (Resilient, Arc<NetworkJournal>) {
+        let journal = Arc::new(NetworkJournal::default());
+        (Resilient::new(db, settings, Side::Source, journal.clone()), journal)
     }
 
     /// Connection failures are retried `retry_count` times with backoff; the call then
@@ -273,12 +497,12 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn retryable_failures_are_retried_then_given_up() {
         let db = flaky(3, false);
-        let resilient = Resilient::new(db.clone(), settings(3));
+        let resilient = wrap(db.clone(), settings(3)).0;
         assert_eq!(resilient.count(&scope(), &KeyRange::all()).await.unwrap(), 5);
         assert_eq!(db.calls.load(Ordering::SeqCst), 4, "three failures, then the answer");
 
         let db = flaky(10, false);
-        let resilient = Resilient::new(db.clone(), settings(2));
+        let resilient = wrap(db.clone(), settings(2)).0;
         let err = resilient.count(&scope(), &KeyRange::all()).await.unwrap_err();
         assert!(err.is_retryable() && err.to_string().contains("connection reset"), "{err}");
         assert_eq!(db.calls.load(Ordering::SeqCst), 3, "one try and two retries");
@@ -289,22 +513,49 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_stalled_call_times_out_and_is_retried() {
         let db = flaky(1, true);
-        let resilient = Resilient::new(db.clone(), settings(1));
+        let resilient = wrap(db.clone(), settings(1)).0;
         let started = tokio::time::Instant::now();
         assert_eq!(resilient.count(&scope(), &KeyRange::all()).await.unwrap(), 5);
         assert!(started.elapsed() >= Duration::from_secs(2), "waited for the timeout");
         assert!(started.elapsed() < Duration::from_secs(3), "then retried at once: {:?}", started.elapsed());
 
         let db = flaky(5, true);
-        let err = Resilient::new(db, settings(0)).count(&scope(), &KeyRange::all()).await.unwrap_err();
+        let err = wrap(db, settings(0)).0.count(&scope(), &KeyRange::all()).await.unwrap_err();
         assert!(err.to_string().contains("no answer within the timeout of 2s"), "{err}");
+    }
+
+    /// A lost connection ends the session: the next attempt waits `reconnect_delay`,
+    /// opens a new session, and the journal records each retry and reconnection with its
+    /// cause; when the retries run out, the give-up is recorded and the error says so.
+    #[tokio::test(start_paused = true)]
+    async fn a_lost_connection_reconnects_and_is_recorded() {
+        let db = flaky(2, false);
+        let (resilient, journal) = wrap(db.clone(), settings(3));
+        let started = tokio::time::Instant::now();
+        assert_eq!(resilient.count(&scope(), &KeyRange::all()).await.unwrap(), 5);
+        assert_eq!(db.connects.load(Ordering::SeqCst), 2, "one new session per lost one");
+        assert!(started.elapsed() >= Duration::from_millis(2 * 500 + 100 + 200), "{:?}", started.elapsed());
+        let events = journal.drain();
+        let kinds: Vec<NetworkEventKind> = events.iter().map(|e| e.kind).collect();
+        use NetworkEventKind::*;
+        assert_eq!(kinds, [Retry, Reconnect, Retry, Reconnect]);
+        assert!(events.iter().all(|e| e.cause.contains("connection reset") && e.table.as_deref() == Some("t")));
+        assert_eq!((events[0].attempt, events[2].attempt), (1, 2));
+        assert_eq!(events[1].wait_ms, 500);
+
+        let db = flaky(10, false);
+        let (resilient, journal) = wrap(db.clone(), settings(1));
+        let err = resilient.count(&scope(), &KeyRange::all()).await.unwrap_err();
+        assert!(err.to_string().contains("gave up after 1 retry"), "{err}");
+        let kinds: Vec<NetworkEventKind> = journal.drain().iter().map(|e| e.kind).collect();
+        assert_eq!(kinds, [Retry, Reconnect, GaveUp]);
     }
 
     /// Errors that retrying cannot mend (bad data, a missing table) are not retried.
     #[tokio::test(start_paused = true)]
     async fn other_errors_are_not_retried() {
         let db = flaky(0, false);
-        let resilient = Resilient::new(db, settings(3));
+        let resilient = wrap(db, settings(3)).0;
         let missing = TableScope { table: "nope".into(), ..scope() };
         let started = tokio::time::Instant::now();
         assert!(matches!(resilient.count(&missing, &KeyRange::all()).await, Err(ConnectorError::Schema(_))));

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, Lookback, TableSpec};
+use crate::connector::resilient::{NetworkEvent, NetworkEventKind, NetworkJournal};
 use crate::connector::{self, ConnectOptions, Connector, ConnectorError, Side};
 use crate::model::{ColumnSchema, Key, KeyRange, TableSchema, Value};
 use crate::plan::{self, Plan, PlanInput, StepKind};
@@ -257,6 +258,9 @@ pub struct RunState {
     pub queries_before: u64,
     /// Tables whose counts differed at `Verify`: `(table, source, target)`.
     pub mismatched: Vec<(usize, u64, u64)>,
+    /// Every retry, reconnection and give-up of the resilience layer, oldest first, each
+    /// attributed to its table entry where the call was about one.
+    pub network: Vec<NetworkEvent>,
 }
 
 impl RunState {
@@ -379,6 +383,29 @@ pub struct Engine {
     target: Arc<dyn Connector>,
     options: RunOptions,
     policy: ErrorPolicy,
+    journal: Arc<NetworkJournal>,
+}
+
+/// Moves the events of `journal` into `state`: each event about a table of `jobs` (its
+/// source table on the source side, its target table on the target side) is named by the
+/// table entry and counted in that table's report.
+pub fn absorb_network(journal: &NetworkJournal, jobs: &[TableJob], state: &mut RunState) {
+    for mut event in journal.drain() {
+        let source = event.side == Side::Source.name();
+        let index = event.table.as_ref().and_then(|t| {
+            jobs.iter().position(|job| if source { &job.spec.source_table == t } else { &job.spec.target_table == t })
+        });
+        if let Some(i) = index {
+            let report = &mut state.tables[i].report;
+            event.table = Some(report.name.clone());
+            match event.kind {
+                NetworkEventKind::Retry => report.retries += 1,
+                NetworkEventKind::Reconnect => report.reconnects += 1,
+                NetworkEventKind::GaveUp => {}
+            }
+        }
+        state.network.push(event);
+    }
 }
 
 /// The modify ID incremental reads start after: `watermark` lowered by
@@ -440,12 +467,15 @@ impl Engine {
     /// Opens both sides.
     pub async fn connect(config: Config, options: RunOptions) -> Result<Engine, EngineError> {
         let connect_options = ConnectOptions { show_sql: config.run.show_sql };
-        let source =
-            connector::open(&config.source, Side::Source, connect_options).await.map_err(EngineError::Connect)?;
-        let target =
-            connector::open(&config.target, Side::Target, connect_options).await.map_err(EngineError::Connect)?;
+        let journal = Arc::new(NetworkJournal::default());
+        let source = connector::open(&config.source, Side::Source, connect_options, journal.clone())
+            .await
+            .map_err(EngineError::Connect)?;
+        let target = connector::open(&config.target, Side::Target, connect_options, journal.clone())
+            .await
+            .map_err(EngineError::Connect)?;
         let policy = ErrorPolicy::new(&config);
-        Ok(Engine { config, source, target, options, policy })
+        Ok(Engine { config, source, target, options, policy, journal })
     }
 
     /// An engine over connectors opened elsewhere (tests, embedding).
@@ -456,7 +486,7 @@ impl Engine {
         options: RunOptions,
     ) -> Engine {
         let policy = ErrorPolicy::new(&config);
-        Engine { config, source, target, options, policy }
+        Engine { config, source, target, options, policy, journal: Arc::new(NetworkJournal::default()) }
     }
 
     /// The config.
@@ -768,6 +798,7 @@ impl Engine {
             bisect: BisectTotals::default(),
             queries_before: 0,
             mismatched: Vec::new(),
+            network: Vec::new(),
         };
         Ok((jobs, state))
     }
@@ -807,6 +838,7 @@ impl Engine {
         observer: &mut dyn Observer,
     ) -> Result<(), EngineError> {
         let result = self.execute_tasks(jobs, state, observer).await;
+        absorb_network(&self.journal, jobs, state);
         state.queries_before += self.queries();
         self.source.counters().queries.store(0, Ordering::Relaxed);
         self.target.counters().queries.store(0, Ordering::Relaxed);
@@ -911,6 +943,7 @@ impl Engine {
             }
             state.position += 1;
             state.cursor = None;
+            absorb_network(&self.journal, jobs, state);
             observer.checkpoint(state)?;
         }
         for table in &mut state.tables {
@@ -943,6 +976,8 @@ impl Engine {
             source: self.source.as_ref(),
             target: self.target.as_ref(),
             job: &jobs[table],
+            jobs,
+            journal: &self.journal,
             table,
             state,
             policy: self.policy,
@@ -996,7 +1031,26 @@ impl Engine {
             binarySearchMaxDepthAll: u64::from(state.bisect.max_depth),
             binarySearchTimeAll: state.timers.bisect.as_millis() as u64,
         };
-        RunReport { metrics, errors: state.errors.clone(), tables, duration_ms, plan_only, stopped: None }
+        RunReport {
+            metrics,
+            errors: state.errors.clone(),
+            tables,
+            duration_ms,
+            plan_only,
+            stopped: None,
+            network: state.network.clone(),
+        }
+    }
+
+    /// Moves the retries and reconnections recorded since the last checkpoint into
+    /// `state` (see [`absorb_network`]).
+    pub fn absorb_network(&self, jobs: &[TableJob], state: &mut RunState) {
+        absorb_network(&self.journal, jobs, state);
+    }
+
+    /// Ends both sessions (each within its connection's `timeout`).
+    pub async fn close(&self) {
+        futures::join!(self.source.close(), self.target.close());
     }
 
     /// The source connector.

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::{EngineError, ErrorPolicy, Observer, RunOptions, RunState, TableJob, TableSurvey};
 use futures::StreamExt;
 
+use crate::connector::resilient::NetworkJournal;
 use crate::connector::{Connector, ConnectorError, ModifyCursor, Page};
 use crate::diff::bisect::{Direction, SearchState, Searcher, token};
 use crate::model::{Key, KeyRange, Row, TableScope, Value};
@@ -102,6 +103,10 @@ pub struct StepContext<'a> {
     pub target: &'a dyn Connector,
     /// The table.
     pub job: &'a TableJob,
+    /// Every table of the run (to name the tables of network events).
+    pub jobs: &'a [TableJob],
+    /// Where the resilience layers record retries and reconnections.
+    pub journal: &'a NetworkJournal,
     /// Index of the table in the run state.
     pub table: usize,
     /// The run state: the table's statistics, errors, timers and cursor.
@@ -188,6 +193,7 @@ impl StepContext<'_> {
     /// only after the target committed everything up to `cursor`.
     fn commit(&mut self, cursor: StepCursor) -> Result<(), EngineError> {
         self.state.cursor = Some(cursor);
+        super::absorb_network(self.journal, self.jobs, self.state);
         self.observer.checkpoint(self.state)
     }
 
