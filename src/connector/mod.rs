@@ -28,6 +28,15 @@ pub enum ConnectorError {
         /// What happened.
         message: String,
     },
+    /// The database cannot be used and trying again will not change it: a missing or
+    /// unreadable file, a file that is not a database, a full disk. Not retryable.
+    #[error("cannot use {endpoint}: {message}")]
+    Unavailable {
+        /// Which database (no secrets).
+        endpoint: String,
+        /// What is wrong.
+        message: String,
+    },
     /// The database is busy or locked by another process. Retryable.
     #[error("{endpoint} is busy or locked: {message}")]
     Busy {

@@ -34,7 +34,7 @@ impl SqliteConnector {
     pub async fn open(path: PathBuf, side: Side, options: ConnectOptions) -> Result<SqliteConnector, ConnectorError> {
         let endpoint = format!("{} sqlite {}", side.name(), path.display());
         if !path.exists() {
-            return Err(ConnectorError::Connection {
+            return Err(ConnectorError::Unavailable {
                 endpoint,
                 message: "the database file does not exist; check `path` in the config".into(),
             });
@@ -109,7 +109,8 @@ fn classify(endpoint: &str, e: rusqlite::Error) -> ConnectorError {
             | ErrorCode::SystemIoFailure
             | ErrorCode::DiskFull
             | ErrorCode::DatabaseCorrupt => {
-                return ConnectorError::Connection { endpoint: endpoint.to_string(), message };
+                // A file, not a link: trying again does not change it.
+                return ConnectorError::Unavailable { endpoint: endpoint.to_string(), message };
             }
             _ => {}
         }
