@@ -8,11 +8,14 @@
 //! a time (sled holds an exclusive file lock, which the kernel releases when the process
 //! dies); `owner.json` beside it tells others who holds it.
 //!
-//! The layout of each format is frozen. Format 2 (written now) encodes the live types;
-//! format 1 is read through its frozen copies in [`v1`] and migrated into them. A store
-//! of an older format is marked with the current one when opened, so an older db-sync
-//! refuses it instead of misreading it. The golden test in `tests.rs` fails when a live
-//! type's layout changes without a new format.
+//! The layout of each format is frozen. Format 3 (written now) encodes the live types.
+//! Older formats are read through frozen copies of the types they stored and migrated
+//! step by step into the live types: format 2 through [`v2`] (v2 → live), format 1
+//! through [`v1`] (v1 → v2 → live). When a live type changes, a new format freezes the
+//! current layout and only the newest migration is edited. A store of an older format
+//! is marked with the current one when opened, so an older db-sync refuses it instead of
+//! misreading it. The golden test in `tests.rs` fails when a live type's layout changes
+//! without a new format; the golden files of formats 1 and 2 check their frozen copies.
 
 use std::path::{Path, PathBuf};
 
@@ -22,10 +25,11 @@ use crate::engine::{EngineError, Observer, RunState, Watermarks};
 use crate::model::Value;
 
 pub mod v1;
+pub mod v2;
 
 /// Format of the store this version writes. Stores of older formats are read (their
 /// records migrated) and marked with this format when opened; newer ones are refused.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 
 /// FNV-1a, 64 bit: record checksums and fingerprints (not for security).
 pub fn fnv1a(bytes: &[u8]) -> u64 {
@@ -234,30 +238,36 @@ pub struct RunRecord {
 /// types, into the live [`RunRecord`].
 #[derive(Serialize, Deserialize)]
 enum StoredRun {
-    /// Format 1, frozen.
+    /// Format 1, frozen; migrated through format 2's frozen types.
     V1(v1::RunRecord),
-    /// Format 2: the live types.
-    V2(RunRecord),
+    /// Format 2, frozen.
+    V2(v2::RunRecord),
+    /// Format 3: the live types.
+    V3(RunRecord),
 }
 
 impl From<StoredRun> for RunRecord {
     fn from(stored: StoredRun) -> RunRecord {
         match stored {
-            StoredRun::V1(record) => record.into(),
-            StoredRun::V2(record) => record,
+            StoredRun::V1(record) => v2::RunRecord::from(record).into(),
+            StoredRun::V2(record) => record.into(),
+            StoredRun::V3(record) => record,
         }
     }
 }
 
-/// Borrowing twin of [`StoredRun`]: serializes `V2` identically, without cloning the
+/// Borrowing twin of [`StoredRun`]: serializes `V3` identically, without cloning the
 /// state. Only the current format is ever written.
 #[derive(Serialize)]
 enum StoredRunRef<'a> {
-    /// Never written; holds format 1's position so `V2` encodes as variant 1.
+    /// Never written; holds format 1's position.
     #[allow(dead_code)]
     V1(()),
-    /// Format 2.
-    V2(RunRecordRef<'a>),
+    /// Never written; holds format 2's position so `V3` encodes as variant 2.
+    #[allow(dead_code)]
+    V2(()),
+    /// Format 3.
+    V3(RunRecordRef<'a>),
 }
 
 #[derive(Serialize)]
@@ -282,17 +292,20 @@ pub struct WatermarkRecord {
 /// Versioned envelope of a stored watermark, like [`StoredRun`].
 #[derive(Serialize, Deserialize)]
 enum StoredWatermark {
-    /// Format 1, frozen.
+    /// Format 1, frozen; migrated through format 2's frozen types.
     V1(v1::WatermarkRecord),
-    /// Format 2: the live types.
-    V2(WatermarkRecord),
+    /// Format 2, frozen.
+    V2(v2::WatermarkRecord),
+    /// Format 3: the live types.
+    V3(WatermarkRecord),
 }
 
 impl From<StoredWatermark> for WatermarkRecord {
     fn from(stored: StoredWatermark) -> WatermarkRecord {
         match stored {
-            StoredWatermark::V1(record) => record.into(),
-            StoredWatermark::V2(record) => record,
+            StoredWatermark::V1(record) => v2::WatermarkRecord::from(record).into(),
+            StoredWatermark::V2(record) => record.into(),
+            StoredWatermark::V3(record) => record,
         }
     }
 }
@@ -335,7 +348,7 @@ fn seal(payload: Vec<u8>) -> Vec<u8> {
 
 /// Encodes a run record in the current format, sealed.
 fn encode_run(meta: &RunMeta, state: &RunState) -> Vec<u8> {
-    let stored = StoredRunRef::V2(RunRecordRef { meta, state });
+    let stored = StoredRunRef::V3(RunRecordRef { meta, state });
     seal(bincode::serde::encode_to_vec(&stored, bincode_config()).expect("run record encodes"))
 }
 
@@ -349,7 +362,7 @@ fn decode_run(bytes: &[u8], what: &str) -> Result<RunRecord, String> {
 
 /// Encodes a watermark record in the current format, sealed.
 fn encode_watermark(record: &WatermarkRecord) -> Vec<u8> {
-    let stored = StoredWatermark::V2(record.clone());
+    let stored = StoredWatermark::V3(record.clone());
     seal(bincode::serde::encode_to_vec(&stored, bincode_config()).expect("watermark encodes"))
 }
 

@@ -1,29 +1,26 @@
 //! Format 1 of the state store, frozen: copies of every type a format-1 run record
 //! (`StoredRun::V1`) and watermark record (`StoredWatermark::V1`) encode, exactly as
 //! db-sync wrote them (same fields in the same order, same variants in the same order),
-//! and the migration of each into today's live type.
+//! and the migration of each into format 2's frozen type.
 //!
 //! bincode is not self-describing: a field added, removed or moved, or a variant moved,
 //! changes how every stored byte is read. So these types never change, whatever happens
-//! to the live types in `engine`, `model`, `plan`, `report` and `diff`; they carry serde
-//! derives and nothing else (no `tag`, `untagged`, `flatten`, `skip` or defaults).
+//! to the live types in `checkpoint`, `engine`, `model`, `plan`, `report` and `diff`;
+//! they carry serde derives and nothing else (no `tag`, `untagged`, `flatten`, `skip` or
+//! defaults).
 //!
-//! Migrations are plain `From` impls that build each live value with a struct literal.
-//! When a live struct gains a field, the compiler points at its literal here, and the fix
-//! is one line: the field with the value a format-1 record stands for (usually its
-//! default). A live enum that gains a variant needs nothing here; one that loses or
-//! renames a variant gets its old variant mapped onto what replaced it. Every frozen
-//! format migrates straight into the live types, so a change to a live type touches one
-//! line per frozen format.
+//! Migrations are plain `From` impls into format 2's frozen types ([`super::v2`]), which
+//! migrate on into the live types: a format-1 record is read as `v1` → `v2` → live. Both
+//! sides of these impls are frozen, so they never change either; when a live type
+//! changes, only the migration from the newest frozen format (v2 → live) is edited, and
+//! every older format follows through it. Format 2 is format 1 with more variants
+//! (`Key::Parts`, `Key::Bytes`) and one more field (`TableReport::rows_compared`), so
+//! each impl here is a plain copy except that field, which gets the value a format-1
+//! record stands for.
 
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint as live_checkpoint;
-use crate::diff::bisect as live_bisect;
-use crate::engine as live_engine;
-use crate::model as live_model;
-use crate::plan as live_plan;
-use crate::report as live_report;
+use super::v2;
 
 /// A run as stored. Frozen: the layout of format 1; never change.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -434,23 +431,22 @@ pub struct WatermarkRecord {
     pub at_ms: i64,
 }
 
-// Migrations into the live types. Each live struct is built with a literal naming every
-// field, so a field added to a live type fails to compile here until it gets the value a
-// format-1 record stands for.
+// Migrations into format 2's frozen types. Each struct is built with a literal naming
+// every field.
 
 fn all<A, B: From<A>>(items: Vec<A>) -> Vec<B> {
     items.into_iter().map(B::from).collect()
 }
 
-impl From<RunRecord> for live_checkpoint::RunRecord {
+impl From<RunRecord> for v2::RunRecord {
     fn from(v: RunRecord) -> Self {
-        live_checkpoint::RunRecord { meta: v.meta.into(), state: v.state.into() }
+        v2::RunRecord { meta: v.meta.into(), state: v.state.into() }
     }
 }
 
-impl From<RunMeta> for live_checkpoint::RunMeta {
+impl From<RunMeta> for v2::RunMeta {
     fn from(v: RunMeta) -> Self {
-        live_checkpoint::RunMeta {
+        v2::RunMeta {
             id: v.id,
             config_path: v.config_path,
             config_fingerprint: v.config_fingerprint,
@@ -468,43 +464,43 @@ impl From<RunMeta> for live_checkpoint::RunMeta {
     }
 }
 
-impl From<RunStatus> for live_checkpoint::RunStatus {
+impl From<RunStatus> for v2::RunStatus {
     fn from(v: RunStatus) -> Self {
-        use live_checkpoint::RunStatus as Live;
+        use v2::RunStatus as V2;
         match v {
-            RunStatus::Running => Live::Running,
-            RunStatus::Interrupted => Live::Interrupted,
-            RunStatus::Completed => Live::Completed,
-            RunStatus::CompletedWithErrors => Live::CompletedWithErrors,
-            RunStatus::Failed => Live::Failed,
-            RunStatus::Abandoned => Live::Abandoned,
+            RunStatus::Running => V2::Running,
+            RunStatus::Interrupted => V2::Interrupted,
+            RunStatus::Completed => V2::Completed,
+            RunStatus::CompletedWithErrors => V2::CompletedWithErrors,
+            RunStatus::Failed => V2::Failed,
+            RunStatus::Abandoned => V2::Abandoned,
         }
     }
 }
 
-impl From<RunEvent> for live_checkpoint::RunEvent {
+impl From<RunEvent> for v2::RunEvent {
     fn from(v: RunEvent) -> Self {
-        live_checkpoint::RunEvent { at_ms: v.at_ms, kind: v.kind.into(), pid: v.pid, host: v.host, detail: v.detail }
+        v2::RunEvent { at_ms: v.at_ms, kind: v.kind.into(), pid: v.pid, host: v.host, detail: v.detail }
     }
 }
 
-impl From<EventKind> for live_checkpoint::EventKind {
+impl From<EventKind> for v2::EventKind {
     fn from(v: EventKind) -> Self {
-        use live_checkpoint::EventKind as Live;
+        use v2::EventKind as V2;
         match v {
-            EventKind::Started => Live::Started,
-            EventKind::Interrupted => Live::Interrupted,
-            EventKind::Resumed => Live::Resumed,
-            EventKind::Replanned => Live::Replanned,
-            EventKind::Finished => Live::Finished,
-            EventKind::Abandoned => Live::Abandoned,
+            EventKind::Started => V2::Started,
+            EventKind::Interrupted => V2::Interrupted,
+            EventKind::Resumed => V2::Resumed,
+            EventKind::Replanned => V2::Replanned,
+            EventKind::Finished => V2::Finished,
+            EventKind::Abandoned => V2::Abandoned,
         }
     }
 }
 
-impl From<RunState> for live_engine::RunState {
+impl From<RunState> for v2::RunState {
     fn from(v: RunState) -> Self {
-        live_engine::RunState {
+        v2::RunState {
             tables: all(v.tables),
             tasks: all(v.tasks),
             position: v.position,
@@ -520,9 +516,9 @@ impl From<RunState> for live_engine::RunState {
     }
 }
 
-impl From<TableState> for live_engine::TableState {
+impl From<TableState> for v2::TableState {
     fn from(v: TableState) -> Self {
-        live_engine::TableState {
+        v2::TableState {
             survey: v.survey.into(),
             report: v.report.into(),
             mapping_fingerprint: v.mapping_fingerprint,
@@ -531,9 +527,9 @@ impl From<TableState> for live_engine::TableState {
     }
 }
 
-impl From<TableSurvey> for live_engine::TableSurvey {
+impl From<TableSurvey> for v2::TableSurvey {
     fn from(v: TableSurvey) -> Self {
-        live_engine::TableSurvey {
+        v2::TableSurvey {
             source_count: v.source_count,
             target_count: v.target_count,
             watermark: v.watermark.map(Into::into),
@@ -545,27 +541,27 @@ impl From<TableSurvey> for live_engine::TableSurvey {
     }
 }
 
-impl From<Plan> for live_plan::Plan {
+impl From<Plan> for v2::Plan {
     fn from(v: Plan) -> Self {
-        live_plan::Plan { steps: all(v.steps), reason: v.reason }
+        v2::Plan { steps: all(v.steps), reason: v.reason }
     }
 }
 
-impl From<StepKind> for live_plan::StepKind {
+impl From<StepKind> for v2::StepKind {
     fn from(v: StepKind) -> Self {
-        use live_plan::StepKind as Live;
+        use v2::StepKind as V2;
         match v {
-            StepKind::Delete => Live::Delete,
-            StepKind::Add => Live::Add,
-            StepKind::Incremental => Live::Incremental,
-            StepKind::Changed => Live::Changed,
+            StepKind::Delete => V2::Delete,
+            StepKind::Add => V2::Add,
+            StepKind::Incremental => V2::Incremental,
+            StepKind::Changed => V2::Changed,
         }
     }
 }
 
-impl From<TableReport> for live_report::TableReport {
+impl From<TableReport> for v2::TableReport {
     fn from(v: TableReport) -> Self {
-        live_report::TableReport {
+        v2::TableReport {
             name: v.name,
             source_before: v.source_before,
             target_before: v.target_before,
@@ -589,36 +585,36 @@ impl From<TableReport> for live_report::TableReport {
     }
 }
 
-impl From<Task> for live_engine::Task {
+impl From<Task> for v2::Task {
     fn from(v: Task) -> Self {
-        use live_engine::Task as Live;
+        use v2::Task as V2;
         match v {
-            Task::Step { table, kind, repair } => Live::Step { table, kind: kind.into(), repair },
-            Task::Verify { table } => Live::Verify { table },
-            Task::PlanRepairs => Live::PlanRepairs,
-            Task::RepairAdd { table } => Live::RepairAdd { table },
-            Task::FinalVerify { table } => Live::FinalVerify { table },
+            Task::Step { table, kind, repair } => V2::Step { table, kind: kind.into(), repair },
+            Task::Verify { table } => V2::Verify { table },
+            Task::PlanRepairs => V2::PlanRepairs,
+            Task::RepairAdd { table } => V2::RepairAdd { table },
+            Task::FinalVerify { table } => V2::FinalVerify { table },
         }
     }
 }
 
-impl From<StepCursor> for live_engine::StepCursor {
+impl From<StepCursor> for v2::StepCursor {
     fn from(v: StepCursor) -> Self {
-        use live_engine::StepCursor as Live;
+        use v2::StepCursor as V2;
         match v {
-            StepCursor::Keys { after } => Live::Keys { after: after.map(Into::into) },
-            StepCursor::Bisect { search, written } => Live::Bisect { search: search.into(), written },
+            StepCursor::Keys { after } => V2::Keys { after: after.map(Into::into) },
+            StepCursor::Bisect { search, written } => V2::Bisect { search: search.into(), written },
             StepCursor::Modify { modify_id, key } => {
-                Live::Modify { modify_id: modify_id.map(Into::into), key: key.map(Into::into) }
+                V2::Modify { modify_id: modify_id.map(Into::into), key: key.map(Into::into) }
             }
-            StepCursor::Copy { after } => Live::Copy { after: after.map(Into::into) },
+            StepCursor::Copy { after } => V2::Copy { after: after.map(Into::into) },
         }
     }
 }
 
-impl From<SearchState> for live_bisect::SearchState {
+impl From<SearchState> for v2::SearchState {
     fn from(v: SearchState) -> Self {
-        live_bisect::SearchState {
+        v2::SearchState {
             stack: all(v.stack),
             found: all(v.found),
             expected: v.expected,
@@ -631,9 +627,9 @@ impl From<SearchState> for live_bisect::SearchState {
     }
 }
 
-impl From<Frame> for live_bisect::Frame {
+impl From<Frame> for v2::Frame {
     fn from(v: Frame) -> Self {
-        live_bisect::Frame {
+        v2::Frame {
             range: v.range.into(),
             source_count: v.source_count,
             target_count: v.target_count,
@@ -643,56 +639,56 @@ impl From<Frame> for live_bisect::Frame {
     }
 }
 
-impl From<KeyRange> for live_model::KeyRange {
+impl From<KeyRange> for v2::KeyRange {
     fn from(v: KeyRange) -> Self {
-        live_model::KeyRange { after: v.after.map(Into::into), upto: v.upto.map(Into::into) }
+        v2::KeyRange { after: v.after.map(Into::into), upto: v.upto.map(Into::into) }
     }
 }
 
-impl From<Key> for live_model::Key {
+impl From<Key> for v2::Key {
     fn from(v: Key) -> Self {
         match v {
-            Key::Int(i) => live_model::Key::Int(i),
-            Key::Text(s) => live_model::Key::Text(s),
+            Key::Int(i) => v2::Key::Int(i),
+            Key::Text(s) => v2::Key::Text(s),
         }
     }
 }
 
-impl From<Value> for live_model::Value {
+impl From<Value> for v2::Value {
     fn from(v: Value) -> Self {
-        use live_model::Value as Live;
+        use v2::Value as V2;
         match v {
-            Value::Null => Live::Null,
-            Value::Bool(b) => Live::Bool(b),
-            Value::Int(i) => Live::Int(i),
-            Value::Float(f) => Live::Float(f),
-            Value::Text(s) => Live::Text(s),
-            Value::Bytes(b) => Live::Bytes(b),
+            Value::Null => V2::Null,
+            Value::Bool(b) => V2::Bool(b),
+            Value::Int(i) => V2::Int(i),
+            Value::Float(f) => V2::Float(f),
+            Value::Text(s) => V2::Text(s),
+            Value::Bytes(b) => V2::Bytes(b),
         }
     }
 }
 
-impl From<ErrorEntry> for live_report::ErrorEntry {
+impl From<ErrorEntry> for v2::ErrorEntry {
     fn from(v: ErrorEntry) -> Self {
-        live_report::ErrorEntry { kind: v.kind.into(), table: v.table, message: v.message }
+        v2::ErrorEntry { kind: v.kind.into(), table: v.table, message: v.message }
     }
 }
 
-impl From<ErrorKind> for live_report::ErrorKind {
+impl From<ErrorKind> for v2::ErrorKind {
     fn from(v: ErrorKind) -> Self {
-        use live_report::ErrorKind as Live;
+        use v2::ErrorKind as V2;
         match v {
-            ErrorKind::Connection => Live::Connection,
-            ErrorKind::Schema => Live::Schema,
-            ErrorKind::Data => Live::Data,
-            ErrorKind::Logic => Live::Logic,
+            ErrorKind::Connection => V2::Connection,
+            ErrorKind::Schema => V2::Schema,
+            ErrorKind::Data => V2::Data,
+            ErrorKind::Logic => V2::Logic,
         }
     }
 }
 
-impl From<Timers> for live_engine::Timers {
+impl From<Timers> for v2::Timers {
     fn from(v: Timers) -> Self {
-        live_engine::Timers {
+        v2::Timers {
             read: v.read.into(),
             write: v.write.into(),
             delete: v.delete.into(),
@@ -702,32 +698,22 @@ impl From<Timers> for live_engine::Timers {
     }
 }
 
-impl From<Duration> for std::time::Duration {
+impl From<Duration> for v2::Duration {
     fn from(v: Duration) -> Self {
-        // Whole seconds first, then the nanoseconds added with saturation: a stored
-        // `nanos` past one second cannot make the conversion panic.
-        std::time::Duration::from_secs(v.secs).saturating_add(std::time::Duration::from_nanos(u64::from(v.nanos)))
+        // Copied as stored; the conversion into `std::time::Duration` (v2 → live)
+        // saturates a `nanos` past one second.
+        v2::Duration { secs: v.secs, nanos: v.nanos }
     }
 }
 
-impl From<BisectTotals> for live_engine::BisectTotals {
+impl From<BisectTotals> for v2::BisectTotals {
     fn from(v: BisectTotals) -> Self {
-        live_engine::BisectTotals {
-            searches: v.searches,
-            iterations: v.iterations,
-            queries: v.queries,
-            max_depth: v.max_depth,
-        }
+        v2::BisectTotals { searches: v.searches, iterations: v.iterations, queries: v.queries, max_depth: v.max_depth }
     }
 }
 
-impl From<WatermarkRecord> for live_checkpoint::WatermarkRecord {
+impl From<WatermarkRecord> for v2::WatermarkRecord {
     fn from(v: WatermarkRecord) -> Self {
-        live_checkpoint::WatermarkRecord {
-            identity: v.identity,
-            value: v.value.into(),
-            run_id: v.run_id,
-            at_ms: v.at_ms,
-        }
+        v2::WatermarkRecord { identity: v.identity, value: v.value.into(), run_id: v.run_id, at_ms: v.at_ms }
     }
 }
