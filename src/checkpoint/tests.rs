@@ -154,6 +154,7 @@ mod formats {
     use std::time::Duration;
 
     use super::super::*;
+    use crate::connector::resilient::{NetworkEvent, NetworkEventKind};
     use crate::diff::bisect::{Frame, SearchState};
     use crate::engine::{BisectTotals, StepCursor, TableState, TableSurvey, Task, Timers};
     use crate::model::{Key, KeyRange};
@@ -170,7 +171,7 @@ mod formats {
     /// to the samples below (the golden test then asks for a new format).
     #[allow(dead_code)]
     fn every_variant_is_sampled(
-        (value, key, cursor, task, step, error, status, event): (
+        (value, key, cursor, task, step, error, status, event, network): (
             &Value,
             &Key,
             &StepCursor,
@@ -179,8 +180,12 @@ mod formats {
             ErrorKind,
             RunStatus,
             EventKind,
+            NetworkEventKind,
         ),
     ) {
+        match network {
+            NetworkEventKind::Retry | NetworkEventKind::Reconnect | NetworkEventKind::GaveUp => {}
+        }
         match value {
             Value::Null | Value::Bool(_) | Value::Int(_) | Value::Float(_) | Value::Text(_) | Value::Bytes(_) => {}
         }
@@ -795,6 +800,31 @@ mod formats {
         vec![v2::Key::Parts(vec![v2::Key::Int(7), v2::Key::Text("line".into())]), v2::Key::Bytes(vec![0, 255])]
     }
 
+    /// What format 3 added, which the older samples cannot hold: the live sample with
+    /// retries and reconnections counted per table and the network events of the run
+    /// (every kind), encoded as a run record beside the others in the golden file.
+    fn format_3_additions() -> RunRecord {
+        let (mut record, ..) = live_sample();
+        let report = &mut record.state.tables[0].report;
+        (report.retries, report.reconnects) = (3, 1);
+        let event = |kind, table: Option<&str>, attempt, wait_ms| NetworkEvent {
+            at_ms: 1_767_225_600_123,
+            kind,
+            side: "target".into(),
+            table: table.map(str::to_string),
+            operation: "writing rows".into(),
+            cause: "connection error on target postgres://***@db:5432/erp: connection reset".into(),
+            attempt,
+            wait_ms,
+        };
+        record.state.network = vec![
+            event(NetworkEventKind::Retry, Some("items"), 1, 5_000),
+            event(NetworkEventKind::Reconnect, Some("items"), 0, 30_000),
+            event(NetworkEventKind::GaveUp, None, 3, 0),
+        ];
+        record
+    }
+
     /// `[len u32 LE][part]...`: the parts of a golden file.
     fn framed(parts: &[Vec<u8>]) -> Vec<u8> {
         let mut out = Vec::new();
@@ -839,12 +869,16 @@ mod formats {
     #[test]
     fn current_format_layout_is_frozen() {
         let (record, watermark, extras) = live_sample();
+        let additions = format_3_additions();
         let bytes = framed(&[
             encode_run(&record.meta, &record.state),
             encode_watermark(&watermark),
             encode_extras(&extras),
             encode_extras(&newer_variants()),
+            encode_run(&additions.meta, &additions.state),
         ]);
+        let decoded = decode_run(&encode_run(&additions.meta, &additions.state), "additions").expect("decodes");
+        assert_eq!(format!("{decoded:?}"), format!("{additions:?}"));
         let path = fixture(&format!("store-format-{FORMAT_VERSION}.bin"));
         if std::env::var_os(BLESS).is_some() {
             std::fs::write(&path, &bytes).expect("write golden file");

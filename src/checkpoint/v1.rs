@@ -511,7 +511,6 @@ impl From<RunState> for v2::RunState {
             bisect: v.bisect.into(),
             queries_before: v.queries_before,
             mismatched: v.mismatched,
-            network: Vec::new(),
         }
     }
 }
@@ -579,8 +578,6 @@ impl From<TableReport> for v2::TableReport {
             verified: v.verified,
             // Format 1 did not record whether rows were compared: claim no more.
             rows_compared: false,
-            retries: 0,
-            reconnects: 0,
         }
     }
 }

@@ -524,6 +524,8 @@ impl From<RunState> for live_engine::RunState {
             bisect: v.bisect.into(),
             queries_before: v.queries_before,
             mismatched: v.mismatched,
+            // Format 2 did not record retries or reconnections.
+            network: Vec::new(),
         }
     }
 }
@@ -590,6 +592,8 @@ impl From<TableReport> for live_report::TableReport {
             duration_ms: v.duration_ms,
             verified: v.verified,
             rows_compared: v.rows_compared,
+            retries: 0,
+            reconnects: 0,
         }
     }
 }
