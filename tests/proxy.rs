@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::proxy::Proxy;
+use common::proxy::{Action, Proxy};
 
 /// An echo server that counts the bytes it received.
 struct Echo {
@@ -331,4 +331,53 @@ fn dropping_the_proxy_closes_everything_and_ends_its_threads() {
     assert_closed(&mut client);
     assert_closed(&mut stalled);
     assert!(TcpStream::connect(addr).is_err(), "the listener still accepts");
+}
+
+/// Request triggers act on exactly the connection whose request holds the pattern, after
+/// the requests they let through: a cut stops the request before the server, a stall holds
+/// only that connection, a lost reply reaches the server but not the client, and a refusal
+/// cuts all connections and refuses new ones for its period.
+#[test]
+fn request_triggers_act_on_the_matching_request() {
+    let echo = echo_server();
+    let proxy = Proxy::start(echo.addr);
+    let stats = proxy.stats();
+
+    proxy.on_request("COMMIT", Action::Cut, 1, 1);
+    let mut client = connect(&proxy);
+    roundtrip(&mut client, b"SELECT 1");
+    roundtrip(&mut client, b"COMMIT one");
+    client.write_all(b"COMMIT two").unwrap();
+    assert_closed(&mut client);
+    assert_eq!(echo.received.load(Ordering::SeqCst), 18, "the cut request never reached the server");
+    let mut client = connect(&proxy);
+    roundtrip(&mut client, b"COMMIT three");
+
+    proxy.on_request("COPY", Action::Stall, 0, 1);
+    let mut held = connect(&proxy);
+    roundtrip(&mut held, b"hello");
+    held.write_all(b"COPY items").unwrap();
+    held.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    let err = held.read(&mut [0u8; 16]).unwrap_err();
+    assert!(is_timeout(&err), "the held connection stays open and silent: {err}");
+    roundtrip(&mut client, b"COPY on another connection passes");
+
+    let before = echo.received.load(Ordering::SeqCst);
+    proxy.on_request("UPDATE", Action::LoseReply, 0, 1);
+    client.write_all(b"UPDATE x").unwrap();
+    assert_closed(&mut client);
+    wait_until("the server to get the request", || echo.received.load(Ordering::SeqCst) == before + 8);
+
+    let mut open = connect(&proxy);
+    roundtrip(&mut open, b"ping");
+    proxy.on_request("LOCK", Action::RefuseFor(Duration::from_millis(500)), 0, 1);
+    open.write_all(b"LOCK").unwrap();
+    assert_closed(&mut open);
+    let mut refused = connect(&proxy);
+    let _ = refused.write_all(b"x");
+    assert_closed(&mut refused);
+    thread::sleep(Duration::from_millis(600));
+    let mut later = connect(&proxy);
+    roundtrip(&mut later, b"accepted again");
+    assert_eq!(stats.fired(), 4);
 }

@@ -15,6 +15,11 @@
 //! closes both sides of a connection with `SO_LINGER` 0, so each peer gets an RST (a read
 //! fails with "connection reset" rather than seeing a clean end of stream).
 //!
+//! Faults can also wait for a request: [`Proxy::on_request`] fires once a client sends a
+//! chunk holding a byte pattern (an SQL keyword, an HTTP path), so a test can cut, stall or
+//! lose the reply of exactly the call it means. A pattern must lie within one read chunk
+//! (requests are small; a pattern is not looked for across chunk boundaries).
+//!
 //! Dropping the [`Proxy`] closes the listener, resets every connection and waits for all
 //! its threads to end.
 
@@ -51,9 +56,15 @@ pub struct Stats {
     threads: AtomicU64,
     to_upstream: AtomicU64,
     to_client: AtomicU64,
+    fired: AtomicU64,
 }
 
 impl Stats {
+    /// Requests that fired an [`Proxy::on_request`] fault.
+    pub fn fired(&self) -> u64 {
+        self.fired.load(Relaxed)
+    }
+
     /// Connections accepted on the listener, refused ones included.
     pub fn accepted(&self) -> u64 {
         self.accepted.load(Relaxed)
@@ -91,6 +102,31 @@ impl Stats {
     }
 }
 
+/// What [`Proxy::on_request`] does to the connection whose request matched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Reset the connection before the request reaches the server.
+    Cut,
+    /// Hold the connection from the request on: nothing more moves on it, in either
+    /// direction, and it stays open (a half-open link). Other connections are not held.
+    Stall,
+    /// Forward the request, then discard the server's reply and reset the connection: the
+    /// server did the work (a commit landed), the client never hears back.
+    LoseReply,
+    /// Reset every open connection and refuse new ones for this long, then accept again.
+    RefuseFor(Duration),
+}
+
+/// A fault waiting for a request.
+struct Trigger {
+    pattern: Vec<u8>,
+    action: Action,
+    /// Matching requests still to act on.
+    remaining: u32,
+    /// Matching requests to let through first.
+    skip: u32,
+}
+
 /// The live fault set; `NONE` (or zero for latency) means off.
 struct Faults {
     latency_us: AtomicU64,
@@ -100,6 +136,9 @@ struct Faults {
     stall_after: AtomicU64,
     refuse: AtomicBool,
     drop_replies_after: AtomicU64,
+    triggers: Mutex<Vec<Trigger>>,
+    /// Fast check that `triggers` is not empty.
+    armed: AtomicBool,
 }
 
 impl Faults {
@@ -112,6 +151,8 @@ impl Faults {
             stall_after: AtomicU64::new(NONE),
             refuse: AtomicBool::new(false),
             drop_replies_after: AtomicU64::new(NONE),
+            triggers: Mutex::new(Vec::new()),
+            armed: AtomicBool::new(false),
         }
     }
 
@@ -123,6 +164,29 @@ impl Faults {
         self.stall_after.store(NONE, Relaxed);
         self.refuse.store(false, Relaxed);
         self.drop_replies_after.store(NONE, Relaxed);
+        self.triggers.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.armed.store(false, Relaxed);
+    }
+
+    /// The action of the first armed trigger whose pattern `chunk` holds, counting it.
+    fn fire(&self, chunk: &[u8]) -> Option<Action> {
+        if !self.armed.load(Relaxed) {
+            return None;
+        }
+        let mut triggers = self.triggers.lock().unwrap_or_else(|e| e.into_inner());
+        let i = triggers.iter().position(|t| chunk.windows(t.pattern.len()).any(|w| w == t.pattern.as_slice()))?;
+        let trigger = &mut triggers[i];
+        if trigger.skip > 0 {
+            trigger.skip -= 1;
+            return None;
+        }
+        let action = trigger.action;
+        trigger.remaining -= 1;
+        if trigger.remaining == 0 {
+            triggers.remove(i);
+        }
+        self.armed.store(!triggers.is_empty(), Relaxed);
+        Some(action)
     }
 }
 
@@ -237,6 +301,16 @@ impl Proxy {
         self.shared.faults.drop_replies_after.store(bytes.unwrap_or(NONE), Relaxed);
     }
 
+    /// Acts on the connections of the next `times` client requests holding `pattern`,
+    /// after letting `skip` matching requests through. Each request fires at most one
+    /// trigger (the earliest armed that matches). Cleared by [`Proxy::reset`].
+    pub fn on_request(&self, pattern: &str, action: Action, skip: u32, times: u32) {
+        assert!(!pattern.is_empty() && times > 0, "proxy: on_request needs a pattern and times > 0");
+        let mut triggers = self.shared.faults.triggers.lock().unwrap_or_else(|e| e.into_inner());
+        triggers.push(Trigger { pattern: pattern.as_bytes().to_vec(), action, remaining: times, skip });
+        self.shared.faults.armed.store(true, Relaxed);
+    }
+
     /// Clears every fault (the counters stay).
     pub fn reset(&self) {
         self.shared.faults.clear();
@@ -328,6 +402,8 @@ fn connect(shared: &Arc<Shared>, client: TcpStream) {
         dead: AtomicBool::new(false),
         reserved: AtomicU64::new(0),
         carried: AtomicU64::new(0),
+        held: AtomicBool::new(false),
+        lose_replies: AtomicBool::new(false),
     });
     {
         let mut conns = shared.conns.lock().unwrap_or_else(|e| e.into_inner());
@@ -365,6 +441,10 @@ struct Conn {
     reserved: AtomicU64,
     /// Bytes written, both directions.
     carried: AtomicU64,
+    /// Held by an [`Action::Stall`] trigger: nothing moves any more.
+    held: AtomicBool,
+    /// An [`Action::LoseReply`] trigger fired: replies are discarded and the connection reset.
+    lose_replies: AtomicBool,
 }
 
 impl Drop for Conn {
@@ -405,7 +485,47 @@ impl Conn {
 
     fn stalled(&self) -> bool {
         let faults = &self.shared.faults;
-        faults.stall.load(Relaxed) || self.reserved.load(Relaxed) >= faults.stall_after.load(Relaxed)
+        faults.stall.load(Relaxed)
+            || self.held.load(Relaxed)
+            || self.reserved.load(Relaxed) >= faults.stall_after.load(Relaxed)
+    }
+
+    /// Applies the trigger a client request fired; false when the request must not be
+    /// forwarded (the connection is cut or held).
+    fn act(&self, action: Action) -> bool {
+        self.shared.stats.fired.fetch_add(1, Relaxed);
+        match action {
+            Action::Cut => {
+                self.kill(true);
+                false
+            }
+            Action::Stall => {
+                self.held.store(true, Relaxed);
+                false
+            }
+            Action::LoseReply => {
+                self.lose_replies.store(true, Relaxed);
+                true
+            }
+            Action::RefuseFor(period) => {
+                let shared = Arc::clone(&self.shared);
+                shared.faults.refuse.store(true, Relaxed);
+                let conns: Vec<Arc<Conn>> =
+                    shared.conns.lock().unwrap_or_else(|e| e.into_inner()).iter().filter_map(Weak::upgrade).collect();
+                for conn in &conns {
+                    conn.kill(true);
+                }
+                let waker = Arc::clone(&shared);
+                spawn(&shared, "proxy-refuse", move || {
+                    let until = Instant::now() + period;
+                    while Instant::now() < until && !waker.shutdown.load(Relaxed) {
+                        thread::sleep(NAP);
+                    }
+                    waker.faults.refuse.store(false, Relaxed);
+                });
+                false
+            }
+        }
     }
 
     /// Sleeps until `until`, or returns false as soon as the connection is doomed.
@@ -457,6 +577,19 @@ impl Conn {
                     return;
                 }
                 Ok(n) => {
+                    if dir == Dir::ToUpstream {
+                        if let Some(action) = self.shared.faults.fire(&buf[..n]) {
+                            if !self.act(action) {
+                                if self.held.load(Relaxed) {
+                                    continue;
+                                }
+                                break;
+                            }
+                        }
+                    } else if self.lose_replies.load(Relaxed) {
+                        self.kill(true);
+                        break;
+                    }
                     if !self.send(dir, &buf[..n], &mut to, &mut pacer, &mut replies) {
                         break;
                     }
@@ -485,7 +618,7 @@ impl Conn {
             if self.doomed() {
                 return false;
             }
-            if faults.stall.load(Relaxed) {
+            if faults.stall.load(Relaxed) || self.held.load(Relaxed) {
                 thread::sleep(NAP);
                 continue;
             }
