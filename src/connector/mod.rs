@@ -1,5 +1,5 @@
 //! The boundary to databases. [`Connector`] is the only way the engine reads or writes
-//! rows; one file per backend implements it and holds all of that backend's SQL or HTTP.
+//! rows; one module per backend implements it and holds all of that backend's SQL or HTTP.
 //! Connectors never decide what to sync: they count, read in key order, upsert and delete.
 
 pub mod link;
