@@ -144,6 +144,9 @@ pub struct RunDetail {
     pub history: Vec<HistoryEntry>,
     /// Tasks done / total.
     pub progress: String,
+    /// Every retry, reconnection and give-up of the resilience layer, with time (`at_ms`,
+    /// milliseconds since the Unix epoch), side, table, call and cause.
+    pub network: Vec<crate::connector::resilient::NetworkEvent>,
 }
 
 impl RunDetail {
@@ -173,6 +176,7 @@ impl RunDetail {
                 })
                 .collect(),
             progress: format!("{}/{} tasks", run.state.position.min(run.state.tasks.len()), run.state.tasks.len()),
+            network: report.network,
         }
     }
 }

@@ -159,10 +159,11 @@ impl Resilient {
             return Ok(self.session().generation);
         }
         let _one_at_a_time = self.reconnecting.lock().await;
-        let cause = match self.session().lost.clone() {
-            None => return Ok(self.session().generation),
-            Some(cause) => cause,
+        let (generation, lost) = {
+            let session = self.session();
+            (session.generation, session.lost.clone())
         };
+        let Some(cause) = lost else { return Ok(generation) };
         tracing::warn!(
             "{} connection lost ({cause}); connecting again in {}",
             self.side.name(),
@@ -279,7 +280,7 @@ where
                 "{} {what} failed ({e}); retry {n} of {} in {}",
                 side.name(),
                 settings.retry_count,
-                humantime::format_duration(wait)
+                humantime::format_duration(Duration::from_millis(wait.as_millis() as u64))
             );
             journal.record(event(NetworkEventKind::Retry, e, n, wait));
         })

@@ -311,6 +311,12 @@ impl Proxy {
         self.shared.faults.armed.store(true, Relaxed);
     }
 
+    /// The patterns of the request triggers that have not fired (all their times) yet.
+    pub fn pending(&self) -> Vec<String> {
+        let triggers = self.shared.faults.triggers.lock().unwrap_or_else(|e| e.into_inner());
+        triggers.iter().map(|t| String::from_utf8_lossy(&t.pattern).into_owned()).collect()
+    }
+
     /// Clears every fault (the counters stay).
     pub fn reset(&self) {
         self.shared.faults.clear();

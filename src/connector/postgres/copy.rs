@@ -147,7 +147,7 @@ impl PostgresConnector {
         let copy = format!("COPY {} ({columns}) FROM STDIN{format}", self.table_ref(&scope.table));
         self.log_sql(&copy);
         self.counters.queries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.pool().acquire().await?;
         let mut copy_in = conn.copy_in_raw(&copy).await?;
         // Rows go out in pieces of about COPY_CHUNK bytes as they are encoded, so the
         // server parses one piece while the next is being written; PostgreSQL also takes

@@ -42,7 +42,10 @@ pub use super::quote_ident;
 
 /// A PostgreSQL schema reached through a connection pool.
 pub struct PostgresConnector {
-    pool: PgPool,
+    /// The session: a pool of connections, replaced as a whole by [`Connector::connect`].
+    pool: std::sync::RwLock<PgPool>,
+    /// How to open a new pool (holds the password; never printed).
+    pool_options: (PgConnectOptions, u32, Duration),
     schema: String,
     endpoint: String,
     side: Side,
@@ -96,6 +99,13 @@ fn classify(endpoint: &str, e: sqlx::Error) -> ConnectorError {
         }
         _ => ConnectorError::Other(format!("{endpoint}: {e}")),
     }
+}
+
+/// A pool of `size` connections made with `options`, each acquire waiting at most
+/// `timeout`. sqlx has no TCP keepalive setting; a stalled connection is ended by the
+/// resilience layer's deadline on each call, which then replaces the pool.
+async fn new_pool((options, size, timeout): &(PgConnectOptions, u32, Duration)) -> Result<PgPool, sqlx::Error> {
+    PgPoolOptions::new().max_connections(*size).acquire_timeout(*timeout).connect_with(options.clone()).await
 }
 
 impl PostgresConnector {
@@ -169,12 +179,8 @@ impl PostgresConnector {
                 });
             }
         }
-        let pool = PgPoolOptions::new()
-            .max_connections(raw.pool_size.unwrap_or(4).max(1))
-            .acquire_timeout(timeout)
-            .connect_with(connect)
-            .await
-            .map_err(|e| classify(&described, e))?;
+        let pool_options = (connect, raw.pool_size.unwrap_or(4).max(1), timeout);
+        let pool = new_pool(&pool_options).await.map_err(|e| classify(&described, e))?;
         let schema = raw.schema.clone().unwrap_or_else(|| "public".into());
         let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
             .bind(&schema)
@@ -185,7 +191,8 @@ impl PostgresConnector {
             return Err(config_error(format!("schema `{schema}` does not exist")));
         }
         Ok(PostgresConnector {
-            pool,
+            pool: std::sync::RwLock::new(pool),
+            pool_options,
             schema,
             endpoint: described,
             side,
@@ -193,6 +200,11 @@ impl PostgresConnector {
             counters: IoCounters::default(),
             tables: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The current pool (a handle: cheap to clone).
+    fn pool(&self) -> PgPool {
+        self.pool.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     fn err(&self) -> impl Fn(sqlx::Error) -> ConnectorError + '_ {
@@ -236,7 +248,7 @@ impl PostgresConnector {
     async fn fetch_keys(&self, sql: Sql, width: usize) -> Result<Vec<Key>, ConnectorError> {
         self.log_sql(&sql.text);
         let rows =
-            sqlx::query_with(AssertSqlSafe(sql.text), sql.args).fetch_all(&self.pool).await.map_err(self.err())?;
+            sqlx::query_with(AssertSqlSafe(sql.text), sql.args).fetch_all(&self.pool()).await.map_err(self.err())?;
         let mut keys = Vec::with_capacity(rows.len());
         for row in &rows {
             keys.push(key_from_row(row, width).map_err(self.err())?);
@@ -248,7 +260,7 @@ impl PostgresConnector {
     async fn fetch_rows(&self, sql: Sql, wires: &[Wire]) -> Result<Vec<Row>, ConnectorError> {
         self.log_sql(&sql.text);
         let rows =
-            sqlx::query_with(AssertSqlSafe(sql.text), sql.args).fetch_all(&self.pool).await.map_err(self.err())?;
+            sqlx::query_with(AssertSqlSafe(sql.text), sql.args).fetch_all(&self.pool()).await.map_err(self.err())?;
         let mut out = Vec::with_capacity(rows.len());
         let mut bytes = 0;
         for row in &rows {
@@ -268,7 +280,7 @@ impl PostgresConnector {
         self.log_sql(&sql.text);
         self.counters.record_read(1, 8);
         let n: i64 = sqlx::query_scalar_with(AssertSqlSafe(sql.text), sql.args)
-            .fetch_one(&self.pool)
+            .fetch_one(&self.pool())
             .await
             .map_err(self.err())?;
         Ok(n as u64)
@@ -295,12 +307,32 @@ impl Connector for PostgresConnector {
             transactional_batches: true,
             // Two COPYs at once keep the server busy while the next batch is sent and
             // checkpointed; more only add contention on the same table and index.
-            concurrent_writes: (self.pool.options().get_max_connections() as usize).clamp(1, 2),
+            concurrent_writes: (self.pool().options().get_max_connections() as usize).clamp(1, 2),
         }
     }
 
     fn counters(&self) -> &IoCounters {
         &self.counters
+    }
+
+    /// A new pool replaces the old one, which is closed in the background: its
+    /// connections may be broken or stalled, and calls still holding one fail on their own.
+    async fn connect(&self) -> Result<(), ConnectorError> {
+        let pool = new_pool(&self.pool_options).await.map_err(self.err())?;
+        sqlx::query("SELECT 1").execute(&pool).await.map_err(self.err())?;
+        let old = std::mem::replace(&mut *self.pool.write().unwrap_or_else(|e| e.into_inner()), pool);
+        tokio::spawn(async move { old.close().await });
+        Ok(())
+    }
+
+    async fn health_check(&self) -> Result<(), ConnectorError> {
+        self.counters.queries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        sqlx::query("SELECT 1").execute(&self.pool()).await.map_err(self.err())?;
+        Ok(())
+    }
+
+    async fn close(&self) {
+        self.pool().close().await;
     }
 
     async fn describe(&self, table: &str) -> Result<Option<TableSchema>, ConnectorError> {
@@ -317,7 +349,7 @@ impl Connector for PostgresConnector {
         )
         .bind(&self.schema)
         .bind(table)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.pool())
         .await
         .map_err(self.err())?;
         if columns.is_empty() {
@@ -352,7 +384,7 @@ impl Connector for PostgresConnector {
         )
         .bind(&self.schema)
         .bind(table)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.pool())
         .await
         .map_err(self.err())?;
         self.tables.lock().expect("lock").insert(table.to_string(), schema.clone());
@@ -375,7 +407,7 @@ impl Connector for PostgresConnector {
         let sql =
             format!("CREATE TABLE {} ({})", self.table_ref(name), super::column_definitions(columns, keys, type_name));
         self.log_sql(&sql);
-        sqlx::query(AssertSqlSafe(sql)).execute(&self.pool).await.map_err(self.err())?;
+        sqlx::query(AssertSqlSafe(sql)).execute(&self.pool()).await.map_err(self.err())?;
         Ok(())
     }
 
@@ -390,7 +422,7 @@ impl Connector for PostgresConnector {
         )
         .bind(&self.schema)
         .bind(tables)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.pool())
         .await
         .map_err(self.err())?;
         Ok(pairs)
@@ -424,8 +456,10 @@ impl Connector for PostgresConnector {
                 key.order()
             );
             self.log_sql(&sql.text);
-            let rows =
-                sqlx::query_with(AssertSqlSafe(sql.text), sql.args).fetch_all(&self.pool).await.map_err(self.err())?;
+            let rows = sqlx::query_with(AssertSqlSafe(sql.text), sql.args)
+                .fetch_all(&self.pool())
+                .await
+                .map_err(self.err())?;
             for row in &rows {
                 let found_key = key_from_row(row, width).map_err(self.err())?;
                 found.push((found_key, row.try_get::<i64, _>(width).map_err(self.err())? as u64));
@@ -614,7 +648,7 @@ impl Connector for PostgresConnector {
         self.log_sql(&sql.text);
         self.counters.queries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         crate::failpoint::hit("mid_write");
-        sqlx::query_with(AssertSqlSafe(sql.text), sql.args).execute(&self.pool).await.map_err(self.err())?;
+        sqlx::query_with(AssertSqlSafe(sql.text), sql.args).execute(&self.pool()).await.map_err(self.err())?;
         self.counters.rows_written.fetch_add(rows.len() as u64, std::sync::atomic::Ordering::Relaxed);
         Ok(rows.len() as u64)
     }
@@ -665,7 +699,7 @@ impl Connector for PostgresConnector {
         sql.text = format!("DELETE FROM {}{w}{and} {one_of}", self.table_ref(&scope.table));
         self.log_sql(&sql.text);
         self.counters.queries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let mut tx = self.pool.begin().await.map_err(self.err())?;
+        let mut tx = self.pool().begin().await.map_err(self.err())?;
         let result = sqlx::query_with(AssertSqlSafe(sql.text), sql.args).execute(&mut *tx).await.map_err(self.err())?;
         crate::failpoint::hit("mid_write");
         tx.commit().await.map_err(self.err())?;
