@@ -176,6 +176,10 @@ fn check_passes_on_good_config() {
     assert!(stdout.contains("check passed"), "{stdout}");
 }
 
+/// One quick retry: the first connection is retried like any call, and the retry's log
+/// line must not show the password either.
+const RETRY: &str = r#""retry_count": 1, "retry_delay": 10"#;
+
 /// The password of every test below; it must show up nowhere.
 const SECRET: &str = "Hunter2SecretPw";
 
@@ -184,15 +188,15 @@ const SECRET: &str = "Hunter2SecretPw";
 /// environment, and in parameters db-sync does not use (`sslpassword`, `Pwd`).
 fn password_forms(host_port: &str) -> Vec<String> {
     vec![
-        format!(r#"{{"type": "postgres", "url": "postgres://sync:{SECRET}@{host_port}/erp"}}"#),
+        format!(r#"{{"type": "postgres", "url": "postgres://sync:{SECRET}@{host_port}/erp", {RETRY}}}"#),
         format!(
-            r#"{{"type": "postgres", "url": "postgres://sync@{host_port}/erp?sslmode=disable&password={SECRET}"}}"#
+            r#"{{"type": "postgres", "url": "postgres://sync@{host_port}/erp?sslmode=disable&password={SECRET}", {RETRY}}}"#
         ),
         format!(
-            r#"{{"type": "postgres", "url": "postgres://sync@{host_port}/erp", "password": "${{DB_SYNC_TEST_PGPW}}"}}"#
+            r#"{{"type": "postgres", "url": "postgres://sync@{host_port}/erp", "password": "${{DB_SYNC_TEST_PGPW}}", {RETRY}}}"#
         ),
         format!(
-            r#"{{"type": "postgres", "url": "postgres://sync:{SECRET}@{host_port}/erp?sslpassword={SECRET}&Pwd={SECRET}"}}"#
+            r#"{{"type": "postgres", "url": "postgres://sync:{SECRET}@{host_port}/erp?sslpassword={SECRET}&Pwd={SECRET}", {RETRY}}}"#
         ),
     ]
 }

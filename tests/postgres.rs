@@ -244,7 +244,10 @@ fn postgres_connection_errors() {
     write_config(
         &ws,
         SQLITE_SOURCE,
-        &format!(r#"{{"type": "postgres", "url": "postgres://postgres@127.0.0.1:{closed}/x", "timeout": 2}}"#),
+        &format!(
+            r#"{{"type": "postgres", "url": "postgres://postgres@127.0.0.1:{closed}/x", "timeout": 2,
+                 "retry_count": 1, "retry_delay": 10}}"#
+        ),
         "",
     );
     let out = ws.run(&["check"]);

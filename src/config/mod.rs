@@ -685,7 +685,7 @@ impl Resilience {
 pub fn duration_setting(value: &Json, unit: Duration) -> Result<Duration, String> {
     match value {
         Json::Number(n) => match n.as_f64() {
-            Some(x) if x.is_finite() && x >= 0.0 && x <= 1e9 => Ok(unit.mul_f64(x)),
+            Some(x) if (0.0..=1e9).contains(&x) => Ok(unit.mul_f64(x)),
             _ => Err(format!("`{n}` is not a duration: give a number of at least 0 or a string such as \"90s\"")),
         },
         Json::String(text) => humantime::parse_duration(text.trim())

@@ -57,8 +57,9 @@ pub struct PostgresConnector {
 
 /// Classifies a sqlx error. SQLSTATE classes: 08 connection, 21 cardinality (an upsert
 /// that touches one key twice), 22 data and 23 integrity (bad rows: the batch is split to
-/// isolate them), 28 authentication, 40 transaction rollback (retryable), 42 syntax or
-/// undefined objects, 53 resources, 55 object state, 57 operator intervention. Every
+/// isolate them), 28 authentication, 40 transaction rollback (serialization failures,
+/// deadlocks: busy, retried), 42 syntax or undefined objects, 53 resources (53300 too many
+/// connections: busy), 55 object state, 57 operator intervention. Every
 /// message keeps the SQLSTATE; none holds a secret (sqlx never echoes the URL).
 fn classify(endpoint: &str, e: sqlx::Error) -> ConnectorError {
     match &e {
@@ -67,6 +68,8 @@ fn classify(endpoint: &str, e: sqlx::Error) -> ConnectorError {
             let message = db.message().to_string();
             let detail = format!("{message} (SQLSTATE {code})");
             match code.get(..2) {
+                // Too many connections: the session is fine, the server is busy.
+                _ if code == "53300" => ConnectorError::Busy { endpoint: endpoint.to_string(), message: detail },
                 Some("08") | Some("57") | Some("53") => {
                     ConnectorError::Connection { endpoint: endpoint.to_string(), message: detail }
                 }
