@@ -344,3 +344,37 @@ fn sigterm_during_a_stall_stops_within_seconds_and_resumes() {
     let shown = show_last(&ws);
     assert_eq!(shown["tables"][0]["added"], ROWS, "every row counted once over both processes");
 }
+
+/// A link that stays down longer than the retries last: the run stops with exit 7,
+/// resumable, the give-up in its record; once the link is back, `db-sync resume`
+/// finishes it with the tables equal and every row counted once.
+#[test]
+fn retries_running_out_stop_the_run_resumable() {
+    let pg = need_pg!();
+    let dst = pg.create_database();
+    pg.psql(&dst, PG_ITEMS);
+    let proxy = proxy(pg);
+    let ws = Workspace::new();
+    sqlite_fill(&ws, 30_000);
+    let target = endpoint(pg, &proxy, &dst, "2s").replace(r#""retry_count": 10"#, r#""retry_count": 2"#);
+    write_config(&ws, r#"{"type": "sqlite", "path": "source.sqlite"}"#, &target);
+
+    proxy.on_request("COPY ", Action::RefuseFor(Duration::from_secs(600)), 4, 1);
+    let out = ws.run(&["run", "--progress", "off"]);
+    assert_eq!(out.status.code(), Some(7), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("gave up after 2 retries") && stderr.contains("db-sync resume"), "{stderr}");
+    let shown = show_last(&ws);
+    assert_eq!(shown["run"]["status"], "failed", "{}", shown["run"]);
+    let list = events(&shown);
+    // Each write in flight (two run at once) was retried twice, then given up.
+    let gave_up = list.iter().filter(|(k, s, o)| k == "GaveUp" && s == "target" && o == "writing rows").count();
+    assert!(gave_up >= 1, "{list:?}");
+    assert_eq!(list.iter().filter(|(k, ..)| k == "Retry").count(), 2 * gave_up, "{list:?}");
+
+    proxy.reset();
+    let out = ws.run(&["resume", "--json", "--progress", "off"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_rows(&sqlite_rows(&ws.path("source.sqlite")), &pg_rows(pg, &dst));
+    assert_eq!(show_last(&ws)["tables"][0]["added"], 30_000);
+}
