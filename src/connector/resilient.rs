@@ -400,6 +400,8 @@ mod tests {
         stall: bool,
         calls: AtomicU32,
         connects: AtomicU32,
+        /// Every call fails until a new session is opened (a lost first session).
+        lost_session: bool,
     }
 
     #[async_trait]
@@ -421,7 +423,8 @@ mod tests {
             self.inner.describe(table).await
         }
         async fn count(&self, scope: &TableScope, range: &KeyRange) -> Result<u64, ConnectorError> {
-            if self.calls.fetch_add(1, Ordering::SeqCst) < self.failures {
+            let first_session = self.connects.load(Ordering::SeqCst) == 0;
+            if self.calls.fetch_add(1, Ordering::SeqCst) < self.failures || (self.lost_session && first_session) {
                 if self.stall {
                     std::future::pending::<()>().await;
                 }
@@ -476,7 +479,14 @@ mod tests {
         let inner = MemoryConnector::new();
         inner.create_table("t", &["id"], 0);
         inner.insert("t", (1..=5).map(|i| vec![Value::Int(i)]));
-        Arc::new(Flaky { inner, failures, stall, calls: AtomicU32::new(0), connects: AtomicU32::new(0) })
+        Arc::new(Flaky {
+            inner,
+            failures,
+            stall,
+            calls: AtomicU32::new(0),
+            connects: AtomicU32::new(0),
+            lost_session: false,
+        })
     }
 
     fn settings(retry_count: u32) -> Resilience {
@@ -550,6 +560,24 @@ mod tests {
         assert!(err.to_string().contains("gave up after 1 retry"), "{err}");
         let kinds: Vec<NetworkEventKind> = journal.drain().iter().map(|e| e.kind).collect();
         assert_eq!(kinds, [Retry, Reconnect, GaveUp]);
+    }
+
+    /// Two calls that lose the same session share one reconnection: the second finds the
+    /// session already re-opened and goes on with it.
+    #[tokio::test(start_paused = true)]
+    async fn concurrent_calls_share_one_reconnection() {
+        let mut db = flaky(0, false);
+        Arc::get_mut(&mut db).unwrap().lost_session = true;
+        let (resilient, journal) = wrap(db.clone(), settings(3));
+        let (scope, all) = (scope(), KeyRange::all());
+        let (a, b) = tokio::join!(resilient.count(&scope, &all), resilient.count(&scope, &all));
+        assert_eq!((a.unwrap(), b.unwrap()), (5, 5));
+        assert_eq!(db.connects.load(Ordering::SeqCst), 1, "one new session for both");
+        let events = journal.drain();
+        let reconnects = events.iter().filter(|e| e.kind == NetworkEventKind::Reconnect).count();
+        let retries = events.iter().filter(|e| e.kind == NetworkEventKind::Retry).count();
+        assert_eq!(reconnects, 1, "{events:?}");
+        assert!(retries >= 1, "{events:?}");
     }
 
     /// Errors that retrying cannot mend (bad data, a missing table) are not retried.
