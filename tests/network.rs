@@ -180,7 +180,9 @@ fn postgres_to_postgres_through_cuts_and_a_refusal() {
     write_config(&ws, &endpoint(pg, &proxy, &src, "5s"), &endpoint(pg, &proxy, &dst, "5s"));
 
     proxy.cut_every(Some(2 << 20));
+    let started = Instant::now();
     let report = run_ok(&ws);
+    eprintln!("figure: 200,000-row copy PG->PG cut every 2 MB: {} cuts, {:?}", stats.cut(), started.elapsed());
     assert_eq!(report["metrics"]["recordCountAllAdded"], ROWS);
     assert_rows(&pg_rows(pg, &src), &pg_rows(pg, &dst));
     assert!(stats.cut() >= 5, "the copy was cut {} times", stats.cut());
@@ -211,6 +213,7 @@ fn postgres_to_postgres_through_cuts_and_a_refusal() {
     proxy.on_request("ORDER BY", Action::RefuseFor(Duration::from_secs(10)), 5, 1);
     let started = Instant::now();
     let report = run_ok(&ws);
+    eprintln!("figure: sync through a 10 s refusal: {:?}", started.elapsed());
     assert!(started.elapsed() >= Duration::from_secs(10), "the run waited out the refusal");
     assert_eq!(stats.fired(), 1, "the refusal happened");
     assert!(stats.refused() > 0, "connections were refused");
@@ -330,6 +333,7 @@ fn sigterm_during_a_stall_stops_within_seconds_and_resumes() {
     let took = signalled.elapsed();
     assert_eq!(out.status.code(), Some(130), "{}", text(&out));
     assert!(took < Duration::from_secs(5), "stopped {took:?} after SIGTERM");
+    eprintln!("figure: exit 130 {took:?} after SIGTERM during a stalled COPY");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("db-sync resume"), "{stderr}");
     let landed: u64 = pg.query(&dst, "SELECT count(*) FROM items")[0].parse().unwrap();

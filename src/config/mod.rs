@@ -682,16 +682,26 @@ impl Resilience {
 }
 
 /// A duration from config: a number of `unit`s (fractions allowed) or a humantime string.
+/// At most 366 days.
 pub fn duration_setting(value: &Json, unit: Duration) -> Result<Duration, String> {
-    match value {
+    const LONGEST: Duration = Duration::from_secs(366 * 24 * 3600);
+    let duration = match value {
         Json::Number(n) => match n.as_f64() {
-            Some(x) if (0.0..=1e9).contains(&x) => Ok(unit.mul_f64(x)),
-            _ => Err(format!("`{n}` is not a duration: give a number of at least 0 or a string such as \"90s\"")),
+            Some(x) if (0.0..=LONGEST.as_secs_f64() * 1000.0).contains(&x) => unit.mul_f64(x),
+            _ => {
+                return Err(format!(
+                    "`{n}` is not a duration: give a number of at least 0 or a string such as \"90s\""
+                ));
+            }
         },
         Json::String(text) => humantime::parse_duration(text.trim())
-            .map_err(|e| format!("`{text}` is not a duration such as \"90s\", \"1h 30m\" or \"250ms\" ({e})")),
-        _ => Err("must be a number or a duration such as \"90s\"".into()),
+            .map_err(|e| format!("`{text}` is not a duration such as \"90s\", \"1h 30m\" or \"250ms\" ({e})"))?,
+        _ => return Err("must be a number or a duration such as \"90s\"".into()),
+    };
+    if duration > LONGEST {
+        return Err(format!("{} is longer than the longest allowed, 366 days", humantime::format_duration(duration)));
     }
+    Ok(duration)
 }
 
 fn table_spec(file: &ConfigFile, table: &TableFile, location: &str, path: &Path) -> Result<TableSpec, ConfigError> {

@@ -294,6 +294,8 @@ fn resilience_durations() {
         (r#""timeout": 0"#, "target.timeout"),
         (r#""retry_delay": -5"#, "target.retry_delay"),
         (r#""reconnect_delay": true"#, "target.reconnect_delay"),
+        (r#""timeout": "400 days""#, "target.timeout"),
+        (r#""timeout": 1e300"#, "target.timeout"),
     ] {
         let err = with(settings).unwrap_err().to_string();
         assert!(err.contains(key), "{settings}: {err}");
