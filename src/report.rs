@@ -554,4 +554,37 @@ mod tests {
             ]
         );
     }
+
+    /// The summary's network section: totals, per-table counts, and the last events with
+    /// time, side, table, call, cause and wait; nothing when nothing failed.
+    #[test]
+    fn network_section_lists_retries_and_reconnects() {
+        let mut report = RunReport { tables: vec![table("items", Some(true), true, 0)], ..RunReport::default() };
+        assert!(!report.render().contains("network:"));
+        report.tables[0].retries = 2;
+        report.tables[0].reconnects = 1;
+        let event = |kind, wait_ms| NetworkEvent {
+            at_ms: 1_767_225_600_000,
+            kind,
+            side: "target".into(),
+            table: Some("items".into()),
+            operation: "writing rows".into(),
+            cause: "connection reset".into(),
+            attempt: 1,
+            wait_ms,
+        };
+        report.network = vec![
+            event(NetworkEventKind::Retry, 5_000),
+            event(NetworkEventKind::Reconnect, 30_000),
+            event(NetworkEventKind::Retry, 10_000),
+        ];
+        let text = report.render();
+        let lines: Vec<&str> = text.lines().skip_while(|l| !l.starts_with("network:")).take(6).collect();
+        assert_eq!(lines[0], "network: 2 retries, 1 reconnect");
+        assert_eq!(lines[1], "  items: 2 retries, 1 reconnect");
+        assert!(lines[2].ends_with(" retry target items, writing rows: connection reset, waiting 5.00s"), "{text}");
+        assert!(lines[3].contains(" reconnect target items, "), "{text}");
+        assert!(lines[4].ends_with(", waiting 10.00s"), "{text}");
+        assert_eq!(lines[5], "Sync completed without errors.");
+    }
 }
