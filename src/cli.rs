@@ -226,6 +226,33 @@ impl From<ProgressArg> for ProgressMode {
     }
 }
 
+/// Runs a command that writes nothing until it ends or SIGINT/SIGTERM arrives; a signal
+/// drops the calls in flight and exits 130 at once.
+async fn read_only(command: impl std::future::Future<Output = u8>) -> u8 {
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                term.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        code = command => code,
+        _ = tokio::signal::ctrl_c() => {
+            eprintln!("SIGINT: stopped; nothing was written");
+            exit::INTERRUPTED
+        }
+        _ = terminate => {
+            eprintln!("SIGTERM: stopped; nothing was written");
+            exit::INTERRUPTED
+        }
+    }
+}
+
 /// Runs the parsed command.
 pub async fn run(cli: Cli) -> ExitCode {
     let code = match cli.command {
@@ -233,9 +260,9 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Resume(args) => cmd_resume(args).await,
         Command::Runs(args) => cmd_runs(args),
         Command::Show(args) => cmd_show(args),
-        Command::Plan(args) => cmd_plan(args).await,
-        Command::Check(args) => cmd_check(args).await,
-        Command::Verify(args) => cmd_verify(args).await,
+        Command::Plan(args) => read_only(cmd_plan(args)).await,
+        Command::Check(args) => read_only(cmd_check(args)).await,
+        Command::Verify(args) => read_only(cmd_verify(args)).await,
         Command::Demo(args) => crate::demo::run(args).await,
     };
     ExitCode::from(code)

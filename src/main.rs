@@ -14,7 +14,12 @@ fn main() -> ExitCode {
         (false, 1) => "info",
         (false, _) => "debug",
     };
-    let filter = EnvFilter::try_from_env("DB_SYNC_LOG").unwrap_or_else(|_| EnvFilter::new(default_level));
+    // sqlx's pool repeats at warn level each lost connection the resilience layer already
+    // reports, and sled's debug lines are its own internals.
+    let filter = EnvFilter::try_from_env("DB_SYNC_LOG").unwrap_or_else(|_| {
+        let sled = if default_level == "debug" { ",sled=info" } else { "" };
+        EnvFilter::new(format!("{default_level},sqlx::pool=error{sled}"))
+    });
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
 
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

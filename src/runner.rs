@@ -201,8 +201,14 @@ pub async fn start(config: Config, mut options: RunOptions, abandon: bool, outpu
         None => return stopped_before_run(),
         Some(Ok(v)) => v,
         Some(Err(e)) => {
+            let code = engine_exit(&e);
             eprintln!("error: {e}");
-            return engine_exit(&e);
+            if code == exit::NETWORK {
+                eprintln!(
+                    "no run was recorded (planning did not finish); `db-sync run` starts again once the link is back"
+                );
+            }
+            return code;
         }
     };
     let id = match store.next_run_id() {

@@ -175,9 +175,9 @@ pub struct ConnectionFile {
     /// [`crate::config::Resilience`]).
     #[serde(default)]
     pub timeout: Option<serde_json::Value>,
-    /// Retries of a call that failed with a retryable error (default 3).
+    /// Retries of a call that failed with a retryable error: 0 to 100 (default 3).
     #[serde(default)]
-    pub retry_count: Option<u32>,
+    pub retry_count: Option<serde_json::Value>,
     /// Wait before the first retry, doubling with jitter: milliseconds (as in the manual's
     /// example, `5000`), or a duration such as `"5s"` (default 5 s).
     #[serde(default)]

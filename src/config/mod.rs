@@ -349,9 +349,20 @@ fn strip_position(message: &str) -> String {
     }
 }
 
-/// FNV-1a over the canonical JSON text. Secrets are hashed as written (`${VAR}`), so a
-/// rotated password does not count as a changed config.
+/// Connection keys that change how calls are waited for and retried, not what a run
+/// plans: changing them (after a run stopped on a flaky link) keeps the run resumable.
+const RESILIENCE_KEYS: [&str; 4] = ["timeout", "retry_count", "retry_delay", "reconnect_delay"];
+
+/// FNV-1a over the canonical JSON text, without the connections' [`RESILIENCE_KEYS`].
+/// Secrets are hashed as written (`${VAR}`), so a rotated password does not count as a
+/// changed config.
 fn fingerprint(json: &Json) -> u64 {
+    let mut json = json.clone();
+    for side in ["source", "target"] {
+        if let Some(connection) = json.get_mut(side).and_then(Json::as_object_mut) {
+            connection.retain(|key, _| !RESILIENCE_KEYS.contains(&key.as_str()));
+        }
+    }
     crate::checkpoint::fnv1a(json.to_string().as_bytes())
 }
 
@@ -657,27 +668,50 @@ impl Resilience {
     /// duration in humantime's form (`"90s"`, `"1h 30m"`, `"250ms"`).
     pub fn parse(conn: &ConnectionFile, location: &str, path: &Path) -> Result<Resilience, ConfigError> {
         let default = Resilience::default();
-        let duration = |value: &Option<Json>, key: &str, unit: Duration, default: Duration| match value {
-            None => Ok(default),
-            Some(value) => {
-                duration_setting(value, unit).map_err(|message| invalid(path, format!("{location}.{key}"), message))
+        let duration = |value: &Option<Json>, key: &str, unit: Duration, default: Duration, range: (u64, u64)| {
+            let error = |message: String| invalid(path, format!("{location}.{key}"), message);
+            let Some(value) = value else { return Ok(default) };
+            let d = duration_setting(value, unit).map_err(error)?;
+            let (least, most) = (Duration::from_millis(range.0), Duration::from_millis(range.1));
+            if d < least || d > most {
+                return Err(error(format!(
+                    "{} is out of range: give {} to {}",
+                    humantime::format_duration(d),
+                    humantime::format_duration(least),
+                    humantime::format_duration(most)
+                )));
             }
+            Ok(d)
         };
-        let settings = Resilience {
-            timeout: duration(&conn.timeout, "timeout", Duration::from_secs(1), default.timeout)?,
-            retry_count: conn.retry_count.unwrap_or(default.retry_count),
-            retry_delay: duration(&conn.retry_delay, "retry_delay", Duration::from_millis(1), default.retry_delay)?,
+        const HOUR: u64 = 3_600_000;
+        let retry_count = match &conn.retry_count {
+            None => default.retry_count,
+            Some(value) => value.as_u64().filter(|n| *n <= 100).map(|n| n as u32).ok_or_else(|| {
+                invalid(
+                    path,
+                    format!("{location}.retry_count"),
+                    format!("`{value}` is not a whole number from 0 to 100"),
+                )
+            })?,
+        };
+        Ok(Resilience {
+            timeout: duration(&conn.timeout, "timeout", Duration::from_secs(1), default.timeout, (1_000, 24 * HOUR))?,
+            retry_count,
+            retry_delay: duration(
+                &conn.retry_delay,
+                "retry_delay",
+                Duration::from_millis(1),
+                default.retry_delay,
+                (0, HOUR),
+            )?,
             reconnect_delay: duration(
                 &conn.reconnect_delay,
                 "reconnect_delay",
                 Duration::from_secs(1),
                 default.reconnect_delay,
+                (0, HOUR),
             )?,
-        };
-        if settings.timeout.is_zero() {
-            return Err(invalid(path, format!("{location}.timeout"), "must be more than 0"));
-        }
-        Ok(settings)
+        })
     }
 }
 

@@ -296,8 +296,20 @@ fn resilience_durations() {
         (r#""reconnect_delay": true"#, "target.reconnect_delay"),
         (r#""timeout": "400 days""#, "target.timeout"),
         (r#""timeout": 1e300"#, "target.timeout"),
+        (r#""timeout": "1ms""#, "target.timeout"),
+        (r#""retry_delay": "2h""#, "target.retry_delay"),
+        (r#""reconnect_delay": "1000 years""#, "target.reconnect_delay"),
+        (r#""retry_count": -1"#, "target.retry_count"),
+        (r#""retry_count": 1000000000"#, "target.retry_count"),
+        (r#""retry_count": "3""#, "target.retry_count"),
     ] {
         let err = with(settings).unwrap_err().to_string();
         assert!(err.contains(key), "{settings}: {err}");
     }
+    // Waiting longer or retrying more does not change what a run plans: a run stopped on
+    // a flaky link stays resumable after its timeouts are raised.
+    let plain = parse(MINIMAL).unwrap().fingerprint;
+    let patient = with(r#""timeout": "10m", "retry_count": 20, "retry_delay": "10s", "reconnect_delay": 60"#);
+    assert_eq!(patient.unwrap().fingerprint, plain);
+    assert_ne!(with(r#""pool_size": 3"#).unwrap().fingerprint, plain);
 }

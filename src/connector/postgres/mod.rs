@@ -104,6 +104,24 @@ fn classify(endpoint: &str, e: sqlx::Error) -> ConnectorError {
     }
 }
 
+/// One plain connection, closed again: it names why a server cannot be reached
+/// (connection refused, no such host, the server's authentication error) where a pool
+/// would only report "pool timed out" after its acquire timeout.
+async fn first_connection(options: &PgConnectOptions, timeout: Duration, endpoint: &str) -> Result<(), ConnectorError> {
+    let first = <sqlx::PgConnection as sqlx::Connection>::connect_with(options);
+    match tokio::time::timeout(timeout, first).await {
+        Ok(Ok(first)) => {
+            let _ = sqlx::Connection::close(first).await;
+            Ok(())
+        }
+        Ok(Err(e)) => Err(classify(endpoint, e)),
+        Err(_) => Err(ConnectorError::Connection {
+            endpoint: endpoint.to_string(),
+            message: format!("no answer within {} (`timeout`)", humantime::format_duration(timeout)),
+        }),
+    }
+}
+
 /// A pool of `size` connections made with `options`, each acquire waiting at most
 /// `timeout`. sqlx has no TCP keepalive setting; a stalled connection is ended by the
 /// resilience layer's deadline on each call, which then replaces the pool.
@@ -162,26 +180,24 @@ impl PostgresConnector {
         // TimeZone UTC and DateStyle ISO, so instants read in UTC whatever the server's
         // zone; intervals read in ISO 8601 so that other databases can parse them.
         connect = connect.options([("IntervalStyle", "iso_8601")]);
-        if let Some(secs) = raw.statement_timeout_secs {
-            connect = connect.options([("statement_timeout", format!("{}s", secs))]);
-        }
-        // The pool retries a refused connection until its acquire timeout and then reports
-        // only "pool timed out". One plain connection first names the cause: connection
-        // refused, no such host, or the server's authentication error.
-        let timeout = if raw.timeout.is_some() { endpoint.resilience.timeout } else { Duration::from_secs(30) };
-        let first = <sqlx::PgConnection as sqlx::Connection>::connect_with(&connect);
-        match tokio::time::timeout(timeout, first).await {
-            Ok(Ok(first)) => {
-                let _ = sqlx::Connection::close(first).await;
-            }
-            Ok(Err(e)) => return Err(classify(&described, e)),
-            Err(_) => {
-                return Err(ConnectorError::Connection {
-                    endpoint: described,
-                    message: format!("no answer within {}s (`timeout`)", timeout.as_secs()),
-                });
-            }
-        }
+        // The server gives up on a statement when db-sync does (`timeout`), so a call
+        // abandoned at its deadline (a lock wait, a slow link) does not run on and commit
+        // behind a retry; `statement_timeout_secs` overrides it. An abandoned transaction is
+        // ended the same way.
+        let deadline = endpoint.resilience.timeout;
+        let statement_timeout = match raw.statement_timeout_secs {
+            Some(secs) => format!("{secs}s"),
+            None => format!("{}ms", deadline.as_millis()),
+        };
+        connect = connect.options([
+            ("statement_timeout", statement_timeout),
+            ("idle_in_transaction_session_timeout", format!("{}ms", deadline.as_millis())),
+        ]);
+        // sqlx's own warnings would repeat each failure the resilience layer reports, and
+        // slow statements (any call over a second on a slow link) in full.
+        connect = sqlx::ConnectOptions::log_slow_statements(connect, log::LevelFilter::Off, Duration::from_secs(1));
+        let timeout = if raw.timeout.is_some() { deadline } else { Duration::from_secs(30) };
+        first_connection(&connect, timeout, &described).await?;
         let pool_options = (connect, raw.pool_size.unwrap_or(4).max(1), timeout);
         let pool = new_pool(&pool_options).await.map_err(|e| classify(&described, e))?;
         let schema = raw.schema.clone().unwrap_or_else(|| "public".into());
@@ -321,6 +337,8 @@ impl Connector for PostgresConnector {
     /// A new pool replaces the old one, which is closed in the background: its
     /// connections may be broken or stalled, and calls still holding one fail on their own.
     async fn connect(&self) -> Result<(), ConnectorError> {
+        let (options, _, timeout) = &self.pool_options;
+        first_connection(options, *timeout, &self.endpoint).await?;
         let pool = new_pool(&self.pool_options).await.map_err(self.err())?;
         sqlx::query("SELECT 1").execute(&pool).await.map_err(self.err())?;
         let old = std::mem::replace(&mut *self.pool.write().unwrap_or_else(|e| e.into_inner()), pool);
