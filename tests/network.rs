@@ -389,3 +389,37 @@ fn retries_running_out_stop_the_run_resumable() {
     assert_rows(&sqlite_rows(&ws.path("source.sqlite")), &pg_rows(pg, &dst));
     assert_eq!(show_last(&ws)["tables"][0]["added"], 30_000);
 }
+
+/// A write that waits on a lock past `timeout` is abandoned by db-sync and cancelled by
+/// the server too (`statement_timeout` follows `timeout`): it does not run on and commit
+/// behind db-sync's back once the lock is released.
+#[test]
+fn a_statement_given_up_is_cancelled_on_the_server() {
+    let pg = need_pg!();
+    let dst = pg.create_database();
+    pg_fill(pg, &dst, 1000);
+    pg.psql(&dst, "UPDATE items SET name = 'old ' || id");
+    let ws = Workspace::new();
+    sqlite_fill(&ws, 1000);
+    let target = format!(r#"{{"type": "postgres", "url": "{}", "timeout": "2s", "retry_count": 0}}"#, pg.url(&dst));
+    write_config(&ws, r#"{"type": "sqlite", "path": "source.sqlite"}"#, &target);
+
+    let mut holder =
+        pg.psql_spawn(&dst, "BEGIN; SELECT id FROM items WHERE id = 500 FOR UPDATE; SELECT pg_sleep(8); COMMIT;");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while pg.query(&dst, "SELECT count(*) FROM pg_locks WHERE locktype = 'transactionid' AND granted")[0] == "0" {
+        assert!(Instant::now() < deadline, "the lock was never taken");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = ws.run(&["run", "--progress", "off"]);
+    assert_eq!(out.status.code(), Some(7), "{}", text(&out));
+    let waiting = "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'INSERT INTO%' AND state = 'active'";
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while pg.query(&dst, waiting)[0] != "0" {
+        assert!(Instant::now() < deadline, "the abandoned upsert still waits on the server");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    holder.wait().unwrap();
+    let renamed = pg.query(&dst, "SELECT count(*) FROM items WHERE name LIKE 'old %'");
+    assert_eq!(renamed, ["1000"], "nothing committed behind db-sync's back");
+}

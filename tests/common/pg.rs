@@ -193,6 +193,14 @@ impl Cluster {
         run_ok(cmd, "psql");
     }
 
+    /// Starts `sql` in a psql session of its own and returns at once (a session that holds
+    /// a lock while a test runs); wait for the child to end it.
+    pub fn psql_spawn(&self, db: &str, sql: &str) -> std::process::Child {
+        let mut cmd = self.psql_command(db);
+        cmd.arg("-c").arg(sql).stdout(Stdio::null()).stderr(Stdio::null());
+        cmd.spawn().expect("psql")
+    }
+
     /// Rows of a query as `|`-separated text lines.
     pub fn query(&self, db: &str, sql: &str) -> Vec<String> {
         let mut cmd = self.psql_command(db);
