@@ -287,7 +287,10 @@ fn load(args: &ConfigArgs) -> Result<Config, u8> {
 fn state_dir(args: &ConfigArgs) -> Result<PathBuf, u8> {
     match &args.state_dir {
         Some(dir) => Ok(dir.clone()),
-        None => load(args).map(|c| c.run.state_dir),
+        None => Config::state_dir_of(&args.config).map_err(|e| {
+            eprintln!("error: {e}");
+            exit::CONFIG
+        }),
     }
 }
 

@@ -239,3 +239,24 @@ fn refused_connection_names_the_cause_and_hides_the_password() {
 fn unknown_host_names_the_cause_and_hides_the_password() {
     connection_failure_hides_the_password("no-such-host.invalid:5432", "no such host");
 }
+
+/// `runs` and `show` read only the state store: they work without the environment
+/// variables the connections need, while `run` names the missing one.
+#[test]
+fn runs_and_show_need_no_secrets() {
+    let ws = workspace();
+    ws.config(CONFIG);
+    assert_eq!(ws.run(&["run", "--progress", "off"]).status.code(), Some(0));
+    ws.config(&CONFIG.replace(
+        r#""target": {"type": "sqlite", "path": "target.sqlite"}"#,
+        r#""target": {"type": "postgres", "url": "postgres://sync@db.example/erp", "password": "${DB_SYNC_TEST_UNSET_PW}"}"#,
+    ));
+    let out = ws.run(&["runs"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("completed"), "{}", text(&out));
+    let out = ws.run(&["show", "1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = ws.run(&["run"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("DB_SYNC_TEST_UNSET_PW"), "{}", text(&out));
+}

@@ -320,6 +320,27 @@ impl Config {
         Self::from_str_at(&text, path, &|name| std::env::var(name).ok())
     }
 
+    /// The state store folder a config names (`state_dir`, else `.db-sync` beside the
+    /// file), without the rest of the config: `runs` and `show` read only the store, so
+    /// they work without the passwords' environment variables.
+    pub fn state_dir_of(path: &Path) -> Result<PathBuf, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let json: Json = serde_json::from_str(&text).map_err(|e| ConfigError::Syntax {
+            path: path.to_path_buf(),
+            line: e.line(),
+            column: e.column(),
+            message: strip_position(&e.to_string()),
+        })?;
+        let base_dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let mut dir = json.get("state_dir").cloned().unwrap_or(Json::String(".db-sync".into()));
+        interpolate(&mut dir, "state_dir", path, &|name| std::env::var(name).ok())?;
+        match dir {
+            Json::String(dir) => Ok(base_dir.join(dir)),
+            _ => Err(invalid(path, "state_dir", "must be a folder path (a string)")),
+        }
+    }
+
     /// Parses config text as if read from `path`, reading environment variables through
     /// `env` (tests pass a closure instead of touching the process environment).
     pub fn from_str_at(text: &str, path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
