@@ -77,6 +77,31 @@ pub struct NetworkEvent {
     pub wait_ms: u64,
 }
 
+impl NetworkEvent {
+    /// An event happening now: `kind` of `operation` on `side` (about `table`), caused by
+    /// `cause`, at retry `attempt`, waiting `wait` before the next attempt.
+    fn now(
+        kind: NetworkEventKind,
+        side: Side,
+        table: Option<&str>,
+        operation: &str,
+        cause: String,
+        attempt: u32,
+        wait: Duration,
+    ) -> NetworkEvent {
+        NetworkEvent {
+            at_ms: crate::checkpoint::now_ms(),
+            kind,
+            side: side.name().into(),
+            table: table.map(str::to_string),
+            operation: operation.into(),
+            cause,
+            attempt,
+            wait_ms: wait.as_millis() as u64,
+        }
+    }
+}
+
 /// Where the resilience layers of a run write their [`NetworkEvent`]s until the engine
 /// takes them. Shared by both sides; cheap when nothing fails.
 #[derive(Debug, Default)]
@@ -108,6 +133,8 @@ struct Session {
 /// A connector behind the resilience layer.
 pub struct Resilient {
     inner: Arc<dyn Connector>,
+    /// `inner.describe_endpoint()`, named in timeout errors.
+    endpoint: String,
     settings: Resilience,
     side: Side,
     journal: Arc<NetworkJournal>,
@@ -122,6 +149,7 @@ impl Resilient {
     /// Wraps `inner`, an open connector of `side`, recording into `journal`.
     pub fn new(inner: Arc<dyn Connector>, settings: Resilience, side: Side, journal: Arc<NetworkJournal>) -> Resilient {
         Resilient {
+            endpoint: inner.describe_endpoint(),
             inner,
             settings,
             side,
@@ -169,19 +197,18 @@ impl Resilient {
             self.side.name(),
             humantime::format_duration(self.settings.reconnect_delay)
         );
-        self.journal.record(NetworkEvent {
-            at_ms: crate::checkpoint::now_ms(),
-            kind: NetworkEventKind::Reconnect,
-            side: self.side.name().into(),
-            table: table.map(str::to_string),
-            operation: "connecting again".into(),
+        let wait = self.settings.reconnect_delay;
+        self.journal.record(NetworkEvent::now(
+            NetworkEventKind::Reconnect,
+            self.side,
+            table,
+            "connecting again",
             cause,
-            attempt: 0,
-            wait_ms: self.settings.reconnect_delay.as_millis() as u64,
-        });
+            0,
+            wait,
+        ));
         tokio::time::sleep(self.settings.reconnect_delay).await;
-        deadline(self.settings.timeout, self.inner.describe_endpoint(), "connecting again", self.inner.connect())
-            .await?;
+        deadline(self.settings.timeout, &self.endpoint, "connecting again", self.inner.connect()).await?;
         let mut session = self.session();
         session.generation += 1;
         session.lost = None;
@@ -205,13 +232,11 @@ impl Resilient {
         Fut: Future<Output = Result<T, ConnectorError>> + Send,
         T: Send,
     {
-        let endpoint = self.inner.describe_endpoint();
         let attempt = || {
-            let endpoint = endpoint.clone();
             let call = op();
             async move {
                 let generation = self.usable_session(table).await?;
-                let result = deadline(self.settings.timeout, endpoint, what, call).await;
+                let result = deadline(self.settings.timeout, &self.endpoint, what, call).await;
                 if let Err(e) = &result {
                     if e.is_connection_loss() {
                         self.lose(generation, e);
@@ -227,14 +252,14 @@ impl Resilient {
 /// `call` with a deadline: no answer within `timeout` is a lost connection.
 async fn deadline<T>(
     timeout: Duration,
-    endpoint: String,
+    endpoint: &str,
     what: &str,
     call: impl Future<Output = Result<T, ConnectorError>>,
 ) -> Result<T, ConnectorError> {
     match tokio::time::timeout(timeout, call).await {
         Ok(result) => result,
         Err(_) => Err(ConnectorError::Connection {
-            endpoint,
+            endpoint: endpoint.to_string(),
             message: format!("{what} got no answer within the timeout of {}", humantime::format_duration(timeout)),
         }),
     }
@@ -260,15 +285,8 @@ where
         .with_max_times(settings.retry_count as usize)
         .with_jitter();
     let retries = std::sync::atomic::AtomicU32::new(0);
-    let event = |kind, cause: &ConnectorError, attempt, wait: Duration| NetworkEvent {
-        at_ms: crate::checkpoint::now_ms(),
-        kind,
-        side: side.name().into(),
-        table: table.map(str::to_string),
-        operation: what.to_string(),
-        cause: cause.to_string(),
-        attempt,
-        wait_ms: wait.as_millis() as u64,
+    let event = |kind, cause: &ConnectorError, attempt, wait| {
+        NetworkEvent::now(kind, side, table, what, cause.to_string(), attempt, wait)
     };
     let result = attempt
         .retry(backoff)
@@ -298,7 +316,7 @@ where
 #[async_trait]
 impl Connector for Resilient {
     fn describe_endpoint(&self) -> String {
-        self.inner.describe_endpoint()
+        self.endpoint.clone()
     }
     fn capabilities(&self) -> Capabilities {
         self.inner.capabilities()
@@ -307,19 +325,17 @@ impl Connector for Resilient {
         self.inner.counters()
     }
     async fn connect(&self) -> Result<(), ConnectorError> {
-        let endpoint = self.inner.describe_endpoint();
-        deadline(self.settings.timeout, endpoint, "connecting", self.inner.connect()).await
+        deadline(self.settings.timeout, &self.endpoint, "connecting", self.inner.connect()).await
     }
     async fn health_check(&self) -> Result<(), ConnectorError> {
         self.call("checking the connection", None, || self.inner.health_check()).await
     }
     async fn close(&self) {
-        let endpoint = self.inner.describe_endpoint();
         let closing = async {
             self.inner.close().await;
             Ok(())
         };
-        if let Err(e) = deadline(self.settings.timeout, endpoint, "closing the session", closing).await {
+        if let Err(e) = deadline(self.settings.timeout, &self.endpoint, "closing the session", closing).await {
             tracing::warn!("{e}");
         }
     }
