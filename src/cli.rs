@@ -229,25 +229,11 @@ impl From<ProgressArg> for ProgressMode {
 /// Runs a command that writes nothing until it ends or SIGINT/SIGTERM arrives; a signal
 /// drops the calls in flight and exits 130 at once.
 async fn read_only(command: impl std::future::Future<Output = u8>) -> u8 {
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                term.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
+    let mut signals = crate::runner::Signals::new();
     tokio::select! {
         code = command => code,
-        _ = tokio::signal::ctrl_c() => {
-            eprintln!("SIGINT: stopped; nothing was written");
-            exit::INTERRUPTED
-        }
-        _ = terminate => {
-            eprintln!("SIGTERM: stopped; nothing was written");
+        signal = signals.next() => {
+            eprintln!("{signal}: stopped; nothing was written");
             exit::INTERRUPTED
         }
     }

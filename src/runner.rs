@@ -75,26 +75,10 @@ impl Stopper {
     pub fn install(stop: Arc<AtomicBool>) -> Stopper {
         let stopper = Stopper { stop, abandon: CancellationToken::new() };
         let (stop, abandon) = (Arc::clone(&stopper.stop), stopper.abandon.clone());
+        let mut signals = Signals::new();
         tokio::spawn(async move {
-            #[cfg(unix)]
-            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!("cannot listen for SIGTERM: {e}");
-                    return;
-                }
-            };
             loop {
-                #[cfg(unix)]
-                let signal = tokio::select! {
-                    _ = tokio::signal::ctrl_c() => "SIGINT",
-                    _ = term.recv() => "SIGTERM",
-                };
-                #[cfg(not(unix))]
-                let signal = {
-                    let _ = tokio::signal::ctrl_c().await;
-                    "interrupt"
-                };
+                let signal = signals.next().await;
                 if stop.swap(true, Ordering::SeqCst) {
                     eprintln!("{signal} again: stopping now");
                     abandon.cancel();
@@ -121,6 +105,44 @@ impl Stopper {
             result = work => Some(result),
             _ = self.abandon.cancelled() => None,
         }
+    }
+}
+
+/// SIGINT and SIGTERM as one stream (SIGINT only off Unix).
+pub struct Signals {
+    #[cfg(unix)]
+    term: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    /// Starts listening (needs a tokio runtime). If SIGTERM cannot be listened for, only
+    /// SIGINT is, with a warning.
+    pub fn new() -> Signals {
+        Signals {
+            #[cfg(unix)]
+            term: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .inspect_err(|e| tracing::warn!("cannot listen for SIGTERM: {e}"))
+                .ok(),
+        }
+    }
+
+    /// The next signal's name: `SIGINT` or `SIGTERM`.
+    pub async fn next(&mut self) -> &'static str {
+        #[cfg(unix)]
+        if let Some(term) = &mut self.term {
+            return tokio::select! {
+                _ = tokio::signal::ctrl_c() => "SIGINT",
+                _ = term.recv() => "SIGTERM",
+            };
+        }
+        let _ = tokio::signal::ctrl_c().await;
+        "SIGINT"
+    }
+}
+
+impl Default for Signals {
+    fn default() -> Self {
+        Signals::new()
     }
 }
 
