@@ -326,12 +326,7 @@ impl Config {
     pub fn state_dir_of(path: &Path) -> Result<PathBuf, ConfigError> {
         let text =
             std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
-        let json: Json = serde_json::from_str(&text).map_err(|e| ConfigError::Syntax {
-            path: path.to_path_buf(),
-            line: e.line(),
-            column: e.column(),
-            message: strip_position(&e.to_string()),
-        })?;
+        let json = parse_json(&text, path)?;
         let base_dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         let mut dir = json.get("state_dir").cloned().unwrap_or(Json::String(".db-sync".into()));
         interpolate(&mut dir, "state_dir", path, &|name| std::env::var(name).ok())?;
@@ -344,12 +339,7 @@ impl Config {
     /// Parses config text as if read from `path`, reading environment variables through
     /// `env` (tests pass a closure instead of touching the process environment).
     pub fn from_str_at(text: &str, path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let mut json: Json = serde_json::from_str(text).map_err(|e| ConfigError::Syntax {
-            path: path.to_path_buf(),
-            line: e.line(),
-            column: e.column(),
-            message: strip_position(&e.to_string()),
-        })?;
+        let mut json = parse_json(text, path)?;
         strip_comments(&mut json);
         let fingerprint = fingerprint(&json);
         interpolate(&mut json, "", path, env)?;
@@ -361,6 +351,16 @@ impl Config {
             .to_path_buf();
         validate(file, path, &base_dir, fingerprint)
     }
+}
+
+/// The config text as JSON; a syntax error names the file, line and column.
+fn parse_json(text: &str, path: &Path) -> Result<Json, ConfigError> {
+    serde_json::from_str(text).map_err(|e| ConfigError::Syntax {
+        path: path.to_path_buf(),
+        line: e.line(),
+        column: e.column(),
+        message: strip_position(&e.to_string()),
+    })
 }
 
 fn strip_position(message: &str) -> String {
