@@ -1,0 +1,1 @@
+//! A 4D REST (ORDA) server emulator for db-sync's tests and benchmarks.
