@@ -143,6 +143,13 @@ pub struct ConnectionFile {
     /// PostgreSQL, 4D REST and REST: server URL.
     #[serde(default)]
     pub url: Option<String>,
+    /// 4D: `rest` (the REST/ORDA server at `url`, the default when `url` is set) or `sql`
+    /// (the SQL server at `host`/`port`).
+    #[serde(default)]
+    pub protocol: Option<String>,
+    /// 4D REST: unit of Time (`duration`) attributes on the wire, `ms` (default) or `s`.
+    #[serde(default)]
+    pub time_unit: Option<String>,
     /// PostgreSQL: schema holding the tables.
     #[serde(default)]
     pub schema: Option<String>,
@@ -194,6 +201,8 @@ impl std::fmt::Debug for ConnectionFile {
             .field("kind", &self.kind)
             .field("path", &self.path)
             .field("url", &self.url.as_deref().map(super::redact_url))
+            .field("protocol", &self.protocol)
+            .field("time_unit", &self.time_unit)
             .field("schema", &self.schema)
             .field("host", &self.host)
             .field("port", &self.port)

@@ -170,6 +170,13 @@ impl Endpoint {
     pub fn is_4d(&self) -> bool {
         self.kind == ConnectionKind::FourD
     }
+
+    /// True for a 4D connection through its REST (ORDA) server: `"protocol": "rest"`, or a
+    /// `url` without `protocol` (validated when the config loads).
+    pub fn is_4d_rest(&self) -> bool {
+        self.is_4d()
+            && self.raw.protocol.as_deref().unwrap_or(if self.raw.url.is_some() { "rest" } else { "sql" }) == "rest"
+    }
 }
 
 /// What a redacted secret is replaced with.
@@ -645,8 +652,55 @@ fn endpoint(conn: &ConnectionFile, location: &str, path: &Path, base_dir: &Path)
             }
         }
         ConnectionKind::FourD => {
-            if conn.url.is_none() && conn.host.is_none() {
-                return Err(invalid(path, location, "a 4d connection needs \"url\" (REST) or \"host\" (SQL server)"));
+            let protocol = match conn.protocol.as_deref() {
+                None if conn.url.is_some() => "rest",
+                None if conn.host.is_some() => "sql",
+                None => {
+                    return Err(invalid(
+                        path,
+                        location,
+                        "a 4d connection needs \"url\" (REST) or \"host\" (SQL server)",
+                    ));
+                }
+                Some(p @ ("rest" | "sql")) => p,
+                Some(other) => {
+                    return Err(invalid(
+                        path,
+                        format!("{location}.protocol"),
+                        format!("`{other}` is not a 4D protocol: write \"rest\" or \"sql\""),
+                    ));
+                }
+            };
+            if protocol == "rest" {
+                let url = conn.url.as_deref().unwrap_or_default();
+                match url::Url::parse(url) {
+                    Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {}
+                    _ => {
+                        return Err(invalid(
+                            path,
+                            format!("{location}.url"),
+                            format!(
+                                "a 4d REST connection needs \"url\": \"http://host:port\" or \"https://host:port\", not \"{}\"",
+                                redact_url(url)
+                            ),
+                        ));
+                    }
+                }
+            } else if conn.host.as_deref().is_none_or(str::is_empty) {
+                return Err(invalid(
+                    path,
+                    location,
+                    "a 4d SQL connection needs \"host\" (and \"port\", default 19812)",
+                ));
+            }
+            if let Some(unit) = conn.time_unit.as_deref()
+                && !matches!(unit, "ms" | "s")
+            {
+                return Err(invalid(
+                    path,
+                    format!("{location}.time_unit"),
+                    format!("`{unit}` is not a time unit of 4D Time values: write \"ms\" or \"s\""),
+                ));
             }
         }
     }

@@ -2,6 +2,8 @@
 //! rows; one module per backend implements it and holds all of that backend's SQL or HTTP.
 //! Connectors never decide what to sync: they count, read in key order, upsert and delete.
 
+pub mod fourd;
+pub mod http;
 pub mod link;
 pub mod memory;
 pub mod postgres;
@@ -366,7 +368,6 @@ pub struct ConnectOptions {
     pub show_sql: bool,
 }
 
-/// Opens the connector for an endpoint.
 /// Opens the connector for an endpoint, behind the resilience layer (its first connection
 /// is retried like any call); retries and reconnections are recorded in `journal`.
 pub async fn open(
@@ -375,11 +376,16 @@ pub async fn open(
     options: ConnectOptions,
     journal: Arc<resilient::NetworkJournal>,
 ) -> Result<Arc<dyn Connector>, ConnectorError> {
-    if !matches!(endpoint.kind, ConnectionKind::Sqlite | ConnectionKind::Postgres) {
+    let supported = match endpoint.kind {
+        ConnectionKind::Sqlite | ConnectionKind::Postgres => true,
+        ConnectionKind::FourD => endpoint.is_4d_rest(),
+        ConnectionKind::Rest => false,
+    };
+    if !supported {
+        let what = if endpoint.is_4d() { "4d over its SQL protocol (`host`)" } else { endpoint.kind.name() };
         return Err(ConnectorError::Config(format!(
-            "{} connection type `{}` is not supported yet; db-sync currently syncs sqlite and postgres databases",
+            "{} connection type {what} is not supported yet; db-sync syncs sqlite, postgres and 4d over REST (`url`)",
             side.name(),
-            endpoint.kind.name()
         )));
     }
     let open = || async move {
@@ -388,6 +394,7 @@ pub async fn open(
                 let path = endpoint.path.clone().expect("validated sqlite endpoint has a path");
                 Arc::new(sqlite::SqliteConnector::open(path, side, options).await?)
             }
+            ConnectionKind::FourD => Arc::new(fourd::FourDRest::open(endpoint, side, options).await?),
             _ => Arc::new(postgres::PostgresConnector::open(endpoint, side, options).await?),
         };
         Ok(connector)

@@ -1,0 +1,200 @@
+//! One 4D REST session: login with `POST /rest/$directory/login` (`username-4D` and
+//! `password-4D` headers, `REST/$directory.md`), the session cookie (`4DSID_<app>` or
+//! `WASID4D`, `WebServer/sessions.md`, `REST/authUsers.md`) sent back on every request by
+//! the HTTP layer's cookie jar, one new login when a request answers 401 (an expired
+//! session), logout at the end (`REST/$directory_logout.md`), and 4D's answers mapped to
+//! [`ConnectorError`]s (`docs/4d-rest.md` §5).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use reqwest::Method;
+use serde_json::Value as Json;
+use tokio::sync::Mutex;
+
+use crate::connector::ConnectorError;
+use crate::connector::http::{HttpClient, Query, Response};
+
+/// 4D's error codes that say an attribute or dataclass is unknown (1500 then 1804, as 4D's
+/// ORDA engine reports an unknown attribute; `docs/4d-rest.md` §5).
+const SCHEMA_CODES: [i64; 2] = [1500, 1804];
+
+/// The session of one 4D REST connection.
+pub struct Session {
+    http: HttpClient,
+    user: Option<String>,
+    password: Option<String>,
+    /// Serializes logins; holds the number of logins so far, so concurrent requests that
+    /// all met a 401 log in once.
+    logins: Mutex<u64>,
+    generation: AtomicU64,
+}
+
+/// One error of an `__ERROR` array.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FourDError {
+    /// `errCode`.
+    pub code: i64,
+    /// `message`.
+    pub message: String,
+}
+
+/// The `__ERROR` items of an answer (top level or one entity), in order.
+pub fn errors_of(json: &Json) -> Vec<FourDError> {
+    json.get("__ERROR")
+        .and_then(Json::as_array)
+        .map(|items| {
+            items
+                .iter()
+                .map(|e| FourDError {
+                    code: e.get("errCode").and_then(Json::as_i64).unwrap_or(0),
+                    message: e.get("message").and_then(Json::as_str).unwrap_or("").to_string(),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `message (errCode n); …` of a list of errors.
+pub fn describe_errors(errors: &[FourDError]) -> String {
+    errors.iter().map(|e| format!("{} (4D error {})", e.message, e.code)).collect::<Vec<_>>().join("; ")
+}
+
+impl Session {
+    /// A session on `http` for `user` (no login when `None`: a guest session).
+    pub fn new(http: HttpClient, user: Option<String>, password: Option<String>) -> Session {
+        Session { http, user, password, logins: Mutex::new(0), generation: AtomicU64::new(0) }
+    }
+
+    /// The HTTP layer (for its counters).
+    pub fn http(&self) -> &HttpClient {
+        &self.http
+    }
+
+    fn endpoint(&self) -> String {
+        self.http.endpoint().to_string()
+    }
+
+    /// Starts a new session: empty cookie jar, then a login when a user is configured.
+    pub async fn login(&self) -> Result<(), ConnectorError> {
+        let mut logins = self.logins.lock().await;
+        self.login_locked().await?;
+        *logins += 1;
+        self.generation.store(*logins, Ordering::SeqCst);
+        Ok(())
+    }
+
+    async fn login_locked(&self) -> Result<(), ConnectorError> {
+        self.http.reset_session()?;
+        let Some(user) = &self.user else { return Ok(()) };
+        let password = self.password.as_deref().unwrap_or("");
+        let headers = [("username-4D", user.as_str()), ("password-4D", password)];
+        let answer = self.http.send(Method::POST, "/rest/$directory/login", &Query::new(), &headers, None).await?;
+        let accepted =
+            answer.status == 200 && answer.json().and_then(|j| j.get("result").and_then(Json::as_bool)) == Some(true);
+        if accepted {
+            return Ok(());
+        }
+        match answer.status {
+            200 | 401 | 403 => Err(ConnectorError::Config(format!(
+                "{}: 4D refused the login of user `{user}`; check `user` and the password (the environment \
+                 variable its `password` names), and that the user may use REST",
+                self.endpoint()
+            ))),
+            _ => Err(self.classify(answer, "login")),
+        }
+    }
+
+    /// Ends the session (`GET /rest/$directory/logout`); failures are logged, not returned.
+    pub async fn logout(&self) {
+        if self.user.is_none() {
+            return;
+        }
+        match self.http.send(Method::GET, "/rest/$directory/logout", &Query::new(), &[], None).await {
+            Ok(r) if r.status == 200 => tracing::debug!(endpoint = %self.endpoint(), "4D session closed"),
+            Ok(r) => tracing::debug!(endpoint = %self.endpoint(), status = r.status, "4D logout refused"),
+            Err(e) => tracing::debug!(endpoint = %self.endpoint(), "4D logout failed: {e}"),
+        }
+    }
+
+    /// Sends one request and returns its JSON answer (`Null` for an empty body). A 401
+    /// logs in once more (the session expired) and sends the request again; every other
+    /// failure is classified (`docs/4d-rest.md` §5). `what` names the operation in errors.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        query: &Query,
+        body: Option<&Json>,
+        what: &str,
+    ) -> Result<Json, ConnectorError> {
+        let body = body.map(|b| b.to_string().into_bytes());
+        let generation = self.generation.load(Ordering::SeqCst);
+        let mut answer = self.http.send(method.clone(), path, query, &[], body.clone()).await?;
+        if answer.status == 401 && self.user.is_some() {
+            {
+                let mut logins = self.logins.lock().await;
+                // Another request may have logged in meanwhile: then just send again.
+                if *logins == generation {
+                    tracing::info!(endpoint = %self.endpoint(), "4D session expired (HTTP 401); logging in again");
+                    self.login_locked().await?;
+                    *logins += 1;
+                    self.generation.store(*logins, Ordering::SeqCst);
+                }
+            }
+            answer = self.http.send(method, path, query, &[], body).await?;
+        }
+        if (200..300).contains(&answer.status) {
+            let json = answer.json().unwrap_or(Json::Null);
+            // An error may come alone or together with data (`REST/REST_requests.md`).
+            if json.get("__ENTITIES").is_none() && json.get("__ERROR").is_some() && json.get("ok").is_none() {
+                return Err(self.error_answer(&json, what));
+            }
+            return Ok(json);
+        }
+        Err(self.classify(answer, what))
+    }
+
+    /// A 200 answer that is an error only: by its codes.
+    fn error_answer(&self, json: &Json, what: &str) -> ConnectorError {
+        let errors = errors_of(json);
+        if errors.iter().any(|e| SCHEMA_CODES.contains(&e.code)) {
+            return ConnectorError::Schema(format!("{}: {what}: {}", self.endpoint(), describe_errors(&errors)));
+        }
+        ConnectorError::Other(format!("{}: {what}: 4D answered {}", self.endpoint(), describe_errors(&errors)))
+    }
+
+    /// An HTTP status other than 2xx as an error (`REST/REST_requests.md` lists 401, 402,
+    /// 404 and 500).
+    fn classify(&self, answer: Response, what: &str) -> ConnectorError {
+        let endpoint = self.endpoint();
+        let json = answer.json();
+        let errors = json.as_ref().map(errors_of).unwrap_or_default();
+        let detail = if errors.is_empty() { answer.excerpt() } else { describe_errors(&errors) };
+        match answer.status {
+            401 => ConnectorError::Config(format!(
+                "{endpoint}: {what}: 4D refused the request (HTTP 401) after a new login: the user lacks the \
+                 privilege, or REST access is restricted to a group ({detail})"
+            )),
+            402 => ConnectorError::Busy {
+                endpoint,
+                message: format!(
+                    "{what}: 4D has no free REST licence (HTTP 402: its session limit is reached); close other REST \
+                     clients or add licences ({detail})"
+                ),
+            },
+            404 => ConnectorError::Schema(format!(
+                "{endpoint}: {what}: 4D does not expose it (HTTP 404); check the dataclass name and that it is \
+                 \"Exposed as REST resource\" ({detail})"
+            )),
+            500 if errors.iter().any(|e| SCHEMA_CODES.contains(&e.code)) => {
+                ConnectorError::Schema(format!("{endpoint}: {what}: {detail}"))
+            }
+            500 if !errors.is_empty() => ConnectorError::Other(format!("{endpoint}: {what}: 4D answered {detail}")),
+            0 | 500 | 502 | 503 | 504 => ConnectorError::Connection {
+                endpoint,
+                message: format!("{what}: HTTP {} without an answer 4D could give ({detail})", answer.status),
+            },
+            status => ConnectorError::Other(format!("{endpoint}: {what}: unexpected HTTP {status} ({detail})")),
+        }
+    }
+}
