@@ -210,15 +210,15 @@ impl FourDRest {
         values::write(value, t, self.unit).map_err(|e| ConnectorError::Config(format!("filter on `{column}`: {e}")))
     }
 
-    /// `GET /rest/{T}/{attributes}/` with a filter, order and page; the decoded envelope.
+    /// `GET /rest/{T}/{attributes}/` with a filter, order and page (`$skip`, `$top`); the
+    /// decoded envelope.
     async fn get(
         &self,
         scope: &TableScope,
         attributes: &[&str],
         filter: &Filter,
         orderby: Option<&str>,
-        skip: u64,
-        top: usize,
+        (skip, top): (u64, usize),
         what: &str,
     ) -> Result<Envelope, ConnectorError> {
         let names: Vec<String> = attributes.iter().map(|a| encode_path_segment(a)).collect();
@@ -270,7 +270,7 @@ impl FourDRest {
         let order = format!("{} ASC", scope.key_columns()[0]);
         let mut all = Vec::new();
         loop {
-            let page = self.get(scope, attributes, filter, Some(&order), all.len() as u64, PAGE, what).await?;
+            let page = self.get(scope, attributes, filter, Some(&order), (all.len() as u64, PAGE), what).await?;
             let done = page.entities.is_empty() || all.len() + page.entities.len() >= page.count as usize;
             all.extend(page.entities);
             if done {
@@ -662,7 +662,7 @@ impl Connector for FourDRest {
         let key = scope.key_columns()[0];
         let mut filter = self.scope_filter(&class, scope, key_type, true)?;
         self.range_filter(&mut filter, key, range, key_type)?;
-        Ok(self.get(scope, &[key], &filter, None, 0, 1, "counting rows").await?.count)
+        Ok(self.get(scope, &[key], &filter, None, (0, 1), "counting rows").await?.count)
     }
 
     async fn key_at(&self, scope: &TableScope, range: &KeyRange, offset: u64) -> Result<Option<Key>, ConnectorError> {
@@ -676,7 +676,7 @@ impl Connector for FourDRest {
         let mut filter = self.scope_filter(&class, scope, key_type, true)?;
         self.range_filter(&mut filter, key, range, key_type)?;
         let order = format!("{key} ASC");
-        let page = self.get(scope, &[key], &filter, Some(&order), offset, 1, "finding a key by offset").await?;
+        let page = self.get(scope, &[key], &filter, Some(&order), (offset, 1), "finding a key by offset").await?;
         match page.entities.first() {
             Some(entity) => self.key_of_entity(entity, key, key_type),
             None => Ok(None),
@@ -693,7 +693,7 @@ impl Connector for FourDRest {
         let key = scope.key_columns()[0];
         let mut filter = self.scope_filter(&class, scope, key_type, true)?;
         filter.is_null(key);
-        let null_rows = self.get(scope, &[key], &filter, None, 0, 1, "counting NULL keys").await?.count;
+        let null_rows = self.get(scope, &[key], &filter, None, (0, 1), "counting NULL keys").await?.count;
         let mut problems = KeyProblems { null_rows, duplicates: Vec::new() };
         // The dataclass's primary key is unique in 4D; another attribute may repeat.
         let identifying = class.key == key;
@@ -731,7 +731,7 @@ impl Connector for FourDRest {
         let mut filter = self.scope_filter(&class, scope, key_type, true)?;
         self.range_filter(&mut filter, key, range, key_type)?;
         let order = format!("{key} ASC");
-        let page = self.get(scope, &[key], &filter, Some(&order), 0, limit, "reading keys").await?;
+        let page = self.get(scope, &[key], &filter, Some(&order), (0, limit), "reading keys").await?;
         let more = (page.entities.len() as u64) < page.count;
         let mut keys = Vec::with_capacity(page.entities.len());
         for entity in &page.entities {
@@ -755,7 +755,7 @@ impl Connector for FourDRest {
         self.range_filter(&mut filter, key, range, key_type)?;
         let order = format!("{key} ASC");
         let attributes: Vec<&str> = scope.columns.iter().map(String::as_str).collect();
-        let page = self.get(scope, &attributes, &filter, Some(&order), 0, limit, "reading rows").await?;
+        let page = self.get(scope, &attributes, &filter, Some(&order), (0, limit), "reading rows").await?;
         let more = (page.entities.len() as u64) < page.count;
         let rows = page.entities.iter().map(|e| self.row_of(&class, scope, e)).collect::<Result<_, _>>()?;
         Ok(Page { items: rows, more })
@@ -794,7 +794,7 @@ impl Connector for FourDRest {
         }
         let order = format!("{modify} ASC, {key} ASC");
         let attributes: Vec<&str> = scope.columns.iter().map(String::as_str).collect();
-        let page = self.get(scope, &attributes, &filter, Some(&order), 0, limit, "reading changed rows").await?;
+        let page = self.get(scope, &attributes, &filter, Some(&order), (0, limit), "reading changed rows").await?;
         let more = (page.entities.len() as u64) < page.count;
         let mut rows: Vec<Row> =
             page.entities.iter().map(|e| self.row_of(&class, scope, e)).collect::<Result<_, _>>()?;
@@ -847,7 +847,7 @@ impl Connector for FourDRest {
             Some(m) => filter.compare(&modify, ">", self.json_of(m, m_type, &modify)?),
             None => filter.not_null(&modify),
         };
-        Ok(self.get(scope, &[&modify], &filter, None, 0, 1, "counting changed rows").await?.count)
+        Ok(self.get(scope, &[&modify], &filter, None, (0, 1), "counting changed rows").await?.count)
     }
 
     async fn count_null_modify(&self, scope: &TableScope) -> Result<u64, ConnectorError> {
@@ -855,7 +855,7 @@ impl Connector for FourDRest {
         let (modify, _, _) = self.modify(&class, scope)?;
         let mut filter = self.scope_filter(&class, scope, key_type, true)?;
         filter.is_null(&modify);
-        Ok(self.get(scope, &[&modify], &filter, None, 0, 1, "counting rows without a modify ID").await?.count)
+        Ok(self.get(scope, &[&modify], &filter, None, (0, 1), "counting rows without a modify ID").await?.count)
     }
 
     async fn max_modify(&self, scope: &TableScope) -> Result<Option<Value>, ConnectorError> {
@@ -864,7 +864,7 @@ impl Connector for FourDRest {
         let mut filter = self.scope_filter(&class, scope, key_type, true)?;
         filter.not_null(&modify);
         let order = format!("{modify} DESC");
-        let page = self.get(scope, &[&modify], &filter, Some(&order), 0, 1, "reading the largest modify ID").await?;
+        let page = self.get(scope, &[&modify], &filter, Some(&order), (0, 1), "reading the largest modify ID").await?;
         match page.entities.first() {
             Some(entity) => {
                 values::read(entity.get(modify.as_str()).unwrap_or(&Json::Null), m_type, self.unit, &self.zone)
@@ -930,7 +930,7 @@ impl Connector for FourDRest {
         for chunk in self.chunks(&json_keys) {
             let mut filter = self.scope_filter(&class, scope, key_type, false)?;
             filter.any_of(key, chunk);
-            deleted += self.get(scope, &[key], &filter, None, 0, 1, "counting rows to delete").await?.count;
+            deleted += self.get(scope, &[key], &filter, None, (0, 1), "counting rows to delete").await?.count;
             let path = format!("/rest/{}/", encode_path_segment(&scope.table));
             let query = filter.apply(Query::new()).param("$method", "delete");
             self.log_request(&path, &query);
