@@ -379,8 +379,8 @@ impl FourDRest {
         Ok(found)
     }
 
-    /// Which of `keys` 4D holds exactly, and which other keys its folded lookup matched
-    /// (keys that differ from asked ones only in case or accents; text keys only).
+    /// Which of `keys` 4D holds exactly, and the keys 4D cannot tell apart: asked or held
+    /// keys that differ from another of them only in case or accents (text keys only).
     async fn probe(&self, scope: &TableScope, keys: &[Key]) -> Result<(BTreeSet<Key>, Vec<Key>), ConnectorError> {
         let (class, key_type) = self.scoped(scope).await?;
         let key = scope.key_columns()[0];
@@ -400,15 +400,25 @@ impl FourDRest {
                 }
             }
         }
-        Ok((exact, twins))
+        // Keys 4D holds or is asked for that fold to the same text: a lookup by one of
+        // them may find the other.
+        let mut by_fold: HashMap<String, BTreeSet<&Key>> = HashMap::new();
+        for k in keys.iter().chain(&twins) {
+            if let Key::Text(text) = k {
+                by_fold.entry(fold(text)).or_default().insert(k);
+            }
+        }
+        let mut ambiguous: Vec<Key> = by_fold.into_values().filter(|g| g.len() > 1).flatten().cloned().collect();
+        ambiguous.sort();
+        Ok((exact, ambiguous))
     }
 
-    /// The error for keys 4D cannot tell from others.
+    /// The error for keys 4D cannot tell apart.
     fn twins_error(&self, scope: &TableScope, what: &str, twins: &[Key]) -> ConnectorError {
         let shown: Vec<String> = twins.iter().take(5).map(Key::to_string).collect();
         ConnectorError::Data(format!(
-            "cannot {what} `{}` by key: 4D also holds {} that it treats as equal to keys of this batch (4D compares \
-             text ignoring case and accents), so it cannot tell the rows apart; rename those keys in 4D",
+            "cannot {what} `{}` by key: 4D compares text ignoring case and accents, so it cannot tell apart the \
+             keys {}; rename them in 4D or in the source",
             scope.table,
             shown.join(", ")
         ))
@@ -560,6 +570,14 @@ impl FourDRest {
 /// Key-list cache id: the table, then the scope's conditions.
 fn list_id(scope: &TableScope) -> String {
     format!("{}\u{1}{:?}\u{1}{}\u{1}{:?}", scope.table, scope.filter, scope.skip_null_keys, scope.key_columns())
+}
+
+/// Text as 4D's default comparison sees it: canonical decomposition (NFD), combining marks
+/// removed, lower case (`Concepts/dt_string.md`: comparisons ignore case and accents).
+fn fold(text: &str) -> String {
+    use unicode_normalization::UnicodeNormalization;
+    use unicode_normalization::char::is_combining_mark;
+    text.nfd().filter(|c| !is_combining_mark(*c)).flat_map(char::to_lowercase).collect()
 }
 
 fn is_duplicate(errors: &[session::FourDError]) -> bool {
@@ -890,6 +908,11 @@ impl Connector for FourDRest {
     async fn insert_new(&self, scope: &TableScope, rows: &[Row]) -> Result<u64, ConnectorError> {
         if rows.is_empty() {
             return Ok(0);
+        }
+        let (_, key_type) = self.scoped(scope).await?;
+        if !key_type.is_integer() {
+            // A new text key may still collide with one 4D holds in another case.
+            return self.upsert(scope, rows).await;
         }
         // The caller has just seen these keys missing: send creates; a key that exists
         // after all comes back as a duplicate and goes again as an update.

@@ -1,0 +1,176 @@
+//! Benchmark: db-sync against 4D's REST server (the `fourd-emulator` on loopback, backed by
+//! SQLite), in two parts.
+//!
+//! 1. **Finding ten missing rows** in a 1,000,000-row table behind 20 ms of added latency
+//!    per request (the emulator waits 20 ms before each answer): the binary search (range
+//!    counts and `$skip` midpoints) against the full compare (every key read in pages of
+//!    `batch_size_4d`). Prints requests, bytes and wall time of each, the requests per
+//!    difference against the goal 2·log2(N/500) + 4, and the speed-up.
+//! 2. **A full copy** 4D → PostgreSQL (a throwaway cluster; skipped without PostgreSQL's
+//!    binaries) and 4D → SQLite, without added latency: rows/s and db-sync's peak memory.
+//!
+//! db-sync runs as its own process (the release binary), so its peak memory (`VmHWM`,
+//! sampled every 20 ms) excludes the emulator's. Asserts only that each run succeeds and
+//! ends with the right row count. `cargo bench --bench fourd` (BENCH_ROWS sets the size,
+//! BENCH_LATENCY_MS the added latency).
+
+#[path = "../tests/common/pg.rs"]
+#[allow(dead_code)]
+mod pg;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use fourd_emulator::{Emulator, Fault, FaultKind, Settings};
+
+const FOURD_TABLE: &str =
+    "CREATE TABLE Items (ID long PRIMARY KEY, name string, qty long, price number, note string);";
+const SQLITE_TABLE: &str =
+    "CREATE TABLE Items (ID INTEGER PRIMARY KEY, name TEXT, qty INTEGER, price REAL, note TEXT);";
+const PG_TABLE: &str = "CREATE TABLE \"Items\" (\"ID\" integer PRIMARY KEY, name text, qty integer, \
+                        price double precision, note text)";
+const MISSING: [u64; 10] = [7, 99_999, 123_456, 250_000, 250_001, 480_000, 500_000, 777_777, 900_001, 999_990];
+
+fn fill(path: &Path, create: &str, rows: u64) {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.execute_batch(&format!(
+        "{create}
+         WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < {rows})
+         INSERT INTO Items SELECT x, 'item number ' || x, x % 1000, x * 0.01, 'note ' || (x % 77) FROM c;"
+    ))
+    .unwrap();
+}
+
+/// One `db-sync run` as a process: (seconds, peak memory in MiB, stdout).
+fn sync(dir: &Path, source: &str, target: &str, extra: &str) -> (f64, f64, String) {
+    std::fs::write(
+        dir.join("db-sync.json"),
+        format!(r#"{{"source": {source}, "target": {target}, "tables": [{{"name": "Items"}}] {extra}}}"#),
+    )
+    .unwrap();
+    let _ = std::fs::remove_dir_all(dir.join(".db-sync"));
+    let started = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_db-sync"))
+        .args(["run", "--progress", "off"])
+        .current_dir(dir)
+        .env("FOURD_PASSWORD", "bench")
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status_file = format!("/proc/{}/status", child.id());
+    let mut peak_kb = 0f64;
+    loop {
+        if let Some(kb) = std::fs::read_to_string(&status_file).ok().and_then(|s| {
+            s.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        }) {
+            peak_kb = f64::max(peak_kb, kb);
+        }
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "db-sync run failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    (seconds, peak_kb / 1024.0, stdout)
+}
+
+fn count(path: &Path) -> u64 {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.query_row("SELECT count(*) FROM Items", [], |r| r.get::<_, i64>(0)).unwrap() as u64
+}
+
+fn main() {
+    let rows: u64 = std::env::var("BENCH_ROWS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let latency: u64 = std::env::var("BENCH_LATENCY_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
+    let dir = tempfile::tempdir().unwrap();
+    let fourd = dir.path().join("fourd.sqlite");
+    fill(&fourd, FOURD_TABLE, rows);
+    let settings = Settings { users: vec![("bench".into(), "bench".into())], ..Settings::default() };
+    let emulator = Emulator::start(&fourd, settings).unwrap();
+    let source = format!(
+        r#"{{"type": "4d", "url": "{}", "user": "bench", "password": "${{FOURD_PASSWORD}}"}}"#,
+        emulator.url()
+    );
+    let target = r#"{"type": "sqlite", "path": "target.sqlite"}"#;
+    let target_file = dir.path().join("target.sqlite");
+    println!("db-sync benchmark: 4D REST (emulator) with {rows} rows");
+
+    // Part 1: ten rows missing from the target, 20 ms per request.
+    fill(&target_file, SQLITE_TABLE, rows);
+    let missing: Vec<u64> = MISSING.iter().map(|m| m * rows / 1_000_000).map(|m| m.max(1)).collect();
+    let delete = |file: &Path| {
+        let conn = rusqlite::Connection::open(file).unwrap();
+        for id in &missing {
+            conn.execute("DELETE FROM Items WHERE ID = ?1", [id]).unwrap();
+        }
+    };
+    emulator.inject(Fault {
+        path_contains: String::new(),
+        kind: FaultKind::Delay(Duration::from_millis(latency)),
+        skip: 0,
+        times: usize::MAX,
+    });
+    println!("\nten rows missing, {latency} ms added per request:");
+    let mut results = Vec::new();
+    for (name, extra) in [("binary search", ""), ("full compare", r#", "binary_search_for_add": false"#)] {
+        delete(&target_file);
+        emulator.reset_stats();
+        let (seconds, peak, stdout) = sync(dir.path(), &source, target, extra);
+        assert!(stdout.contains("recordCountAllAdded=10"), "{stdout}");
+        assert_eq!(count(&target_file), rows);
+        let stats = emulator.stats();
+        println!(
+            "  {name:<14} {:>6} requests  {:>12} bytes  {seconds:>7.2} s  peak memory {peak:.1} MiB",
+            stats.requests,
+            stats.bytes_in + stats.bytes_out
+        );
+        results.push((stats.requests, seconds));
+    }
+    let goal = 2.0 * (rows as f64 / 500.0).log2() + 4.0;
+    println!(
+        "  binary search: {:.1} requests per difference (goal at most {goal:.1}); {:.1}x faster than the full compare",
+        results[0].0 as f64 / missing.len() as f64,
+        results[1].1 / results[0].1
+    );
+
+    // Part 2: full copies without added latency.
+    drop(emulator);
+    let emulator = Emulator::start(&fourd, Settings { users: vec![("bench".into(), "bench".into())], ..Settings::default() }).unwrap();
+    let source = format!(
+        r#"{{"type": "4d", "url": "{}", "user": "bench", "password": "${{FOURD_PASSWORD}}"}}"#,
+        emulator.url()
+    );
+    println!("\nfull copy, no added latency:");
+    std::fs::remove_file(&target_file).unwrap();
+    rusqlite::Connection::open(&target_file).unwrap().execute_batch(SQLITE_TABLE).unwrap();
+    emulator.reset_stats();
+    let (seconds, peak, _) = sync(dir.path(), &source, target, "");
+    assert_eq!(count(&target_file), rows);
+    println!(
+        "  4D -> SQLite      {seconds:>7.2} s {:>10.0} rows/s  {} requests  peak memory {peak:.1} MiB",
+        rows as f64 / seconds,
+        emulator.stats().requests
+    );
+    match pg::cluster() {
+        Some(cluster) => {
+            let db = cluster.create_database();
+            cluster.psql(&db, PG_TABLE);
+            let target = format!(r#"{{"type": "postgres", "url": "{}"}}"#, cluster.url(&db));
+            emulator.reset_stats();
+            let (seconds, peak, _) = sync(dir.path(), &source, &target, "");
+            assert_eq!(cluster.query(&db, "SELECT count(*) FROM \"Items\""), vec![rows.to_string()]);
+            println!(
+                "  4D -> PostgreSQL  {seconds:>7.2} s {:>10.0} rows/s  {} requests  peak memory {peak:.1} MiB",
+                rows as f64 / seconds,
+                emulator.stats().requests
+            );
+        }
+        None => println!("  4D -> PostgreSQL  skipped: no PostgreSQL server binaries"),
+    }
+}
