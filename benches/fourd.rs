@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use fourd_emulator::{Emulator, Fault, FaultKind, Settings};
 
 const FOURD_TABLE: &str =
-    "CREATE TABLE Items (ID long PRIMARY KEY, name string, qty long, price number, note string);";
+    "CREATE TABLE Items (ID long PRIMARY KEY, name string text, qty long, price number real, note string text);";
 const SQLITE_TABLE: &str =
     "CREATE TABLE Items (ID INTEGER PRIMARY KEY, name TEXT, qty INTEGER, price REAL, note TEXT);";
 const PG_TABLE: &str = "CREATE TABLE \"Items\" (\"ID\" integer PRIMARY KEY, name text, qty integer, \
@@ -46,7 +46,7 @@ fn fill(path: &Path, create: &str, rows: u64) {
 fn sync(dir: &Path, source: &str, target: &str, extra: &str) -> (f64, f64, String) {
     std::fs::write(
         dir.join("db-sync.json"),
-        format!(r#"{{"source": {source}, "target": {target}, "tables": [{{"name": "Items"}}] {extra}}}"#),
+        format!(r#"{{"source": {source}, "target": {target}, "tables": [{{"name": "Items", "primary_key_field": "ID"}}] {extra}}}"#),
     )
     .unwrap();
     let _ = std::fs::remove_dir_all(dir.join(".db-sync"));
@@ -64,7 +64,9 @@ fn sync(dir: &Path, source: &str, target: &str, extra: &str) -> (f64, f64, Strin
     let mut peak_kb = 0f64;
     loop {
         if let Some(kb) = std::fs::read_to_string(&status_file).ok().and_then(|s| {
-            s.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         }) {
             peak_kb = f64::max(peak_kb, kb);
         }
@@ -93,10 +95,8 @@ fn main() {
     fill(&fourd, FOURD_TABLE, rows);
     let settings = Settings { users: vec![("bench".into(), "bench".into())], ..Settings::default() };
     let emulator = Emulator::start(&fourd, settings).unwrap();
-    let source = format!(
-        r#"{{"type": "4d", "url": "{}", "user": "bench", "password": "${{FOURD_PASSWORD}}"}}"#,
-        emulator.url()
-    );
+    let source =
+        format!(r#"{{"type": "4d", "url": "{}", "user": "bench", "password": "${{FOURD_PASSWORD}}"}}"#, emulator.url());
     let target = r#"{"type": "sqlite", "path": "target.sqlite"}"#;
     let target_file = dir.path().join("target.sqlite");
     println!("db-sync benchmark: 4D REST (emulator) with {rows} rows");
@@ -107,7 +107,7 @@ fn main() {
     let delete = |file: &Path| {
         let conn = rusqlite::Connection::open(file).unwrap();
         for id in &missing {
-            conn.execute("DELETE FROM Items WHERE ID = ?1", [id]).unwrap();
+            conn.execute("DELETE FROM Items WHERE ID = ?1", [*id as i64]).unwrap();
         }
     };
     emulator.inject(Fault {
@@ -141,11 +141,11 @@ fn main() {
 
     // Part 2: full copies without added latency.
     drop(emulator);
-    let emulator = Emulator::start(&fourd, Settings { users: vec![("bench".into(), "bench".into())], ..Settings::default() }).unwrap();
-    let source = format!(
-        r#"{{"type": "4d", "url": "{}", "user": "bench", "password": "${{FOURD_PASSWORD}}"}}"#,
-        emulator.url()
-    );
+    let emulator =
+        Emulator::start(&fourd, Settings { users: vec![("bench".into(), "bench".into())], ..Settings::default() })
+            .unwrap();
+    let source =
+        format!(r#"{{"type": "4d", "url": "{}", "user": "bench", "password": "${{FOURD_PASSWORD}}"}}"#, emulator.url());
     println!("\nfull copy, no added latency:");
     std::fs::remove_file(&target_file).unwrap();
     rusqlite::Connection::open(&target_file).unwrap().execute_batch(SQLITE_TABLE).unwrap();

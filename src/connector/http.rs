@@ -110,7 +110,8 @@ pub struct HttpClient {
     base: Url,
     endpoint: String,
     connect_timeout: Duration,
-    session: RwLock<Arc<reqwest::Client>>,
+    /// The current client and its cookie jar (the session's cookies).
+    session: RwLock<(Arc<reqwest::Client>, Arc<Jar>)>,
     counters: HttpCounters,
 }
 
@@ -119,12 +120,13 @@ impl HttpClient {
     /// `endpoint` names the server in errors (no secrets); connecting gives up after
     /// `connect_timeout`.
     pub fn new(base: Url, endpoint: String, connect_timeout: Duration) -> Result<HttpClient, ConnectorError> {
-        let client = build_client(connect_timeout, &endpoint)?;
+        let jar = Arc::new(Jar::default());
+        let client = build_client(connect_timeout, &endpoint, Arc::clone(&jar))?;
         Ok(HttpClient {
             base,
             endpoint,
             connect_timeout,
-            session: RwLock::new(Arc::new(client)),
+            session: RwLock::new((Arc::new(client), jar)),
             counters: HttpCounters::default(),
         })
     }
@@ -140,10 +142,20 @@ impl HttpClient {
     }
 
     /// Starts a new session: a new client with an empty cookie jar and no pooled
-    /// connections (a connection of the lost session may be half-open).
+    /// connections.
     pub fn reset_session(&self) -> Result<(), ConnectorError> {
-        let client = build_client(self.connect_timeout, &self.endpoint)?;
-        *self.session.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(client);
+        let jar = Arc::new(Jar::default());
+        let client = build_client(self.connect_timeout, &self.endpoint, Arc::clone(&jar))?;
+        *self.session.write().unwrap_or_else(|p| p.into_inner()) = (Arc::new(client), jar);
+        Ok(())
+    }
+
+    /// Drops every pooled connection (one of a lost link may be half-open) but keeps the
+    /// cookies: the server's session outlives its TCP connections.
+    pub fn reset_connections(&self) -> Result<(), ConnectorError> {
+        let mut session = self.session.write().unwrap_or_else(|p| p.into_inner());
+        let client = build_client(self.connect_timeout, &self.endpoint, Arc::clone(&session.1))?;
+        session.0 = Arc::new(client);
         Ok(())
     }
 
@@ -169,7 +181,7 @@ impl HttpClient {
         body: Option<Vec<u8>>,
     ) -> Result<Response, ConnectorError> {
         let url = self.url(path, query)?;
-        let client = Arc::clone(&self.session.read().unwrap_or_else(|p| p.into_inner()));
+        let client = Arc::clone(&self.session.read().unwrap_or_else(|p| p.into_inner()).0);
         let sent = url.as_str().len() + body.as_ref().map_or(0, Vec::len);
         let mut request = client.request(method, url);
         for (name, value) in headers {
@@ -210,9 +222,9 @@ impl HttpClient {
     }
 }
 
-fn build_client(connect_timeout: Duration, endpoint: &str) -> Result<reqwest::Client, ConnectorError> {
+fn build_client(connect_timeout: Duration, endpoint: &str, jar: Arc<Jar>) -> Result<reqwest::Client, ConnectorError> {
     reqwest::Client::builder()
-        .cookie_provider(Arc::new(Jar::default()))
+        .cookie_provider(jar)
         .connect_timeout(connect_timeout)
         .pool_idle_timeout(Duration::from_secs(50))
         .build()

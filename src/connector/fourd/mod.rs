@@ -485,6 +485,8 @@ impl FourDRest {
                 .map(|(row, key)| self.entity_body(&class, scope, row, key, existing.contains(key), stamps.get(key)))
                 .collect::<Result<_, _>>()?;
             self.log_request(&path, &query);
+            // A crash here leaves the batch unsent: nothing of it is saved.
+            crate::failpoint::hit("mid_write");
             let answer =
                 self.session.call(Method::POST, &path, &query, Some(&Json::Array(body)), "writing rows").await?;
             let answers = entity_answers(&answer);
@@ -646,7 +648,7 @@ impl Connector for FourDRest {
     }
 
     async fn connect(&self) -> Result<(), ConnectorError> {
-        self.session.login().await
+        self.session.reconnect().await
     }
 
     async fn health_check(&self) -> Result<(), ConnectorError> {

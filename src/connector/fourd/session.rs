@@ -74,6 +74,17 @@ impl Session {
         self.http.endpoint().to_string()
     }
 
+    /// After a lost connection: new TCP connections, same session (its cookie). A 4D
+    /// session lives on the server until it idles out; logging in again would take one more
+    /// licence each time the link drops (HTTP 402 once they run out). A session that did
+    /// expire answers 401 and [`Session::call`] logs in again.
+    pub async fn reconnect(&self) -> Result<(), ConnectorError> {
+        if *self.logins.lock().await == 0 {
+            return self.login().await;
+        }
+        self.http.reset_connections()
+    }
+
     /// Starts a new session: empty cookie jar, then a login when a user is configured.
     pub async fn login(&self) -> Result<(), ConnectorError> {
         let mut logins = self.logins.lock().await;
