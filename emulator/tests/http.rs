@@ -516,3 +516,19 @@ fn injected_faults() {
     emu.reset_stats();
     assert_eq!(emu.stats().requests, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_inside_a_tokio_test() {
+    let (_d, db) = db_with(&orders(2));
+    let emu = Emulator::start(&db, Settings::default()).unwrap();
+    let port = emu.port();
+    let count = tokio::task::spawn_blocking(move || {
+        let mut c = Client { port, cookies: Vec::new() };
+        c.login();
+        c.get("/rest/Orders").json()["__COUNT"].clone()
+    })
+    .await
+    .unwrap();
+    assert_eq!(count, json!(2));
+    drop(emu);
+}
