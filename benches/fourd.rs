@@ -1,10 +1,11 @@
 //! Benchmark: db-sync against 4D's REST server (the `fourd-emulator` on loopback, backed by
 //! SQLite), in two parts.
 //!
-//! 1. **Finding ten missing rows** in a 1,000,000-row table behind 20 ms of added latency
-//!    per request (the emulator waits 20 ms before each answer): the binary search (range
-//!    counts and `$skip` midpoints) against the full compare (every key read in pages of
-//!    `batch_size_4d`). Prints requests, bytes and wall time of each, the requests per
+//! 1. **Finding ten rows deleted in 4D** in a 1,000,000-row table behind 20 ms of added
+//!    latency per request (the emulator waits 20 ms before each answer): the binary search
+//!    (range counts and `$skip` midpoints) against the full compare (every key read in
+//!    pages of `batch_size_4d`). The newest row is on both sides, so the plan is
+//!    `["delete"]`: the figures are those of finding and deleting the ten rows. Prints requests, bytes and wall time of each, the requests per
 //!    difference against the goal 2·log2(N/500) + 4, and the speed-up.
 //! 2. **A full copy** 4D → PostgreSQL (a throwaway cluster; skipped without PostgreSQL's
 //!    binaries) and 4D → SQLite, without added latency: rows/s and db-sync's peak memory.
@@ -24,12 +25,11 @@ use std::time::{Duration, Instant};
 
 use fourd_emulator::{Emulator, Fault, FaultKind, Settings};
 
-const FOURD_TABLE: &str =
-    "CREATE TABLE Items (ID long PRIMARY KEY, name string text, qty long, price number real, note string text);";
+const FOURD_TABLE: &str = "CREATE TABLE Items (ID long PRIMARY KEY, name string text, qty long, price number real, note string text, stamp long64);";
 const SQLITE_TABLE: &str =
-    "CREATE TABLE Items (ID INTEGER PRIMARY KEY, name TEXT, qty INTEGER, price REAL, note TEXT);";
+    "CREATE TABLE Items (ID INTEGER PRIMARY KEY, name TEXT, qty INTEGER, price REAL, note TEXT, stamp INTEGER);";
 const PG_TABLE: &str = "CREATE TABLE \"Items\" (\"ID\" integer PRIMARY KEY, name text, qty integer, \
-                        price double precision, note text)";
+                        price double precision, note text, stamp bigint)";
 const MISSING: [u64; 10] = [7, 99_999, 123_456, 250_000, 250_001, 480_000, 500_000, 777_777, 900_001, 999_990];
 
 fn fill(path: &Path, create: &str, rows: u64) {
@@ -37,7 +37,7 @@ fn fill(path: &Path, create: &str, rows: u64) {
     conn.execute_batch(&format!(
         "{create}
          WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < {rows})
-         INSERT INTO Items SELECT x, 'item number ' || x, x % 1000, x * 0.01, 'note ' || (x % 77) FROM c;"
+         INSERT INTO Items SELECT x, 'item number ' || x, x % 1000, x * 0.01, 'note ' || (x % 77), x FROM c;"
     ))
     .unwrap();
 }
@@ -46,7 +46,10 @@ fn fill(path: &Path, create: &str, rows: u64) {
 fn sync(dir: &Path, source: &str, target: &str, extra: &str) -> (f64, f64, String) {
     std::fs::write(
         dir.join("db-sync.json"),
-        format!(r#"{{"source": {source}, "target": {target}, "tables": [{{"name": "Items", "primary_key_field": "ID"}}] {extra}}}"#),
+        format!(
+            r#"{{"source": {source}, "target": {target}, "tables": [{{"name": "Items", "primary_key_field": "ID",
+                  "modify_id_field": "stamp", "trust_modify_id": true}}] {extra}}}"#
+        ),
     )
     .unwrap();
     let _ = std::fs::remove_dir_all(dir.join(".db-sync"));
@@ -101,29 +104,30 @@ fn main() {
     let target_file = dir.path().join("target.sqlite");
     println!("db-sync benchmark: 4D REST (emulator) with {rows} rows");
 
-    // Part 1: ten rows missing from the target, 20 ms per request.
-    fill(&target_file, SQLITE_TABLE, rows);
+    // Part 1: ten rows deleted in 4D, 20 ms per request.
     let missing: Vec<u64> = MISSING.iter().map(|m| m * rows / 1_000_000).map(|m| m.max(1)).collect();
-    let delete = |file: &Path| {
-        let conn = rusqlite::Connection::open(file).unwrap();
+    {
+        let conn = rusqlite::Connection::open(&fourd).unwrap();
         for id in &missing {
             conn.execute("DELETE FROM Items WHERE ID = ?1", [*id as i64]).unwrap();
         }
-    };
+    }
     emulator.inject(Fault {
         path_contains: String::new(),
         kind: FaultKind::Delay(Duration::from_millis(latency)),
         skip: 0,
         times: usize::MAX,
     });
-    println!("\nten rows missing, {latency} ms added per request:");
+    println!("\nten rows deleted in 4D, found in a {rows}-row target, {latency} ms added per request:");
     let mut results = Vec::new();
-    for (name, extra) in [("binary search", ""), ("full compare", r#", "binary_search_for_add": false"#)] {
-        delete(&target_file);
+    for (name, extra) in [("binary search", ""), ("full compare", r#", "binary_search_min_table_size": 1000000000000"#)]
+    {
+        let _ = std::fs::remove_file(&target_file);
+        fill(&target_file, SQLITE_TABLE, rows);
         emulator.reset_stats();
         let (seconds, peak, stdout) = sync(dir.path(), &source, target, extra);
-        assert!(stdout.contains("recordCountAllAdded=10"), "{stdout}");
-        assert_eq!(count(&target_file), rows);
+        assert!(stdout.contains("recordCountAllDeleted=10"), "{stdout}");
+        assert_eq!(count(&target_file), rows - missing.len() as u64);
         let stats = emulator.stats();
         println!(
             "  {name:<14} {:>6} requests  {:>12} bytes  {seconds:>7.2} s  peak memory {peak:.1} MiB",
@@ -139,7 +143,8 @@ fn main() {
         results[1].1 / results[0].1
     );
 
-    // Part 2: full copies without added latency.
+    // Part 2: full copies without added latency (of the table less its ten rows).
+    let rows = rows - missing.len() as u64;
     drop(emulator);
     let emulator =
         Emulator::start(&fourd, Settings { users: vec![("bench".into(), "bench".into())], ..Settings::default() })

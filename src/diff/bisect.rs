@@ -86,8 +86,11 @@ impl SearchState {
 }
 
 /// Frames searched at once: their queries do not depend on each other, and over a slow
-/// link the round trips dominate.
-pub const PARALLEL_FRAMES: usize = 4;
+/// link the round trips dominate. Ten differences keep at most about twenty frames open,
+/// so sixteen lets a level of the search cost one round trip (4D over REST with 20 ms per
+/// request: 1.27 s with four at once, see the 4D benchmark); a PostgreSQL pool queues
+/// what it cannot run at once.
+pub const PARALLEL_FRAMES: usize = 16;
 
 /// What processing one frame produced.
 struct Outcome {

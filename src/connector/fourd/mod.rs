@@ -232,9 +232,9 @@ impl FourDRest {
         }
         query = query.param("$top", top.max(1).to_string());
         self.log_request(&path, &query);
-        let json = self.session.call(Method::GET, &path, &query, None, what).await?;
+        let (json, bytes) = self.session.call_sized(Method::GET, &path, &query, None, what).await?;
         let envelope =
-            Envelope::of(json).map_err(|e| ConnectorError::Other(format!("{}: {what}: {e}", self.endpoint)))?;
+            Envelope::of(json, bytes).map_err(|e| ConnectorError::Other(format!("{}: {what}: {e}", self.endpoint)))?;
         self.counters.record_read(envelope.entities.len(), envelope.bytes);
         Ok(envelope)
     }
@@ -337,7 +337,8 @@ impl FourDRest {
         let mut current = Vec::new();
         let mut size = 0;
         for k in keys {
-            let len = k.to_string().len() * 3 + 3;
+            // The key as it appears in the URL, and the encoded comma after it.
+            let len = super::http::encode_query_value(&k.to_string()).len() + 3;
             if !current.is_empty() && size + len > MAX_FILTER_BYTES {
                 chunks.push(std::mem::take(&mut current));
                 size = 0;
@@ -612,8 +613,7 @@ struct Envelope {
 }
 
 impl Envelope {
-    fn of(json: Json) -> Result<Envelope, String> {
-        let bytes = json.to_string().len();
+    fn of(json: Json, bytes: usize) -> Result<Envelope, String> {
         let Json::Object(mut o) = json else { return Err("the answer is not a JSON object".into()) };
         let entities = match o.remove("__ENTITIES") {
             Some(Json::Array(items)) => items,

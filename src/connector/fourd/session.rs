@@ -138,6 +138,18 @@ impl Session {
         body: Option<&Json>,
         what: &str,
     ) -> Result<Json, ConnectorError> {
+        self.call_sized(method, path, query, body, what).await.map(|(json, _)| json)
+    }
+
+    /// [`Session::call`], also returning the answer body's size in bytes.
+    pub async fn call_sized(
+        &self,
+        method: Method,
+        path: &str,
+        query: &Query,
+        body: Option<&Json>,
+        what: &str,
+    ) -> Result<(Json, usize), ConnectorError> {
         let body = body.map(|b| b.to_string().into_bytes());
         let generation = self.generation.load(Ordering::SeqCst);
         let mut answer = self.http.send(method.clone(), path, query, &[], body.clone()).await?;
@@ -156,11 +168,12 @@ impl Session {
         }
         if (200..300).contains(&answer.status) {
             let json = answer.json().unwrap_or(Json::Null);
+            let size = answer.body.len();
             // An error may come alone or together with data (`REST/REST_requests.md`).
             if json.get("__ENTITIES").is_none() && json.get("__ERROR").is_some() && json.get("ok").is_none() {
                 return Err(self.error_answer(&json, what));
             }
-            return Ok(json);
+            return Ok((json, size));
         }
         Err(self.classify(answer, what))
     }
