@@ -37,7 +37,8 @@ fn fill(path: &Path, create: &str, rows: u64) {
     conn.execute_batch(&format!(
         "{create}
          WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < {rows})
-         INSERT INTO Items SELECT x, 'item number ' || x, x % 1000, x * 0.01, 'note ' || (x % 77), x FROM c;"
+         INSERT INTO Items SELECT x, 'item number ' || x, x % 1000, x * 0.01, 'note ' || (x % 77), x FROM c;
+         CREATE INDEX Items_stamp ON Items (stamp);"
     ))
     .unwrap();
 }

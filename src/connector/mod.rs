@@ -382,10 +382,12 @@ pub async fn open(
         ConnectionKind::Rest => false,
     };
     if !supported {
-        let what = if endpoint.is_4d() { "4d over its SQL protocol (`host`)" } else { endpoint.kind.name() };
+        let what = if endpoint.is_4d() { " over 4D's SQL protocol (`host`)" } else { "" };
         return Err(ConnectorError::Config(format!(
-            "{} connection type {what} is not supported yet; db-sync syncs sqlite, postgres and 4d over REST (`url`)",
+            "{} connection type `{}`{what} is not supported yet; db-sync syncs sqlite, postgres and 4d over REST \
+             (`url`)",
             side.name(),
+            endpoint.kind.name(),
         )));
     }
     let open = || async move {
