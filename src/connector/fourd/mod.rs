@@ -752,7 +752,7 @@ impl Connector for FourDRest {
         self.range_filter(&mut filter, key, range, key_type)?;
         let order = format!("{key} ASC");
         let page = self.get(scope, &[key], &filter, Some(&order), (0, limit), "reading keys").await?;
-        let more = (page.entities.len() as u64) < page.count;
+        let more = self.more_after(&page)?;
         let mut keys = Vec::with_capacity(page.entities.len());
         for entity in &page.entities {
             if let Some(k) = self.key_of_entity(entity, key, key_type)? {
@@ -776,7 +776,7 @@ impl Connector for FourDRest {
         let order = format!("{key} ASC");
         let attributes: Vec<&str> = scope.columns.iter().map(String::as_str).collect();
         let page = self.get(scope, &attributes, &filter, Some(&order), (0, limit), "reading rows").await?;
-        let more = (page.entities.len() as u64) < page.count;
+        let more = self.more_after(&page)?;
         let rows = page.entities.iter().map(|e| self.row_of(&class, scope, e)).collect::<Result<_, _>>()?;
         Ok(Page { items: rows, more })
     }
@@ -800,63 +800,74 @@ impl Connector for FourDRest {
         let (class, key_type) = self.scoped(scope).await?;
         let (modify, m_type, m_index) = self.modify(&class, scope)?;
         let key = scope.key_columns()[0];
-        let mut filter = self.scope_filter(&class, scope, key_type, true)?;
-        match (&cursor.modify_id, &cursor.key) {
-            (None, _) => {
-                filter.not_null(&modify);
-            }
-            (Some(m), Some(k)) if key_type.is_integer() => {
-                filter.after_pair(&modify, self.json_of(m, m_type, &modify)?, key, self.key_json(k, key_type)?);
-            }
-            (Some(m), _) => {
-                filter.compare(&modify, ">=", self.json_of(m, m_type, &modify)?);
-            }
-        }
-        let order = format!("{modify} ASC, {key} ASC");
-        let attributes: Vec<&str> = scope.columns.iter().map(String::as_str).collect();
-        let page = self.get(scope, &attributes, &filter, Some(&order), (0, limit), "reading changed rows").await?;
-        let more = (page.entities.len() as u64) < page.count;
-        let mut rows: Vec<Row> =
-            page.entities.iter().map(|e| self.row_of(&class, scope, e)).collect::<Result<_, _>>()?;
+        let order = &format!("{modify} ASC, {key} ASC");
+        let attributes: &Vec<&str> = &scope.columns.iter().map(String::as_str).collect();
+        let class: &DataClass = &class;
+        let read = |filter: Filter| async move {
+            let page = self.get(scope, attributes, &filter, Some(order), (0, limit), "reading changed rows").await?;
+            let more = self.more_after(&page)?;
+            let rows: Vec<Row> =
+                page.entities.iter().map(|e| self.row_of(class, scope, e)).collect::<Result<_, ConnectorError>>()?;
+            Ok::<_, ConnectorError>((rows, more))
+        };
         if key_type.is_integer() {
+            // 4D and db-sync agree on integer order: the server's page is the answer.
+            let mut filter = self.scope_filter(class, scope, key_type, true)?;
+            match (&cursor.modify_id, &cursor.key) {
+                (None, _) => filter.not_null(&modify),
+                (Some(m), Some(k)) => {
+                    filter.after_pair(&modify, self.json_of(m, m_type, &modify)?, key, self.key_json(k, key_type)?)
+                }
+                (Some(m), None) => filter.compare(&modify, ">=", self.json_of(m, m_type, &modify)?),
+            };
+            let (items, more) = read(filter).await?;
+            return Ok(Page { items, more });
+        }
+        // Other keys: 4D orders ties of the modify ID by folded text. Read from the cursor's
+        // modify ID on, never cut a group of equal modify IDs at a page end (drop the last
+        // group, or read it whole when it is the whole page), keep what follows the cursor
+        // in (modify ID, key bytes) order. When nothing of a window follows the cursor,
+        // the window's floor moves past it, so every call returns rows or ends the read.
+        let after_cursor = |r: &Row| match (&cursor.modify_id, &cursor.key) {
+            (Some(m), Some(k)) => match r[m_index].cmp_total(m) {
+                std::cmp::Ordering::Greater => true,
+                std::cmp::Ordering::Equal => scope.key_of(r).is_some_and(|rk| rk > *k),
+                std::cmp::Ordering::Less => false,
+            },
+            (Some(m), None) => !r[m_index].cmp_total(m).is_lt(),
+            (None, _) => true,
+        };
+        // (modify ID, inclusive)
+        let mut floor: Option<(Value, bool)> = cursor.modify_id.clone().map(|m| (m, true));
+        loop {
+            let mut filter = self.scope_filter(class, scope, key_type, true)?;
+            match &floor {
+                None => filter.not_null(&modify),
+                Some((m, true)) => filter.compare(&modify, ">=", self.json_of(m, m_type, &modify)?),
+                Some((m, false)) => filter.compare(&modify, ">", self.json_of(m, m_type, &modify)?),
+            };
+            let (mut rows, more) = read(filter).await?;
+            let mut next_floor = None;
+            if more && let Some(last) = rows.last().map(|r| r[m_index].clone()) {
+                if rows.iter().all(|r| r[m_index].cmp_total(&last).is_eq()) {
+                    let mut group = self.scope_filter(class, scope, key_type, true)?;
+                    group.compare(&modify, "=", self.json_of(&last, m_type, &modify)?);
+                    let entities = self.get_all(scope, attributes, &group, "reading changed rows").await?;
+                    rows = entities.iter().map(|e| self.row_of(class, scope, e)).collect::<Result<_, _>>()?;
+                    next_floor = Some((last, false));
+                } else {
+                    rows.retain(|r| r[m_index].cmp_total(&last).is_lt());
+                    next_floor = Some((last, true));
+                }
+            }
+            rows.retain(|r| after_cursor(r));
+            if rows.is_empty() && more {
+                floor = next_floor;
+                continue;
+            }
+            rows.sort_by(|a, b| a[m_index].cmp_total(&b[m_index]).then_with(|| scope.key_of(a).cmp(&scope.key_of(b))));
             return Ok(Page { items: rows, more });
         }
-        // Text keys: 4D orders ties of the modify ID by folded text. Keep what follows the
-        // cursor in (modify ID, key bytes) order, and never cut a group of equal modify IDs
-        // at a page end: drop the last group, or read it whole when it is the whole page.
-        let order_key = |r: &Row| (r[m_index].clone(), scope.key_of(r));
-        if let (Some(m), Some(k)) = (&cursor.modify_id, &cursor.key) {
-            rows.retain(|r| {
-                let (rm, rk) = order_key(r);
-                rm.cmp_total(m).is_gt() || (rm.cmp_total(m).is_eq() && rk.as_ref().is_some_and(|rk| rk > k))
-            });
-        }
-        if more && let Some(last) = rows.last().map(|r| r[m_index].clone()) {
-            let before: Vec<Row> = rows.iter().filter(|r| r[m_index].cmp_total(&last).is_lt()).cloned().collect();
-            if before.is_empty() {
-                let mut group_filter = self.scope_filter(&class, scope, key_type, true)?;
-                group_filter.compare(&modify, "=", self.json_of(&last, m_type, &modify)?);
-                rows = self
-                    .get_all(scope, &attributes, &group_filter, "reading changed rows")
-                    .await?
-                    .iter()
-                    .map(|e| self.row_of(&class, scope, e))
-                    .collect::<Result<_, _>>()?;
-                if let (Some(m), Some(k)) = (&cursor.modify_id, &cursor.key)
-                    && m.cmp_total(&last).is_eq()
-                {
-                    rows.retain(|r| scope.key_of(r).is_some_and(|rk| rk > *k));
-                }
-            } else {
-                rows = before;
-            }
-        }
-        rows.sort_by(|a, b| {
-            let (am, ak) = order_key(a);
-            let (bm, bk) = order_key(b);
-            am.cmp_total(&bm).then(ak.cmp(&bk))
-        });
-        Ok(Page { items: rows, more })
     }
 
     async fn count_changed_since(&self, scope: &TableScope, modify_id: Option<&Value>) -> Result<u64, ConnectorError> {
@@ -975,6 +986,19 @@ impl Connector for FourDRest {
 }
 
 impl FourDRest {
+    /// Whether a keyset page (`$skip` 0) leaves rows to read: fewer entities than
+    /// `__COUNT` (a server cap on `$top` included). An empty page of a selection that is
+    /// not empty would never advance, so it is an error rather than an endless read.
+    fn more_after(&self, page: &Envelope) -> Result<bool, ConnectorError> {
+        if page.entities.is_empty() && page.count > 0 {
+            return Err(ConnectorError::Other(format!(
+                "{}: 4D answered no entities although __COUNT says {} match",
+                self.endpoint, page.count
+            )));
+        }
+        Ok((page.entities.len() as u64) < page.count)
+    }
+
     /// `key > after AND key <= upto` (integer keys).
     fn range_filter(
         &self,
