@@ -54,6 +54,11 @@ pub fn format_ms(ms: i64) -> String {
     }
 }
 
+/// sled's answer when another handle holds the store's file lock.
+fn is_lock_error(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::WouldBlock || e.to_string().contains("lock")
+}
+
 /// The host name, for lock and audit records.
 pub fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -397,9 +402,21 @@ impl Store {
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         let io = |detail: String| StoreError::Io { path: dir.to_path_buf(), detail };
         std::fs::create_dir_all(dir).map_err(|e| io(format!("cannot create the folder: {e}")))?;
-        let db = match sled::Config::new().path(dir.join("db")).open() {
+        // A store this process has just closed may stay locked for a moment while sled's
+        // flusher thread lets go of it: wait up to a second before calling it busy.
+        let mut attempts = 0;
+        let opened = loop {
+            match sled::Config::new().path(dir.join("db")).open() {
+                Err(sled::Error::Io(e)) if is_lock_error(&e) && attempts < 20 => {
+                    attempts += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                other => break other,
+            }
+        };
+        let db = match opened {
             Ok(db) => db,
-            Err(sled::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock || e.to_string().contains("lock") => {
+            Err(sled::Error::Io(e)) if is_lock_error(&e) => {
                 return Err(StoreError::Busy(Self::busy_message(dir)));
             }
             Err(sled::Error::Corruption { .. }) => {
