@@ -415,21 +415,25 @@ pub async fn plan(config: Config, options: RunOptions) -> u8 {
             return engine_exit(&e);
         }
     };
-    let started = std::time::Instant::now();
-    let planned = match &store {
-        Some(store) => engine.plan_run(&crate::checkpoint::StoreWatermarks { store, source, target }).await,
-        None => engine.plan_run(&crate::engine::NoWatermarks).await,
+    let code = {
+        let started = std::time::Instant::now();
+        let planned = match &store {
+            Some(store) => engine.plan_run(&crate::checkpoint::StoreWatermarks { store, source, target }).await,
+            None => engine.plan_run(&crate::engine::NoWatermarks).await,
+        };
+        match planned {
+            Ok((_, state)) => {
+                print!("{}", Engine::report(&state, true, started.elapsed().as_millis() as u64).render());
+                exit::OK
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                engine_exit(&e)
+            }
+        }
     };
-    match planned {
-        Ok((_, state)) => {
-            print!("{}", Engine::report(&state, true, started.elapsed().as_millis() as u64).render());
-            exit::OK
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            engine_exit(&e)
-        }
-    }
+    engine.close().await;
+    code
 }
 
 async fn cmd_plan(args: TableArgs) -> u8 {
@@ -460,20 +464,28 @@ async fn cmd_verify(args: VerifyArgs) -> u8 {
             return engine_exit(&e);
         }
     };
-    match crate::verify::compare(&engine).await {
-        Ok(diffs) => {
-            if args.json {
-                println!("{}", serde_json::to_string_pretty(&diffs).expect("serializes"));
-            } else {
-                print!("{}", crate::verify::render(&diffs));
+    let code = {
+        match crate::verify::compare(&engine).await {
+            Ok(diffs) => {
+                if args.json {
+                    println!("{}", serde_json::to_string_pretty(&diffs).expect("serializes"));
+                } else {
+                    print!("{}", crate::verify::render(&diffs));
+                }
+                if diffs.iter().all(crate::verify::TableDiff::is_equal) {
+                    exit::OK
+                } else {
+                    exit::COMPLETED_WITH_ERRORS
+                }
             }
-            if diffs.iter().all(crate::verify::TableDiff::is_equal) { exit::OK } else { exit::COMPLETED_WITH_ERRORS }
+            Err(e) => {
+                eprintln!("error: {e}");
+                engine_exit(&e)
+            }
         }
-        Err(e) => {
-            eprintln!("error: {e}");
-            engine_exit(&e)
-        }
-    }
+    };
+    engine.close().await;
+    code
 }
 
 async fn cmd_check(args: ConfigArgs) -> u8 {
@@ -491,31 +503,35 @@ async fn cmd_check(args: ConfigArgs) -> u8 {
             return engine_exit(&e);
         }
     };
-    println!("source: {source} ok");
-    println!("target: {target} ok");
-    match engine.prepare().await {
-        Ok((jobs, warnings)) => {
-            for job in &jobs {
-                println!(
-                    "table {}: {} -> {} ({} columns) ok",
-                    job.spec.name,
-                    job.spec.source_table,
-                    job.spec.target_table,
-                    job.mapping.target.columns.len()
-                );
+    let code = {
+        println!("source: {source} ok");
+        println!("target: {target} ok");
+        match engine.prepare().await {
+            Ok((jobs, warnings)) => {
+                for job in &jobs {
+                    println!(
+                        "table {}: {} -> {} ({} columns) ok",
+                        job.spec.name,
+                        job.spec.source_table,
+                        job.spec.target_table,
+                        job.mapping.target.columns.len()
+                    );
+                }
+                for w in &warnings {
+                    println!("warning: {w}");
+                }
+                for n in jobs.iter().flat_map(|job| &job.mapping.narrowing) {
+                    println!("note: {n}");
+                }
+                println!("check passed");
+                exit::OK
             }
-            for w in &warnings {
-                println!("warning: {w}");
+            Err(e) => {
+                eprintln!("error: {e}");
+                engine_exit(&e)
             }
-            for n in jobs.iter().flat_map(|job| &job.mapping.narrowing) {
-                println!("note: {n}");
-            }
-            println!("check passed");
-            exit::OK
         }
-        Err(e) => {
-            eprintln!("error: {e}");
-            engine_exit(&e)
-        }
-    }
+    };
+    engine.close().await;
+    code
 }

@@ -217,51 +217,58 @@ pub async fn start(config: Config, mut options: RunOptions, abandon: bool, outpu
             return engine_exit(&e);
         }
     };
-    let started = Instant::now();
-    let watermarks = StoreWatermarks { store: &store, source: source.clone(), target: target.clone() };
-    let (jobs, state) = match stopper.unless_abandoned(engine.plan_run(&watermarks)).await {
-        None => return stopped_before_run(),
-        Some(Ok(v)) => v,
-        Some(Err(e)) => {
-            let code = engine_exit(&e);
-            eprintln!("error: {e}");
-            if code == exit::NETWORK {
-                eprintln!(
-                    "no run was recorded (planning did not finish); `db-sync run` starts again once the link is back"
-                );
+    // Every way out below ends the connectors' sessions (a 4D REST session holds a
+    // licence until it idles out).
+    let code = async {
+        let started = Instant::now();
+        let watermarks = StoreWatermarks { store: &store, source: source.clone(), target: target.clone() };
+        let (jobs, state) = match stopper.unless_abandoned(engine.plan_run(&watermarks)).await {
+            None => return stopped_before_run(),
+            Some(Ok(v)) => v,
+            Some(Err(e)) => {
+                let code = engine_exit(&e);
+                eprintln!("error: {e}");
+                if code == exit::NETWORK {
+                    eprintln!(
+                        "no run was recorded (planning did not finish); `db-sync run` starts again once the link is back"
+                    );
+                }
+                return code;
             }
-            return code;
-        }
-    };
-    let id = match store.next_run_id() {
-        Ok(id) => id,
-        Err(e) => {
+        };
+        let id = match store.next_run_id() {
+            Ok(id) => id,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return exit::STATE;
+            }
+        };
+        let mut meta = RunMeta {
+            id,
+            config_path,
+            config_fingerprint: fingerprint,
+            source,
+            target,
+            started_ms: now_ms(),
+            ended_ms: None,
+            status: RunStatus::Running,
+            host: host_name(),
+            pid: std::process::id(),
+            events: Vec::new(),
+            last_error: None,
+            active_ms: 0,
+        };
+        meta.event(EventKind::Started, format!("{} tables, {} tasks", state.tables.len(), state.tasks.len()));
+        if let Err(e) = store.save_run(&meta, &state).and_then(|_| store.set_owner_run(id)) {
             eprintln!("error: {e}");
             return exit::STATE;
         }
-    };
-    let mut meta = RunMeta {
-        id,
-        config_path,
-        config_fingerprint: fingerprint,
-        source,
-        target,
-        started_ms: now_ms(),
-        ended_ms: None,
-        status: RunStatus::Running,
-        host: host_name(),
-        pid: std::process::id(),
-        events: Vec::new(),
-        last_error: None,
-        active_ms: 0,
-    };
-    meta.event(EventKind::Started, format!("{} tables, {} tasks", state.tables.len(), state.tasks.len()));
-    if let Err(e) = store.save_run(&meta, &state).and_then(|_| store.set_owner_run(id)) {
-        eprintln!("error: {e}");
-        return exit::STATE;
+        tracing::info!(run = id, "run started");
+        execute(&store, &engine, &stopper, jobs, meta, state, started, output).await
     }
-    tracing::info!(run = id, "run started");
-    execute(&store, &engine, &stopper, jobs, meta, state, started, output).await
+    .await;
+    engine.close().await;
+    code
 }
 
 /// `db-sync resume`: continues the newest unfinished run (or `run_id`) from its
@@ -316,52 +323,59 @@ pub async fn resume(config: Config, mut options: RunOptions, run_id: Option<u64>
             return engine_exit(&e);
         }
     };
-    let started = Instant::now();
-    let jobs = if replan {
-        let watermarks = StoreWatermarks { store: &store, source, target };
-        match stopper.unless_abandoned(engine.plan_run(&watermarks)).await {
-            None => return stopped_before_run(),
-            Some(Ok((jobs, fresh))) => {
-                let detail = format!("re-planned at {}", describe_position(&state));
-                state = carry_over(state, fresh);
-                meta.config_fingerprint = fingerprint;
-                meta.event(EventKind::Replanned, detail);
-                jobs
+    // Every way out below ends the connectors' sessions (a 4D REST session holds a
+    // licence until it idles out).
+    let code = async {
+        let started = Instant::now();
+        let jobs = if replan {
+            let watermarks = StoreWatermarks { store: &store, source, target };
+            match stopper.unless_abandoned(engine.plan_run(&watermarks)).await {
+                None => return stopped_before_run(),
+                Some(Ok((jobs, fresh))) => {
+                    let detail = format!("re-planned at {}", describe_position(&state));
+                    state = carry_over(state, fresh);
+                    meta.config_fingerprint = fingerprint;
+                    meta.event(EventKind::Replanned, detail);
+                    jobs
+                }
+                Some(Err(e)) => {
+                    eprintln!("error: {e}");
+                    return engine_exit(&e);
+                }
             }
-            Some(Err(e)) => {
-                eprintln!("error: {e}");
-                return engine_exit(&e);
+        } else {
+            match stopper.unless_abandoned(engine.jobs_for(&state)).await {
+                None => return stopped_before_run(),
+                Some(Ok(jobs)) => jobs,
+                Some(Err(EngineError::PlanInvalid(why))) => {
+                    eprintln!(
+                        "error: cannot resume run {} with its stored plan: {why}; `db-sync resume --replan` re-plans it, \
+                         `db-sync run --abandon` starts over",
+                        meta.id
+                    );
+                    return exit::CONFIG;
+                }
+                Some(Err(e)) => {
+                    eprintln!("error: {e}");
+                    return engine_exit(&e);
+                }
             }
+        };
+        meta.status = RunStatus::Running;
+        meta.pid = std::process::id();
+        meta.host = host_name();
+        meta.last_error = None;
+        meta.event(EventKind::Resumed, format!("resumed at {}", describe_position(&state)));
+        if let Err(e) = store.save_run(&meta, &state).and_then(|_| store.set_owner_run(meta.id)) {
+            eprintln!("error: {e}");
+            return exit::STATE;
         }
-    } else {
-        match stopper.unless_abandoned(engine.jobs_for(&state)).await {
-            None => return stopped_before_run(),
-            Some(Ok(jobs)) => jobs,
-            Some(Err(EngineError::PlanInvalid(why))) => {
-                eprintln!(
-                    "error: cannot resume run {} with its stored plan: {why}; `db-sync resume --replan` re-plans it, \
-                     `db-sync run --abandon` starts over",
-                    meta.id
-                );
-                return exit::CONFIG;
-            }
-            Some(Err(e)) => {
-                eprintln!("error: {e}");
-                return engine_exit(&e);
-            }
-        }
-    };
-    meta.status = RunStatus::Running;
-    meta.pid = std::process::id();
-    meta.host = host_name();
-    meta.last_error = None;
-    meta.event(EventKind::Resumed, format!("resumed at {}", describe_position(&state)));
-    if let Err(e) = store.save_run(&meta, &state).and_then(|_| store.set_owner_run(meta.id)) {
-        eprintln!("error: {e}");
-        return exit::STATE;
+        eprintln!("resuming run {} at {}", meta.id, describe_position(&state));
+        execute(&store, &engine, &stopper, jobs, meta, state, started, output).await
     }
-    eprintln!("resuming run {} at {}", meta.id, describe_position(&state));
-    execute(&store, &engine, &stopper, jobs, meta, state, started, output).await
+    .await;
+    engine.close().await;
+    code
 }
 
 /// A fresh plan that keeps the counters, errors and timers of the run it replaces.

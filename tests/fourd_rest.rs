@@ -610,3 +610,101 @@ fn incremental_on_text_keys_with_shared_modify_ids() {
     assert!(report.contains(&format!("recordCountAllModified={changed}")), "{changed} changed: {report}");
     assert_eq!(rows("fourd.sqlite"), rows("target.sqlite"), "incremental");
 }
+
+/// Every command ends its 4D session, whatever its outcome (a session holds a licence):
+/// with one licence, `check`, `plan`, `verify`, a run stopped by a schema error and a run
+/// that completes follow each other without HTTP 402, and no session stays open. A server
+/// that accepts connections and never answers fails the first connection within its
+/// `timeout` (exit 3) instead of hanging.
+#[test]
+fn every_command_ends_its_session_and_silent_servers_time_out() {
+    let ws = fourd_workspace(500);
+    ws.db("target.sqlite", SQLITE_ITEMS);
+    let emu = start(&ws, Settings { max_sessions: 1, ..settings() });
+    let table = r#"{"name": "Items", "primary_key_field": "ID"}"#;
+    config(&ws, &fourd_connection(&emu.url()), &sqlite_connection("target.sqlite"), table, "");
+    for args in [&["check"][..], &["plan"], &["verify"], &["run", "--progress", "off"], &["verify"]] {
+        let out = run(&ws, args);
+        assert!(matches!(out.status.code(), Some(0 | 1)), "{args:?}: {}", text(&out));
+        assert_eq!(emu.stats().open_sessions, 0, "{args:?} left its session open: {:?}", emu.stats());
+    }
+    let bad = r#"{"name": "Items", "primary_key_field": "ID", "field_mapping": {"name": "no_such_column"}}"#;
+    config(&ws, &fourd_connection(&emu.url()), &sqlite_connection("target.sqlite"), bad, "");
+    for _ in 0..2 {
+        let out = run(&ws, &["run", "--progress", "off"]);
+        assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+        assert_eq!(emu.stats().open_sessions, 0, "a failed run left its session open: {:?}", emu.stats());
+    }
+    assert_eq!(emu.stats().refused_402, 0, "{:?}", emu.stats());
+
+    // A listener that never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://127.0.0.1:{}", silent.local_addr().unwrap().port());
+    let source = fourd_connection(&url)
+        .replace("\"timeout\": 5", "\"timeout\": 1")
+        .replace("\"retry_count\": 3", "\"retry_count\": 1");
+    config(&ws, &source, &sqlite_connection("target.sqlite"), table, "");
+    let started = std::time::Instant::now();
+    let out = run(&ws, &["check"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(text(&out).contains("no answer within the timeout of 1s"), "{}", text(&out));
+    assert!(started.elapsed() < std::time::Duration::from_secs(15), "{:?}", started.elapsed());
+}
+
+/// 4D → 4D: the target's `__GlobalStamp` is 4D's own (it moves on every save), so it is no
+/// target column: `check` warns that the source's is not synced, the rows arrive, `verify`
+/// finds them equal and a second run rewrites nothing.
+#[test]
+fn global_stamp_is_not_a_target_column() {
+    let ws = fourd_workspace(300);
+    let back = fourd_workspace(0);
+    let source = start(&ws, settings());
+    let target = start(&back, settings());
+    let table = r#"{"name": "Items", "primary_key_field": "ID", "modify_id_field": "__GlobalStamp"}"#;
+    config(&ws, &fourd_connection(&source.url()), &fourd_connection(&target.url()), table, "");
+    let out = run(&ws, &["check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("source column `__GlobalStamp` has no target column"), "{}", text(&out));
+    sync(&ws, 0);
+    assert_rows(&fourd_rows(&ws.path("fourd.sqlite"), true), &fourd_rows(&back.path("fourd.sqlite"), true), "4D → 4D");
+    let out = run(&ws, &["verify"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let report = sync(&ws, 0);
+    assert!(report.contains("recordCountAllModified=0"), "{report}");
+}
+
+/// Deletes on a 4D target whose text keys 4D cannot tell apart: the ambiguous keys are
+/// data errors naming them, and the rest of the table still syncs (an extra row deleted,
+/// a changed row updated).
+#[test]
+fn ambiguous_keys_on_a_fourd_target_are_set_aside() {
+    let ws = Workspace::new();
+    let conn = ws.db("fourd.sqlite", FOURD_NAMES);
+    for (code, label) in [("abc", "t"), ("ABC", "t"), ("e", "t"), ("é", "t"), ("x", "old"), ("y", "t")] {
+        conn.execute("INSERT INTO Names VALUES (?1, ?2, 1)", rusqlite::params![code, label]).unwrap();
+    }
+    drop(conn);
+    let conn = ws.db("source.sqlite", SQLITE_NAMES);
+    for (code, label) in [("ABC", "t"), ("é", "t"), ("x", "new")] {
+        conn.execute("INSERT INTO Names VALUES (?1, ?2, 1)", rusqlite::params![code, label]).unwrap();
+    }
+    drop(conn);
+    let emu = start(&ws, settings());
+    let table = r#"{"name": "Names", "primary_key_field": "code"}"#;
+    config(
+        &ws,
+        &sqlite_connection("source.sqlite"),
+        &fourd_connection(&emu.url()),
+        table,
+        r#", "max_delete_percent": 100"#,
+    );
+    let out = run(&ws, &["run", "--progress", "off"]);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(1), "completed with errors: {all}");
+    assert!(all.contains("cannot tell apart"), "{all}");
+    let left: Vec<String> =
+        names(&ws.path("fourd.sqlite")).into_iter().map(|r| format!("{}={}", r.0, r.1.unwrap())).collect();
+    assert!(!left.contains(&"y=t".to_string()), "the extra row is deleted: {left:?}");
+    assert!(left.contains(&"x=new".to_string()), "the changed row is updated: {left:?}");
+    assert!(left.contains(&"abc=t".to_string()) && left.contains(&"e=t".to_string()), "ambiguous rows stay: {left:?}");
+}

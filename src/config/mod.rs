@@ -693,6 +693,13 @@ fn endpoint(conn: &ConnectionFile, location: &str, path: &Path, base_dir: &Path)
                     "a 4d SQL connection needs \"host\" (and \"port\", default 19812)",
                 ));
             }
+            if conn.password.is_some() && conn.user.as_deref().is_none_or(str::is_empty) {
+                return Err(invalid(
+                    path,
+                    location,
+                    "a 4d connection with \"password\" needs \"user\": without a user db-sync does not log in",
+                ));
+            }
             if let Some(unit) = conn.time_unit.as_deref()
                 && !matches!(unit, "ms" | "s")
             {

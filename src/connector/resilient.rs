@@ -172,7 +172,12 @@ impl Resilient {
         F: FnMut() -> Fut + Send,
         Fut: Future<Output = Result<Arc<dyn Connector>, ConnectorError>> + Send,
     {
-        let inner = retrying(&settings, side, &journal, "connecting", None, open).await?;
+        // A server that accepts the connection and never answers must not hold the
+        // first connection forever: each attempt has the same deadline as any call.
+        let mut open = open;
+        let endpoint = format!("{} database", side.name());
+        let attempt = || deadline(settings.timeout, &endpoint, "connecting", open());
+        let inner = retrying(&settings, side, &journal, "connecting", None, attempt).await?;
         Ok(Resilient::new(inner, settings, side, journal))
     }
 

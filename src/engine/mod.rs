@@ -471,9 +471,14 @@ impl Engine {
         let source = connector::open(&config.source, Side::Source, connect_options, journal.clone())
             .await
             .map_err(EngineError::Connect)?;
-        let target = connector::open(&config.target, Side::Target, connect_options, journal.clone())
-            .await
-            .map_err(EngineError::Connect)?;
+        let target = match connector::open(&config.target, Side::Target, connect_options, journal.clone()).await {
+            Ok(target) => target,
+            Err(e) => {
+                // The source's session ends here too (a 4D REST session holds a licence).
+                source.close().await;
+                return Err(EngineError::Connect(e));
+            }
+        };
         let policy = ErrorPolicy::new(&config);
         Ok(Engine { config, source, target, options, policy, journal })
     }

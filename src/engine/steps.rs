@@ -303,17 +303,35 @@ impl StepContext<'_> {
         Ok(())
     }
 
-    /// Deletes keys in `delete_batch_size` transactions, within the delete guard.
+    /// Deletes keys in `delete_batch_size` transactions, within the delete guard. A chunk
+    /// the target refuses as bad data (a key it cannot address, such as 4D text keys that
+    /// differ only in case) is split until the refused keys stand alone; each is recorded
+    /// as a data error and the others are deleted.
     async fn delete_keys(&mut self, keys: &[Key]) -> Result<u64, EngineError> {
         let mut deleted = 0;
-        for chunk in keys.chunks(self.delete_batch_size()) {
+        let mut pending: Vec<Vec<Key>> = keys.chunks(self.delete_batch_size()).rev().map(<[Key]>::to_vec).collect();
+        while let Some(mut chunk) = pending.pop() {
             let total = self.report().deleted + chunk.len() as u64;
             self.guard_deletes(total)?;
             let started = Instant::now();
             let (target, scope) = (self.target, &self.job.mapping.target);
-            target.delete(scope, chunk).await.map_err(self.db("deleting rows"))?;
-            crate::failpoint::hit("after_commit");
+            let result = target.delete(scope, &chunk).await;
             self.state.timers.delete += started.elapsed();
+            match result {
+                Ok(_) => {}
+                Err(ConnectorError::Data(message)) if chunk.len() == 1 => {
+                    self.record_error(ErrorKind::Data, format!("row {} could not be deleted: {message}", chunk[0]))?;
+                    continue;
+                }
+                Err(ConnectorError::Data(_)) => {
+                    let second = chunk.split_off(chunk.len() / 2);
+                    pending.push(second);
+                    pending.push(chunk);
+                    continue;
+                }
+                Err(e) => return Err(self.db("deleting rows")(e)),
+            }
+            crate::failpoint::hit("after_commit");
             // Every key was just read from the target, and none is there any more. The
             // keys are counted, not the rows the last call deleted: a delete whose commit
             // reply was lost is sent again and then finds nothing left to delete.

@@ -52,6 +52,9 @@ use crate::model::{ColumnSchema, Key, KeyRange, Row, TableSchema, TableScope, Va
 /// (`docs/4d-rest.md` §3.4: URLs stay under 8 KB).
 const MAX_FILTER_BYTES: usize = 6000;
 
+/// 4D's global modification stamp attribute (`ORDA/global-stamp.md`).
+const GLOBAL_STAMP: &str = "__GlobalStamp";
+
 /// Entities asked for per page when the connector pages by itself (key lists, lookups).
 const PAGE: usize = 1000;
 
@@ -107,7 +110,12 @@ impl FourDRest {
             key_lists: Mutex::new(HashMap::new()),
         };
         connector.session.login().await?;
-        connector.session.call(Method::GET, "/rest/$catalog", &Query::new(), None, "reading the catalog").await?;
+        if let Err(e) =
+            connector.session.call(Method::GET, "/rest/$catalog", &Query::new(), None, "reading the catalog").await
+        {
+            connector.session.logout().await;
+            return Err(e);
+        }
         Ok(connector)
     }
 
@@ -666,8 +674,14 @@ impl Connector for FourDRest {
             Err(ConnectorError::Schema(_)) => return Ok(None),
             Err(e) => return Err(e),
         };
-        let class = catalog_class(&json, table, self.unit)
+        let mut class = catalog_class(&json, table, self.unit)
             .map_err(|e| ConnectorError::Schema(format!("{}: {e}", self.endpoint)))?;
+        if self.side == Side::Target {
+            // 4D writes the global modification stamp itself on every save
+            // (`ORDA/global-stamp.md`): a target column for it could never be written.
+            class.schema.columns.retain(|c| c.name != GLOBAL_STAMP);
+            class.types.remove(GLOBAL_STAMP);
+        }
         let schema = class.schema.clone();
         self.classes.lock().unwrap_or_else(|p| p.into_inner()).insert(table.to_string(), Arc::new(class));
         Ok(Some(schema))

@@ -27,6 +27,8 @@ pub struct Session {
     /// all met a 401 log in once.
     logins: Mutex<u64>,
     generation: AtomicU64,
+    /// Set once the session is logged out.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 /// One error of an `__ERROR` array.
@@ -62,7 +64,14 @@ pub fn describe_errors(errors: &[FourDError]) -> String {
 impl Session {
     /// A session on `http` for `user` (no login when `None`: a guest session).
     pub fn new(http: HttpClient, user: Option<String>, password: Option<String>) -> Session {
-        Session { http, user, password, logins: Mutex::new(0), generation: AtomicU64::new(0) }
+        Session {
+            http,
+            user,
+            password,
+            logins: Mutex::new(0),
+            generation: AtomicU64::new(0),
+            closed: std::sync::atomic::AtomicBool::new(false),
+        }
     }
 
     /// The HTTP layer (for its counters).
@@ -96,6 +105,7 @@ impl Session {
 
     async fn login_locked(&self) -> Result<(), ConnectorError> {
         self.http.reset_session()?;
+        self.closed.store(false, Ordering::SeqCst);
         let Some(user) = &self.user else { return Ok(()) };
         let password = self.password.as_deref().unwrap_or("");
         let headers = [("username-4D", user.as_str()), ("password-4D", password)];
@@ -116,14 +126,19 @@ impl Session {
     }
 
     /// Ends the session (`GET /rest/$directory/logout`); failures are logged, not returned.
+    /// Once only, and for at most five seconds: a stalled server must not hold the end of
+    /// a run.
     pub async fn logout(&self) {
-        if self.user.is_none() {
+        if self.user.is_none() || self.closed.swap(true, Ordering::SeqCst) {
             return;
         }
-        match self.http.send(Method::GET, "/rest/$directory/logout", &Query::new(), &[], None).await {
-            Ok(r) if r.status == 200 => tracing::debug!(endpoint = %self.endpoint(), "4D session closed"),
-            Ok(r) => tracing::debug!(endpoint = %self.endpoint(), status = r.status, "4D logout refused"),
-            Err(e) => tracing::debug!(endpoint = %self.endpoint(), "4D logout failed: {e}"),
+        let query = Query::new();
+        let logout = self.http.send(Method::GET, "/rest/$directory/logout", &query, &[], None);
+        match tokio::time::timeout(std::time::Duration::from_secs(5), logout).await {
+            Ok(Ok(r)) if r.status == 200 => tracing::debug!(endpoint = %self.endpoint(), "4D session closed"),
+            Ok(Ok(r)) => tracing::debug!(endpoint = %self.endpoint(), status = r.status, "4D logout refused"),
+            Ok(Err(e)) => tracing::debug!(endpoint = %self.endpoint(), "4D logout failed: {e}"),
+            Err(_) => tracing::debug!(endpoint = %self.endpoint(), "4D logout got no answer within 5 s"),
         }
     }
 
