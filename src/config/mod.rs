@@ -522,6 +522,10 @@ fn deserialize_error(path: &Path, e: serde_path_to_error::Error<serde_json::Erro
 
 /// The candidate most like `key`, if any is close enough to be a likely typo.
 pub fn closest(key: &str, candidates: &[&str]) -> Option<String> {
+    // The same name in another case first (`id` for 4D's `ID`).
+    if let Some(same) = candidates.iter().find(|c| c.eq_ignore_ascii_case(key)) {
+        return Some(same.to_string());
+    }
     candidates
         .iter()
         .map(|c| (strsim::jaro_winkler(key, c), *c))

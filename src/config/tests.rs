@@ -313,3 +313,10 @@ fn resilience_durations() {
     assert_eq!(patient.unwrap().fingerprint, plain);
     assert_ne!(with(r#""pool_size": 3"#).unwrap().fingerprint, plain);
 }
+
+#[test]
+fn closest_prefers_the_same_name_in_another_case() {
+    assert_eq!(super::closest("id", &["name", "ID", "idx"]), Some("ID".to_string()));
+    assert_eq!(super::closest("nmae", &["name", "ID"]), Some("name".to_string()));
+    assert_eq!(super::closest("zzz", &["name", "ID"]), None);
+}

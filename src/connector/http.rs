@@ -83,10 +83,10 @@ impl Response {
         serde_json::from_slice(&self.body).ok()
     }
 
-    /// The body's first 200 characters, for an error message.
+    /// The body's first 200 characters on one line, for an error message.
     pub fn excerpt(&self) -> String {
         let text = String::from_utf8_lossy(&self.body);
-        let text = text.trim();
+        let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
         match text.char_indices().nth(200) {
             Some((cut, _)) => format!("{}…", &text[..cut]),
             None => text.to_string(),

@@ -116,6 +116,11 @@ impl Session {
             return Ok(());
         }
         match answer.status {
+            404 => Err(ConnectorError::Config(format!(
+                "{}: no 4D REST server answers at this URL (HTTP 404 for /rest/$directory/login); check `url` \
+                 (http://host:port of 4D's web server, with REST enabled)",
+                self.endpoint()
+            ))),
             200 | 401 | 403 => Err(ConnectorError::Config(format!(
                 "{}: 4D refused the login of user `{user}`; check `user` and the password (the environment \
                  variable its `password` names), and that the user may use REST",
