@@ -708,3 +708,25 @@ fn ambiguous_keys_on_a_fourd_target_are_set_aside() {
     assert!(left.contains(&"x=new".to_string()), "the changed row is updated: {left:?}");
     assert!(left.contains(&"abc=t".to_string()) && left.contains(&"e=t".to_string()), "ambiguous rows stay: {left:?}");
 }
+
+/// A compound key cannot address a 4D entity: `check` says so before anything runs, and
+/// the default key `id` gets a hint towards 4D's `ID`.
+#[test]
+fn check_refuses_compound_keys_and_hints_at_id() {
+    let ws = fourd_workspace(10);
+    ws.db("target.sqlite", SQLITE_ITEMS);
+    ws.db(
+        "compound.sqlite",
+        &SQLITE_ITEMS.replace("ID INTEGER PRIMARY KEY", "ID INTEGER").replace(");", ", PRIMARY KEY (ID, name));"),
+    );
+    let emu = start(&ws, settings());
+    let table = r#"{"name": "Items", "primary_key_field": ["ID", "name"]}"#;
+    config(&ws, &fourd_connection(&emu.url()), &sqlite_connection("compound.sqlite"), table, "");
+    let out = run(&ws, &["check"]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    assert!(text(&out).contains("a 4D key is one attribute"), "{}", text(&out));
+    config(&ws, &fourd_connection(&emu.url()), &sqlite_connection("target.sqlite"), r#"{"name": "Items"}"#, "");
+    let out = run(&ws, &["check"]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    assert!(text(&out).contains("did you mean `ID`?"), "{}", text(&out));
+}

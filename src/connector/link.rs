@@ -60,6 +60,10 @@ impl Connector for ModeledLink {
     fn describe_endpoint(&self) -> String {
         format!("{} (modeled link)", self.inner.describe_endpoint())
     }
+    fn supports_scope(&self, scope: &TableScope) -> Result<(), String> {
+        self.inner.supports_scope(scope)
+    }
+
     fn capabilities(&self) -> Capabilities {
         self.inner.capabilities()
     }

@@ -220,6 +220,13 @@ pub trait Connector: Send + Sync {
     /// the backend's to log; the run's outcome does not depend on them.
     async fn close(&self) {}
 
+    /// Whether this backend can serve `scope` (its key's shape, say); the reason when it
+    /// cannot, reported by `check` before anything runs. Default: every scope.
+    fn supports_scope(&self, scope: &TableScope) -> Result<(), String> {
+        let _ = scope;
+        Ok(())
+    }
+
     /// The table's schema, or `None` when it does not exist.
     async fn describe(&self, table: &str) -> Result<Option<TableSchema>, ConnectorError>;
 

@@ -323,6 +323,10 @@ impl Connector for Resilient {
     fn describe_endpoint(&self) -> String {
         self.endpoint.clone()
     }
+    fn supports_scope(&self, scope: &TableScope) -> Result<(), String> {
+        self.inner.supports_scope(scope)
+    }
+
     fn capabilities(&self) -> Capabilities {
         self.inner.capabilities()
     }

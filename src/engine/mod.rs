@@ -554,6 +554,13 @@ impl Engine {
             match TableMapping::build(spec, source, target) {
                 Ok(mapping) => {
                     warnings.extend(mapping.warnings.iter().cloned());
+                    for (side, connector, scope) in
+                        [("source", &self.source, &mapping.source), ("target", &self.target, &mapping.target)]
+                    {
+                        if let Err(why) = connector.supports_scope(scope) {
+                            problems.push(format!("table {}: {side}: {why}", spec.name));
+                        }
+                    }
                     jobs.push(TableJob { spec: (*spec).clone(), mapping });
                 }
                 Err(p) => problems.extend(p),

@@ -655,6 +655,15 @@ impl Connector for FourDRest {
         &self.counters
     }
 
+    fn supports_scope(&self, scope: &TableScope) -> Result<(), String> {
+        match scope.key_indexes.len() {
+            1 => Ok(()),
+            n => Err(format!(
+                "a 4D key is one attribute (dataclasses have no compound primary keys), but primary_key_field lists {n}"
+            )),
+        }
+    }
+
     async fn connect(&self) -> Result<(), ConnectorError> {
         self.session.reconnect().await
     }
