@@ -218,7 +218,7 @@ pub async fn start(config: Config, mut options: RunOptions, abandon: bool, outpu
         }
     };
     // Every way out below ends the connectors' sessions (a 4D REST session holds a
-    // licence until it idles out).
+    // licence until it idles out), but one after a signal (see the end).
     let code = async {
         let started = Instant::now();
         let watermarks = StoreWatermarks { store: &store, source: source.clone(), target: target.clone() };
@@ -267,7 +267,11 @@ pub async fn start(config: Config, mut options: RunOptions, abandon: bool, outpu
         execute(&store, &engine, &stopper, jobs, meta, state, started, output).await
     }
     .await;
-    engine.close().await;
+    // Stopped by a signal: a run that stopped in time closed its sessions in `execute`; an
+    // abandoned one is stuck on a link where a logout would wait too.
+    if code != exit::INTERRUPTED {
+        engine.close().await;
+    }
     code
 }
 
@@ -324,7 +328,7 @@ pub async fn resume(config: Config, mut options: RunOptions, run_id: Option<u64>
         }
     };
     // Every way out below ends the connectors' sessions (a 4D REST session holds a
-    // licence until it idles out).
+    // licence until it idles out), but one after a signal (see the end).
     let code = async {
         let started = Instant::now();
         let jobs = if replan {
@@ -374,7 +378,11 @@ pub async fn resume(config: Config, mut options: RunOptions, run_id: Option<u64>
         execute(&store, &engine, &stopper, jobs, meta, state, started, output).await
     }
     .await;
-    engine.close().await;
+    // Stopped by a signal: a run that stopped in time closed its sessions in `execute`; an
+    // abandoned one is stuck on a link where a logout would wait too.
+    if code != exit::INTERRUPTED {
+        engine.close().await;
+    }
     code
 }
 

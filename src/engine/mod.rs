@@ -463,6 +463,9 @@ fn db_error(context: impl Into<String>) -> impl FnOnce(ConnectorError) -> Engine
     move |source| EngineError::Database { context, source }
 }
 
+/// Longest [`Engine::close`] waits for the connectors to end their sessions.
+pub const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl Engine {
     /// Opens both sides.
     pub async fn connect(config: Config, options: RunOptions) -> Result<Engine, EngineError> {
@@ -1061,8 +1064,15 @@ impl Engine {
     }
 
     /// Ends both sessions (each within its connection's `timeout`).
+    ///
+    /// Bounded by [`CLOSE_GRACE`]: a connection stuck on a stalled link (a pool waits for it
+    /// to come back) must not hold the exit after a signal; the server ends such sessions
+    /// itself.
     pub async fn close(&self) {
-        futures::join!(self.source.close(), self.target.close());
+        let both = async { futures::join!(self.source.close(), self.target.close()) };
+        if tokio::time::timeout(CLOSE_GRACE, both).await.is_err() {
+            tracing::debug!("closing the connections took longer than {CLOSE_GRACE:?}; left to the servers");
+        }
     }
 
     /// The source connector.
