@@ -757,6 +757,7 @@ fn missing_target_tables_are_created_on_request() {
     config(true);
     let out = ws.run(&["plan"]);
     assert_eq!(out.status.code(), Some(4), "plan writes nothing: {}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`db-sync run` creates it"), "{}", text(&out));
     let report = run_ok(&ws, &["run", "--json", "--progress", "off"]);
     assert_eq!(report["metrics"]["recordCountAllAdded"], 500);
     let columns = pg.query(

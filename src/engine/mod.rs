@@ -545,8 +545,14 @@ impl Engine {
                     ));
                 }
                 if target.is_none() {
+                    let way_out = if self.config.run.create_missing_tables {
+                        "`db-sync run` creates it (create_missing_tables is on); until then `check` and `plan` \
+                         cannot plan it"
+                    } else {
+                        "create it, or set \"create_missing_tables\": true"
+                    };
                     problems.push(format!(
-                        "table {}: target table `{}` does not exist in {}; create it, or set \"create_missing_tables\": true",
+                        "table {}: target table `{}` does not exist in {}; {way_out}",
                         spec.name,
                         spec.target_table,
                         self.target.describe_endpoint()
