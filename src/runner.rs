@@ -267,12 +267,7 @@ pub async fn start(config: Config, mut options: RunOptions, abandon: bool, outpu
         execute(&store, &engine, &stopper, jobs, meta, state, started, output).await
     }
     .await;
-    // Stopped by a signal: a run that stopped in time closed its sessions in `execute`; an
-    // abandoned one is stuck on a link where a logout would wait too.
-    if code != exit::INTERRUPTED {
-        engine.close().await;
-    }
-    code
+    finish(&engine, code).await
 }
 
 /// `db-sync resume`: continues the newest unfinished run (or `run_id`) from its
@@ -378,8 +373,13 @@ pub async fn resume(config: Config, mut options: RunOptions, run_id: Option<u64>
         execute(&store, &engine, &stopper, jobs, meta, state, started, output).await
     }
     .await;
-    // Stopped by a signal: a run that stopped in time closed its sessions in `execute`; an
-    // abandoned one is stuck on a link where a logout would wait too.
+    finish(&engine, code).await
+}
+
+/// Ends the connectors' sessions and passes `code` on. After a signal it does not: a run
+/// that stopped in time closed them in `execute`, and an abandoned one is stuck on a link
+/// where a logout would wait too.
+async fn finish(engine: &Engine, code: u8) -> u8 {
     if code != exit::INTERRUPTED {
         engine.close().await;
     }

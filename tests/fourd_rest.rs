@@ -91,8 +91,10 @@ fn json_text(text: &str) -> String {
     sorted(value).to_string()
 }
 
-/// The emulator's rows (4D storage forms converted by this test).
-fn fourd_rows(path: &Path, skip_stamp: bool) -> Vec<Canon> {
+/// `Items` rows of a SQLite file, the emulator's or a plain one, in the canonical form: 4D's
+/// storage forms (a duration as an integer of milliseconds, a UUID of 32 hex digits) are
+/// converted by this test; a plain SQLite table holds those columns as text already.
+fn sqlite_rows(path: &Path, skip_stamp: bool) -> Vec<Canon> {
     use rusqlite::types::Value as V;
     let conn = rusqlite::Connection::open(path).unwrap();
     let mut stmt = conn.prepare(&format!("SELECT {COLUMNS} FROM Items ORDER BY ID")).unwrap();
@@ -119,31 +121,9 @@ fn fourd_rows(path: &Path, skip_stamp: bool) -> Vec<Canon> {
     .unwrap()
 }
 
-/// A SQLite table's rows in the same canonical form.
-fn sqlite_rows(path: &Path, skip_stamp: bool) -> Vec<Canon> {
-    use rusqlite::types::Value as V;
-    let conn = rusqlite::Connection::open(path).unwrap();
-    let mut stmt = conn.prepare(&format!("SELECT {COLUMNS} FROM Items ORDER BY ID")).unwrap();
-    stmt.query_map([], |r| {
-        let mut out = Vec::new();
-        for i in 0..11 {
-            let v: V = r.get(i)?;
-            out.push(match (i, v) {
-                (10, _) if skip_stamp => "-".to_string(),
-                (_, V::Null) => "NULL".to_string(),
-                (6, V::Text(t)) => uuid_text(&t),
-                (7, V::Text(t)) => json_text(&t),
-                (3, V::Real(f)) => format!("{:x}", f.to_bits()),
-                (_, V::Integer(n)) => n.to_string(),
-                (_, V::Text(t)) => t,
-                (_, other) => format!("{other:?}"),
-            });
-        }
-        Ok(out)
-    })
-    .unwrap()
-    .collect::<Result<Vec<_>, _>>()
-    .unwrap()
+/// The emulator's rows.
+fn fourd_rows(path: &Path, skip_stamp: bool) -> Vec<Canon> {
+    sqlite_rows(path, skip_stamp)
 }
 
 /// PostgreSQL's rows, from psql's text output.

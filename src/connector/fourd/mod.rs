@@ -287,6 +287,15 @@ impl FourDRest {
         }
     }
 
+    /// The keys of `entities` (those with a NULL key left out), in their order.
+    fn keys_of(&self, entities: &[Json], key: &str, key_type: AttributeType) -> Result<Vec<Key>, ConnectorError> {
+        let mut keys = Vec::with_capacity(entities.len());
+        for entity in entities {
+            keys.extend(self.key_of_entity(entity, key, key_type)?);
+        }
+        Ok(keys)
+    }
+
     /// Byte-sorted keys of a scope whose key is not an integer (NULL keys left out, skipped
     /// keys removed), read once and kept up to date by this connector's writes.
     async fn key_list(&self, scope: &TableScope, key_type: AttributeType) -> Result<Arc<Vec<Key>>, ConnectorError> {
@@ -298,12 +307,7 @@ impl FourDRest {
         let key = scope.key_columns()[0];
         let filter = self.scope_filter(&class, scope, key_type, false)?;
         let entities = self.get_all(scope, &[key], &filter, "reading the keys").await?;
-        let mut keys = Vec::with_capacity(entities.len());
-        for entity in &entities {
-            if let Some(k) = self.key_of_entity(entity, key, key_type)? {
-                keys.push(k);
-            }
-        }
+        let mut keys = self.keys_of(&entities, key, key_type)?;
         keys.sort_unstable();
         tracing::debug!(table = %scope.table, keys = keys.len(), "4D text key: keys read and sorted by bytes");
         let list = Arc::new(keys);
@@ -311,11 +315,16 @@ impl FourDRest {
         Ok(list)
     }
 
-    /// The keys of `list` inside `range`, without the scope's skipped keys.
+    /// The keys of `list` inside `range`.
     fn in_range<'a>(list: &'a [Key], range: &KeyRange) -> &'a [Key] {
         let start = range.after.as_ref().map_or(0, |a| list.partition_point(|k| k <= a));
         let end = range.upto.as_ref().map_or(list.len(), |u| list.partition_point(|k| k <= u));
         &list[start..end.max(start)]
+    }
+
+    /// The keys of `list` inside `range`, without the scope's skipped keys.
+    fn listed<'a>(list: &'a [Key], scope: &'a TableScope, range: &KeyRange) -> impl Iterator<Item = &'a Key> {
+        Self::in_range(list, range).iter().filter(|k| !scope.skip_keys.contains(k))
     }
 
     /// Applies this connector's writes to the cached key lists of the table.
@@ -360,27 +369,25 @@ impl FourDRest {
         chunks
     }
 
-    /// Entities of `keys` (attributes as asked), matched byte for byte: 4D's `IN` folds
-    /// case and accents on text, so rows with another key are dropped.
-    async fn entities_by_keys(
+    /// Every entity 4D's `IN` lookup finds for `keys` (attributes as asked), with its key.
+    /// The lookup folds case and accents on text, so it may answer other keys too.
+    async fn lookup(
         &self,
         scope: &TableScope,
         attributes: &[&str],
         keys: &[Key],
+        with_skips: bool,
         what: &str,
     ) -> Result<Vec<(Key, Json)>, ConnectorError> {
         let (class, key_type) = self.scoped(scope).await?;
         let key = scope.key_columns()[0];
-        let wanted: BTreeSet<&Key> = keys.iter().collect();
         let json_keys: Vec<Json> = keys.iter().map(|k| self.key_json(k, key_type)).collect::<Result<_, _>>()?;
         let mut found = Vec::new();
         for chunk in self.chunks(&json_keys) {
-            let mut filter = self.scope_filter(&class, scope, key_type, true)?;
+            let mut filter = self.scope_filter(&class, scope, key_type, with_skips)?;
             filter.any_of(key, chunk);
             for entity in self.get_all(scope, attributes, &filter, what).await? {
-                if let Some(k) = self.key_of_entity(&entity, key, key_type)?
-                    && wanted.contains(&k)
-                {
+                if let Some(k) = self.key_of_entity(&entity, key, key_type)? {
                     found.push((k, entity));
                 }
             }
@@ -388,27 +395,33 @@ impl FourDRest {
         Ok(found)
     }
 
+    /// Entities of `keys` (attributes as asked), matched byte for byte: rows of other keys
+    /// that 4D's folded lookup answers are dropped.
+    async fn entities_by_keys(
+        &self,
+        scope: &TableScope,
+        attributes: &[&str],
+        keys: &[Key],
+        what: &str,
+    ) -> Result<Vec<(Key, Json)>, ConnectorError> {
+        let wanted: BTreeSet<&Key> = keys.iter().collect();
+        let mut found = self.lookup(scope, attributes, keys, true, what).await?;
+        found.retain(|(k, _)| wanted.contains(k));
+        Ok(found)
+    }
+
     /// Which of `keys` 4D holds exactly, and the keys 4D cannot tell apart: asked or held
     /// keys that differ from another of them only in case or accents (text keys only).
     async fn probe(&self, scope: &TableScope, keys: &[Key]) -> Result<(BTreeSet<Key>, Vec<Key>), ConnectorError> {
-        let (class, key_type) = self.scoped(scope).await?;
         let key = scope.key_columns()[0];
         let wanted: BTreeSet<&Key> = keys.iter().collect();
-        let json_keys: Vec<Json> = keys.iter().map(|k| self.key_json(k, key_type)).collect::<Result<_, _>>()?;
-        let (mut exact, mut twins) = (BTreeSet::new(), Vec::new());
-        for chunk in self.chunks(&json_keys) {
-            let mut filter = self.scope_filter(&class, scope, key_type, false)?;
-            filter.any_of(key, chunk);
-            for entity in self.get_all(scope, &[key], &filter, "finding existing keys").await? {
-                match self.key_of_entity(&entity, key, key_type)? {
-                    Some(k) if wanted.contains(&k) => {
-                        exact.insert(k);
-                    }
-                    Some(k) => twins.push(k),
-                    None => {}
-                }
-            }
-        }
+        let (exact, twins): (Vec<Key>, Vec<Key>) = self
+            .lookup(scope, &[key], keys, false, "finding existing keys")
+            .await?
+            .into_iter()
+            .map(|(k, _)| k)
+            .partition(|k| wanted.contains(k));
+        let exact: BTreeSet<Key> = exact.into_iter().collect();
         // Keys 4D holds or is asked for that fold to the same text: a lookup by one of
         // them may find the other.
         let mut by_fold: HashMap<String, BTreeSet<&Key>> = HashMap::new();
@@ -700,11 +713,10 @@ impl Connector for FourDRest {
         let (class, key_type) = self.scoped(scope).await?;
         if !key_type.is_integer() {
             let list = self.key_list(scope, key_type).await?;
-            return Ok(Self::in_range(&list, range).iter().filter(|k| !scope.skip_keys.contains(k)).count() as u64);
+            return Ok(Self::listed(&list, scope, range).count() as u64);
         }
         let key = scope.key_columns()[0];
-        let mut filter = self.scope_filter(&class, scope, key_type, true)?;
-        self.range_filter(&mut filter, key, range, key_type)?;
+        let filter = self.range_filter(&class, scope, range, key_type)?;
         Ok(self.get(scope, &[key], &filter, None, (0, 1), "counting rows").await?.count)
     }
 
@@ -712,12 +724,10 @@ impl Connector for FourDRest {
         let (class, key_type) = self.scoped(scope).await?;
         if !key_type.is_integer() {
             let list = self.key_list(scope, key_type).await?;
-            let keys = Self::in_range(&list, range);
-            return Ok(keys.iter().filter(|k| !scope.skip_keys.contains(k)).nth(offset as usize).cloned());
+            return Ok(Self::listed(&list, scope, range).nth(offset as usize).cloned());
         }
         let key = scope.key_columns()[0];
-        let mut filter = self.scope_filter(&class, scope, key_type, true)?;
-        self.range_filter(&mut filter, key, range, key_type)?;
+        let filter = self.range_filter(&class, scope, range, key_type)?;
         let order = format!("{key} ASC");
         let page = self.get(scope, &[key], &filter, Some(&order), (offset, 1), "finding a key by offset").await?;
         match page.entities.first() {
@@ -741,14 +751,8 @@ impl Connector for FourDRest {
         // The dataclass's primary key is unique in 4D; another attribute may repeat.
         let identifying = class.key == key;
         if duplicates && !(identifying && key_type.is_integer()) {
-            let filter = self.scope_filter(&class, scope, key_type, true)?;
-            let mut keys = Vec::new();
-            for entity in self.get_all(scope, &[key], &filter, "checking keys").await? {
-                if let Some(k) = self.key_of_entity(&entity, key, key_type)? {
-                    keys.push(k);
-                }
-            }
-            keys.sort_unstable();
+            let list = self.key_list(scope, key_type).await?;
+            let keys: Vec<&Key> = Self::listed(&list, scope, &KeyRange::all()).collect();
             let mut i = 0;
             while i < keys.len() && problems.duplicates.len() < limit {
                 let j = keys[i..].iter().take_while(|k| **k == keys[i]).count();
@@ -765,24 +769,16 @@ impl Connector for FourDRest {
         let (class, key_type) = self.scoped(scope).await?;
         if !key_type.is_integer() {
             let list = self.key_list(scope, key_type).await?;
-            let keys: Vec<&Key> =
-                Self::in_range(&list, range).iter().filter(|k| !scope.skip_keys.contains(k)).collect();
+            let keys: Vec<&Key> = Self::listed(&list, scope, range).collect();
             let more = keys.len() > limit;
             return Ok(Page { items: keys.into_iter().take(limit).cloned().collect(), more });
         }
         let key = scope.key_columns()[0];
-        let mut filter = self.scope_filter(&class, scope, key_type, true)?;
-        self.range_filter(&mut filter, key, range, key_type)?;
+        let filter = self.range_filter(&class, scope, range, key_type)?;
         let order = format!("{key} ASC");
         let page = self.get(scope, &[key], &filter, Some(&order), (0, limit), "reading keys").await?;
         let more = self.more_after(&page)?;
-        let mut keys = Vec::with_capacity(page.entities.len());
-        for entity in &page.entities {
-            if let Some(k) = self.key_of_entity(entity, key, key_type)? {
-                keys.push(k);
-            }
-        }
-        Ok(Page { items: keys, more })
+        Ok(Page { items: self.keys_of(&page.entities, key, key_type)?, more })
     }
 
     async fn read_rows(&self, scope: &TableScope, range: &KeyRange, limit: usize) -> Result<Page<Row>, ConnectorError> {
@@ -794,8 +790,7 @@ impl Connector for FourDRest {
             return Ok(Page { items: rows, more: keys.more });
         }
         let key = scope.key_columns()[0];
-        let mut filter = self.scope_filter(&class, scope, key_type, true)?;
-        self.range_filter(&mut filter, key, range, key_type)?;
+        let filter = self.range_filter(&class, scope, range, key_type)?;
         let order = format!("{key} ASC");
         let attributes: Vec<&str> = scope.columns.iter().map(String::as_str).collect();
         let page = self.get(scope, &attributes, &filter, Some(&order), (0, limit), "reading rows").await?;
@@ -1022,21 +1017,23 @@ impl FourDRest {
         Ok((page.entities.len() as u64) < page.count)
     }
 
-    /// `key > after AND key <= upto` (integer keys).
+    /// The scope's conditions and `key > after AND key <= upto` (integer keys).
     fn range_filter(
         &self,
-        filter: &mut Filter,
-        key: &str,
+        class: &DataClass,
+        scope: &TableScope,
         range: &KeyRange,
         key_type: AttributeType,
-    ) -> Result<(), ConnectorError> {
+    ) -> Result<Filter, ConnectorError> {
+        let mut filter = self.scope_filter(class, scope, key_type, true)?;
+        let key = scope.key_columns()[0];
         if let Some(after) = &range.after {
             filter.compare(key, ">", self.key_json(after, key_type)?);
         }
         if let Some(upto) = &range.upto {
             filter.compare(key, "<=", self.key_json(upto, key_type)?);
         }
-        Ok(())
+        Ok(filter)
     }
 
     /// The modify attribute of a scope: name, type and index in the row.

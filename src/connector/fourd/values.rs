@@ -152,7 +152,7 @@ pub fn write(value: &Value, t: AttributeType, unit: TimeUnit) -> Result<Json, St
     if value.is_null() {
         return Ok(Json::Null);
     }
-    let cannot = || format!("{} value {} cannot be written to a 4D {t:?} attribute", value.kind(), short_value(value));
+    let cannot = || format!("{} value {} cannot be written to a 4D {t:?} attribute", value.kind(), short(value));
     match t {
         AttributeType::Integer(bits) => {
             let i = match value {
@@ -196,7 +196,7 @@ pub fn write(value: &Value, t: AttributeType, unit: TimeUnit) -> Result<Json, St
                 if hex.len() == 32 && hex.chars().all(|c| c.is_ascii_hexdigit()) {
                     Ok(Json::String(hex.to_ascii_uppercase()))
                 } else {
-                    Err(format!("{} is not a UUID", short_value(value)))
+                    Err(format!("{} is not a UUID", short(value)))
                 }
             }
             _ => Err(cannot()),
@@ -222,7 +222,7 @@ pub fn write(value: &Value, t: AttributeType, unit: TimeUnit) -> Result<Json, St
             _ => Err(cannot()),
         },
         AttributeType::Object => match value {
-            Value::Text(s) => serde_json::from_str(s).map_err(|e| format!("{} is not JSON: {e}", short_value(value))),
+            Value::Text(s) => serde_json::from_str(s).map_err(|e| format!("{} is not JSON: {e}", short(value))),
             _ => Err(cannot()),
         },
     }
@@ -307,12 +307,8 @@ pub fn uuid_dashed(text: &str) -> Option<String> {
     Some(format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..]))
 }
 
-fn short(json: &Json) -> String {
-    let text = json.to_string();
-    if text.chars().count() > 40 { format!("{}…", text.chars().take(40).collect::<String>()) } else { text }
-}
-
-fn short_value(value: &Value) -> String {
+/// A value for an error message, cut at 40 characters.
+fn short(value: &impl std::fmt::Display) -> String {
     let text = value.to_string();
     if text.chars().count() > 40 { format!("{}…", text.chars().take(40).collect::<String>()) } else { text }
 }
