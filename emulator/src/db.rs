@@ -41,6 +41,8 @@ pub struct Dataclass {
     /// The hidden stamp column's name, and whether the table has it yet.
     pub stamp_col: String,
     pub has_stamp: bool,
+    /// The table has SQLite's `rowid` (it is not `WITHOUT ROWID`): the record order.
+    pub has_rowid: bool,
 }
 
 impl Dataclass {
@@ -247,7 +249,17 @@ impl Db {
             }
             let Some(key) = key else { continue };
             let has_global = attrs.iter().any(|a| a.name == GLOBAL_COL && a.t == AttrType::Long64);
-            out.push(Dataclass { name, key, attrs, table_number: out.len() + 1, has_global, stamp_col, has_stamp });
+            let has_rowid = self.conn.prepare(&format!("SELECT rowid FROM {} LIMIT 0", q(&name))).is_ok();
+            out.push(Dataclass {
+                name,
+                key,
+                attrs,
+                table_number: out.len() + 1,
+                has_global,
+                stamp_col,
+                has_stamp,
+                has_rowid,
+            });
         }
         Ok(out)
     }
@@ -330,6 +342,7 @@ impl Db {
         let t = if t.len() >= 2 && t.starts_with('"') && t.ends_with('"') { &t[1..t.len() - 1] } else { t };
         let mut parts = Vec::new();
         let mut has_key = false;
+        let mut last_desc = false;
         for term in t.split(',') {
             let words: Vec<&str> = term.split_whitespace().collect();
             let (name, desc) = match words.as_slice() {
@@ -341,11 +354,17 @@ impl Db {
             let Some(i) = dc.attr_index(name) else { return Err(ApiError::unknown_attribute(name, &dc.name)) };
             let a = &dc.attrs[i];
             has_key |= i == dc.key;
+            last_desc = desc;
             let coll = if a.t.is_text() && !self.byte_order { " COLLATE EMU_SORT" } else { "" };
             parts.push(format!("{}{coll} {}", q(&a.name), if desc { "DESC" } else { "ASC" }));
         }
         if !has_key {
-            parts.push(format!("{} ASC", q(&dc.key_attr().name)));
+            // 4D does not say how it orders ties; the emulator keeps them in record order
+            // (SQLite's rowid; the key in a WITHOUT ROWID table), in the direction of the last
+            // term, so an index on that attribute serves the whole order: `stamp DESC` with
+            // `$top=1` reads one index entry instead of sorting the table.
+            let tie = if dc.has_rowid { "rowid".to_string() } else { q(&dc.key_attr().name) };
+            parts.push(format!("{tie} {}", if last_desc { "DESC" } else { "ASC" }));
         }
         Ok(format!(" ORDER BY {}", parts.join(", ")))
     }

@@ -556,6 +556,7 @@ mod tests {
             has_global: false,
             stamp_col: "__STAMP".into(),
             has_stamp: true,
+            has_rowid: true,
         }
     }
 

@@ -95,6 +95,10 @@ pub struct ConfigFile {
     /// Search the newest N keys first (0 = off).
     #[serde(default)]
     pub binary_search_recent_first: u64,
+    /// Parts the binary search splits a range into at once (2 to 64); absent: 2, or 4
+    /// when a side pays a round trip per request (4D over REST).
+    #[serde(default)]
+    pub binary_search_fanout: Option<u64>,
     /// When counts still differ after a binary search, fall back to a full compare.
     #[serde(default)]
     pub fallback_full_compare_on_mismatch: bool,
@@ -331,6 +335,9 @@ pub struct TableFile {
     /// Overrides the global `binary_search_recent_first`.
     #[serde(default)]
     pub binary_search_recent_first: Option<u64>,
+    /// Overrides the global `binary_search_fanout`.
+    #[serde(default)]
+    pub binary_search_fanout: Option<u64>,
     /// Overrides the global `fallback_full_compare_on_mismatch`.
     #[serde(default)]
     pub fallback_full_compare_on_mismatch: Option<bool>,

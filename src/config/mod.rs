@@ -260,6 +260,9 @@ pub struct TableSettings {
     pub binary_search_read_batch: u64,
     /// Newest keys searched first.
     pub binary_search_recent_first: u64,
+    /// Parts a range is split into at once (2 to 64); `None`: chosen from the
+    /// connectors (see [`crate::diff::bisect::fanout`]).
+    pub binary_search_fanout: Option<u64>,
     /// Full compare when a binary search leaves counts unequal.
     pub fallback_full_compare_on_mismatch: bool,
     /// Zone of wall-clock times (config `timezone`, default UTC); see
@@ -963,6 +966,7 @@ fn table_spec(file: &ConfigFile, table: &TableFile, location: &str, path: &Path)
         binary_search_min_table_size: table.binary_search_min_table_size.unwrap_or(file.binary_search_min_table_size),
         binary_search_read_batch: table.binary_search_read_batch.unwrap_or(file.binary_search_read_batch),
         binary_search_recent_first: table.binary_search_recent_first.unwrap_or(file.binary_search_recent_first),
+        binary_search_fanout: table.binary_search_fanout.or(file.binary_search_fanout),
         fallback_full_compare_on_mismatch: table
             .fallback_full_compare_on_mismatch
             .unwrap_or(file.fallback_full_compare_on_mismatch),
@@ -978,6 +982,15 @@ fn table_spec(file: &ConfigFile, table: &TableFile, location: &str, path: &Path)
     }
     if settings.binary_search_read_batch == 0 {
         return Err(invalid(path, format!("{location}.binary_search_read_batch"), "must be at least 1"));
+    }
+    if let Some(fanout) = settings.binary_search_fanout
+        && !(2..=64).contains(&fanout)
+    {
+        return Err(invalid(
+            path,
+            format!("{location}.binary_search_fanout"),
+            format!("is {fanout}; give 2 (halves, the manual's search) to 64, or leave it out"),
+        ));
     }
 
     Ok(TableSpec {

@@ -143,6 +143,17 @@ fn semantic_errors() {
 
     let text = MINIMAL.replace("\"batch_size\": 5000", "\"run_at_time\": \"25:00\"");
     assert!(parse(&text).unwrap_err().to_string().contains("time of day"));
+
+    for fanout in [0, 1, 65] {
+        let text = MINIMAL.replace("\"batch_size\": 5000", &format!("\"binary_search_fanout\": {fanout}"));
+        let message = parse(&text).unwrap_err().to_string();
+        assert!(message.contains("binary_search_fanout") && message.contains("2 (halves"), "{message}");
+    }
+    let text = MINIMAL.replace("\"batch_size\": 5000", "\"binary_search_fanout\": 8");
+    let config = parse(&text.replace("\"modify_id_field\": \"modify_id\"", "\"binary_search_fanout\": 3")).unwrap();
+    assert_eq!(config.tables[0].settings.binary_search_fanout, Some(3), "a table's own value wins");
+    assert_eq!(config.tables[1].settings.binary_search_fanout, Some(8), "the global value applies");
+    assert_eq!(parse(MINIMAL).unwrap().tables[0].settings.binary_search_fanout, None);
 }
 
 /// Comment keys (`//...`) are ignored and do not change the fingerprint; real changes do.

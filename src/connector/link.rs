@@ -91,6 +91,15 @@ impl Connector for ModeledLink {
         self.wait(8).await;
         self.inner.key_at(scope, range, offset).await
     }
+    async fn keys_at(
+        &self,
+        scope: &TableScope,
+        range: &KeyRange,
+        offsets: &[u64],
+    ) -> Result<Vec<Option<Key>>, ConnectorError> {
+        self.wait(8 * offsets.len()).await;
+        self.inner.keys_at(scope, range, offsets).await
+    }
     async fn read_keys(&self, scope: &TableScope, range: &KeyRange, limit: usize) -> Result<Page<Key>, ConnectorError> {
         let keys = self.inner.read_keys(scope, range, limit).await?;
         self.wait(key_bytes(&keys.items)).await;

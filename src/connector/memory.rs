@@ -122,7 +122,13 @@ impl Connector for MemoryConnector {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities { offset_in_range: true, writable: true, transactional_batches: true, concurrent_writes: 1 }
+        Capabilities {
+            offset_in_range: true,
+            costly_round_trips: false,
+            writable: true,
+            transactional_batches: true,
+            concurrent_writes: 1,
+        }
     }
 
     fn counters(&self) -> &IoCounters {

@@ -109,6 +109,11 @@ impl ConnectorError {
 pub struct Capabilities {
     /// `key_at` (OFFSET within a key range) is efficient, so binary search may be used.
     pub offset_in_range: bool,
+    /// Each request is a round trip that costs far more than the server's work on a small
+    /// query (an HTTP service such as 4D's REST server): the binary search splits a range
+    /// into more parts per round of concurrent requests (`binary_search_fanout`), so it
+    /// needs fewer rounds.
+    pub costly_round_trips: bool,
     /// The backend can be written to.
     pub writable: bool,
     /// Writes of one batch are atomic.
@@ -237,6 +242,19 @@ pub trait Connector: Send + Sync {
     async fn key_at(&self, scope: &TableScope, range: &KeyRange, offset: u64) -> Result<Option<Key>, ConnectorError> {
         let _ = (scope, range, offset);
         Err(ConnectorError::Unsupported { backend: "this backend", operation: "key_at" })
+    }
+
+    /// The keys at several zero-based `offsets` (ascending) in key order inside `range`:
+    /// one entry per offset, `None` past the end. The binary search's split points. By
+    /// default one [`Connector::key_at`] per offset, all at once (one round of requests);
+    /// a backend that reads faster in one pass overrides it.
+    async fn keys_at(
+        &self,
+        scope: &TableScope,
+        range: &KeyRange,
+        offsets: &[u64],
+    ) -> Result<Vec<Option<Key>>, ConnectorError> {
+        futures::future::join_all(offsets.iter().map(|&o| self.key_at(scope, range, o))).await.into_iter().collect()
     }
 
     /// Rows of the scope whose key is NULL and, when `duplicates`, up to `limit` keys held

@@ -365,6 +365,15 @@ impl Connector for Resilient {
     async fn key_at(&self, scope: &TableScope, range: &KeyRange, offset: u64) -> Result<Option<Key>, ConnectorError> {
         self.call("finding a midpoint key", Some(&scope.table), || self.inner.key_at(scope, range, offset)).await
     }
+    async fn keys_at(
+        &self,
+        scope: &TableScope,
+        range: &KeyRange,
+        offsets: &[u64],
+    ) -> Result<Vec<Option<Key>>, ConnectorError> {
+        let what = if offsets.len() == 1 { "finding a midpoint key" } else { "finding split keys" };
+        self.call(what, Some(&scope.table), || self.inner.keys_at(scope, range, offsets)).await
+    }
     async fn read_keys(&self, scope: &TableScope, range: &KeyRange, limit: usize) -> Result<Page<Key>, ConnectorError> {
         self.call("reading keys", Some(&scope.table), || self.inner.read_keys(scope, range, limit)).await
     }

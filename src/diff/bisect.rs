@@ -11,6 +11,14 @@
 //! by key. The search stops once the count difference is accounted for. The whole state
 //! is plain data so a checkpoint can hold it and a resumed search continues where it
 //! stopped.
+//!
+//! With a fan-out above 2 (`binary_search_fanout`; by default 4 when a side pays a round
+//! trip per request, as 4D's REST server does), a frame is split into that many parts at
+//! once (more while it holds several differences, see [`Searcher`]'s `parts`): the keys at
+//! each part's end on the larger side, then the other side's count of each part but the
+//! last, each step one round of concurrent requests. That is the same halving done
+//! several levels at a time: with ten differences in 1,000,000 rows, 500-row ranges are
+//! reached in 5 rounds instead of 11.
 
 use serde::{Deserialize, Serialize};
 
@@ -92,12 +100,42 @@ impl SearchState {
 /// what it cannot run at once.
 pub const PARALLEL_FRAMES: usize = 16;
 
+/// The fan-out used when a side pays a round trip per request and the configuration does
+/// not set one. A split costs each side 3 requests (the larger side's lookups, or the
+/// other's counts) for 2 halvings, so a difference costs a side at most
+/// 3·ceil(log4(N/read_batch)) + 1 requests (≤ 1.5·log2(N/read_batch) + 4), within
+/// 2·log2(N/read_batch) + 4; the 4D benchmark finds ten differences in
+/// 1,000,000 rows with 13.1 requests each.
+pub const COSTLY_ROUND_TRIP_FANOUT: u64 = 4;
+
+/// The fan-out of a search: `configured` (`binary_search_fanout`), else
+/// [`COSTLY_ROUND_TRIP_FANOUT`] when either side has
+/// [`costly_round_trips`](crate::connector::Capabilities::costly_round_trips), else 2.
+pub fn fanout(configured: Option<u64>, source: &dyn Connector, target: &dyn Connector) -> u64 {
+    configured.unwrap_or_else(|| {
+        if source.capabilities().costly_round_trips || target.capabilities().costly_round_trips {
+            COSTLY_ROUND_TRIP_FANOUT
+        } else {
+            2
+        }
+    })
+}
+
+/// Most parts a range holding several differences splits into at once (with a fan-out
+/// above 2): one round of up to 15 lookups and 15 counts.
+pub const MAX_PARTS: u64 = 16;
+
 /// What processing one frame produced.
 struct Outcome {
     children: Vec<Frame>,
     found: Vec<Key>,
     queries: u64,
     rows_read: u64,
+}
+
+/// Rows of each range on one side, counted at once.
+async fn counts(side: &dyn Connector, scope: &TableScope, ranges: &[KeyRange]) -> Result<Vec<u64>, ConnectorError> {
+    futures::future::join_all(ranges.iter().map(|r| side.count(scope, r))).await.into_iter().collect()
 }
 
 /// The parameters of a search.
@@ -116,6 +154,8 @@ pub struct Searcher<'a> {
     pub read_batch: u64,
     /// Search the newest N keys first (0 = off).
     pub recent_first: u64,
+    /// Parts a range is split into at once (at least 2; 2 = halves).
+    pub fanout: u64,
 }
 
 /// The progress token of one processed frame, as the manual prints it: share of the table,
@@ -208,33 +248,71 @@ impl Searcher<'_> {
         Ok(frames.into_iter().rev().collect())
     }
 
+    /// Parts a frame splits into: 2 for halves; with a wider fan-out, `fanout` for each
+    /// difference the frame holds at least (its count difference), up to [`MAX_PARTS`]:
+    /// a split's requests are shared by the differences inside, so a range holding many
+    /// (the whole table, early on) splits wider at no more requests per difference.
+    fn parts(&self, frame: &Frame) -> u64 {
+        if self.fanout <= 2 {
+            return 2;
+        }
+        let held = frame.source_count.abs_diff(frame.target_count).max(1);
+        self.fanout.saturating_mul(held).clamp(self.fanout, MAX_PARTS.max(self.fanout))
+    }
+
     /// One frame: split it, or compare it directly when small.
     async fn process(&self, frame: &Frame) -> Result<Outcome, ConnectorError> {
-        if frame.rows() <= self.read_batch {
+        let rows = frame.rows();
+        if rows <= self.read_batch {
             return self.compare_directly(frame).await;
         }
+        // No more parts than it takes to reach ranges of `read_batch` rows.
+        let parts = self.parts(frame).min(rows.div_ceil(self.read_batch).max(2));
+        // The larger side's rows up to the end of each part but the last.
+        let ends: Vec<u64> = (1..parts).map(|i| rows * i / parts).collect();
         let (side, scope) = self.big_side(frame);
-        let half = frame.rows() / 2;
-        let Some(mid) = side.key_at(scope, &frame.range, half - 1).await? else {
-            // The table shrank under us: compare what is there directly.
+        let offsets: Vec<u64> = ends.iter().map(|e| e - 1).collect();
+        let found = side.keys_at(scope, &frame.range, &offsets).await?;
+        let bounds: Option<Vec<Key>> = found.into_iter().collect();
+        let lookups = ends.len() as u64;
+        let Some(bounds) = bounds.filter(|b| b.windows(2).all(|w| w[0] < w[1])) else {
+            // The table changed under us: compare what is there directly.
             let mut outcome = self.compare_directly(frame).await?;
-            outcome.queries += 1;
+            outcome.queries += lookups;
             return Ok(outcome);
         };
-        let lower_range = KeyRange { after: frame.range.after.clone(), upto: Some(mid.clone()) };
-        let (s, t) = self.count_lower(frame, &lower_range, half).await?;
-        let lower =
-            Frame { range: lower_range, source_count: s, target_count: t, depth: frame.depth + 1, upper: false };
-        let upper = Frame {
-            range: KeyRange { after: Some(mid), upto: frame.range.upto.clone() },
-            source_count: frame.source_count.saturating_sub(s),
-            target_count: frame.target_count.saturating_sub(t),
-            depth: frame.depth + 1,
-            upper: true,
+        let mut ranges = Vec::with_capacity(bounds.len() + 1);
+        let mut after = frame.range.after.clone();
+        for bound in bounds {
+            ranges.push(KeyRange { after: after.replace(bound.clone()), upto: Some(bound) });
+        }
+        ranges.push(KeyRange { after, upto: frame.range.upto.clone() });
+        // The larger side's counts follow from the offsets; the other side counts every
+        // part but the last, whose count is what remains.
+        let big: Vec<u64> = ends
+            .iter()
+            .scan(0, |prev, &e| Some(e - std::mem::replace(prev, e)))
+            .chain([rows - ends[ends.len() - 1]])
+            .collect();
+        let (small, small_total) = if frame.source_count >= frame.target_count {
+            (counts(self.target, self.target_scope, &ranges[..ranges.len() - 1]), frame.target_count)
+        } else {
+            (counts(self.source, self.source_scope, &ranges[..ranges.len() - 1]), frame.source_count)
         };
-        // Lower first: the newer (upper) half is searched first.
-        let children = [lower, upper].into_iter().filter(|f| f.source_count != f.target_count).collect();
-        Ok(Outcome { children, found: Vec::new(), queries: 2, rows_read: 0 })
+        let mut small = small.await?;
+        small.push(small_total.saturating_sub(small.iter().sum()));
+        let source_is_big = frame.source_count >= frame.target_count;
+        let children = ranges
+            .into_iter()
+            .zip(big.into_iter().zip(small))
+            .enumerate()
+            .map(|(i, (range, (b, s)))| {
+                let (source_count, target_count) = if source_is_big { (b, s) } else { (s, b) };
+                Frame { range, source_count, target_count, depth: frame.depth + 1, upper: 2 * i as u64 >= parts }
+            })
+            .filter(|f| f.source_count != f.target_count)
+            .collect();
+        Ok(Outcome { children, found: Vec::new(), queries: 2 * lookups, rows_read: 0 })
     }
 
     async fn compare_directly(&self, frame: &Frame) -> Result<Outcome, ConnectorError> {

@@ -384,7 +384,14 @@ pub struct Engine {
     options: RunOptions,
     policy: ErrorPolicy,
     journal: Arc<NetworkJournal>,
+    /// Both sides' row counts of tables counted with nothing written since (by table index,
+    /// with when they were taken); never checkpointed. See [`Engine::take_fresh_counts`].
+    fresh_counts: std::sync::Mutex<std::collections::HashMap<usize, (u64, u64, Instant)>>,
 }
+
+/// How long row counts taken with nothing written since stand in for a new count at the
+/// start of the next step or verification (over a slow link each count is a round trip).
+pub const FRESH_COUNTS: Duration = Duration::from_secs(5);
 
 /// Moves the events of `journal` into `state`: each event about a table of `jobs` (its
 /// source table on the source side, its target table on the target side) is named by the
@@ -483,7 +490,7 @@ impl Engine {
             }
         };
         let policy = ErrorPolicy::new(&config);
-        Ok(Engine { config, source, target, options, policy, journal })
+        Ok(Engine { config, source, target, options, policy, journal, fresh_counts: Default::default() })
     }
 
     /// An engine over connectors opened elsewhere (tests, embedding).
@@ -494,7 +501,32 @@ impl Engine {
         options: RunOptions,
     ) -> Engine {
         let policy = ErrorPolicy::new(&config);
-        Engine { config, source, target, options, policy, journal: Arc::new(NetworkJournal::default()) }
+        Engine {
+            config,
+            source,
+            target,
+            options,
+            policy,
+            journal: Arc::new(NetworkJournal::default()),
+            fresh_counts: Default::default(),
+        }
+    }
+
+    /// Records both sides' counts of `table`, taken with nothing written since.
+    fn keep_fresh_counts(&self, table: usize, source: u64, target: u64) {
+        self.fresh_counts.lock().unwrap_or_else(|p| p.into_inner()).insert(table, (source, target, Instant::now()));
+    }
+
+    /// The counts of `table` kept by [`Engine::keep_fresh_counts`] if younger than
+    /// [`FRESH_COUNTS`], removed. With `writes`, every other table's counts are dropped too:
+    /// a step may write rows another table entry counts (record types sharing a table).
+    fn take_fresh_counts(&self, table: usize, writes: bool) -> Option<(u64, u64)> {
+        let mut kept = self.fresh_counts.lock().unwrap_or_else(|p| p.into_inner());
+        let counts = kept.remove(&table);
+        if writes {
+            kept.clear();
+        }
+        counts.filter(|(.., at)| at.elapsed() < FRESH_COUNTS).map(|(s, t, _)| (s, t))
     }
 
     /// The config.
@@ -719,33 +751,42 @@ impl Engine {
         let name = &job.spec.name;
         let all = KeyRange::all();
         let has_modify = job.mapping.source.modify_index.is_some() && job.mapping.target.modify_index.is_some();
-        // Each of these may scan a table; all but the changed rows' count (which needs
-        // the watermark) run at once, on backends with a pool on separate connections.
-        let (source_count, target_count, target_max, source_max, nulls) = tokio::join!(
+        // Each of these may scan a table, and over a slow link each is a round trip: all run
+        // at once (on backends with a pool, on separate connections); only the changed
+        // rows' count waits, for the watermark it counts from.
+        let watermark_and_changed = async {
+            if !has_modify {
+                return Ok((None, None));
+            }
+            let watermark = match stored_watermark {
+                Some(w) => Some(w),
+                None => self
+                    .target
+                    .max_modify(&job.mapping.target)
+                    .await
+                    .map_err(db_error(format!("reading target modify id of {name}")))?,
+            };
+            let watermark =
+                watermark.map(|w| look_back(w, job.spec.settings.incremental_lookback, name)).transpose()?;
+            let changed = self
+                .source
+                .count_changed_since(&job.mapping.source, watermark.as_ref())
+                .await
+                .map_err(db_error(format!("counting changed rows of {name}")))?;
+            Ok::<_, EngineError>((watermark, Some(changed)))
+        };
+        let (source_count, target_count, watermark_and_changed, source_max, nulls) = tokio::join!(
             self.source.count(&job.mapping.source, &all),
             self.target.count(&job.mapping.target, &all),
-            async {
-                match stored_watermark {
-                    _ if !has_modify => Ok(None),
-                    Some(w) => Ok(Some(w)),
-                    None => self.target.max_modify(&job.mapping.target).await,
-                }
-            },
+            watermark_and_changed,
             async { if has_modify { self.source.max_modify(&job.mapping.source).await } else { Ok(None) } },
             async { if has_modify { self.source.count_null_modify(&job.mapping.source).await } else { Ok(0) } },
         );
         let source_count = source_count.map_err(db_error(format!("counting source rows of {name}")))?;
         let target_count = target_count.map_err(db_error(format!("counting target rows of {name}")))?;
-        let watermark = target_max.map_err(db_error(format!("reading target modify id of {name}")))?;
-        let watermark = watermark.map(|w| look_back(w, job.spec.settings.incremental_lookback, name)).transpose()?;
+        let (watermark, changed) = watermark_and_changed?;
         let source_max_modify = source_max.map_err(db_error(format!("reading source modify id of {name}")))?;
         let null_modify = nulls.map_err(db_error(format!("counting NULL modify ids of {name}")))?;
-        let changed = if has_modify {
-            let changed = self.source.count_changed_since(&job.mapping.source, watermark.as_ref()).await;
-            Some(changed.map_err(db_error(format!("counting changed rows of {name}")))?)
-        } else {
-            None
-        };
         let settings = &job.spec.settings;
         let plan = plan::decide(PlanInput {
             source_count,
@@ -798,6 +839,7 @@ impl Engine {
                 plan: Some(survey.plan.clone()),
                 ..TableReport::default()
             };
+            self.keep_fresh_counts(tables.len(), survey.source_count, survey.target_count);
             tables.push(TableState { survey, report, mapping_fingerprint: job.mapping_fingerprint(), verified: false });
         }
         let mut errors = Vec::new();
@@ -1007,8 +1049,14 @@ impl Engine {
             source_is_4d: self.config.source.is_4d(),
             target_is_4d: self.config.target.is_4d(),
             refused_keys: Vec::new(),
+            fresh_counts: self.take_fresh_counts(table, true),
+            counts_after: None,
         };
-        steps::run_step(&mut ctx, kind, cursor, repair).await
+        steps::run_step(&mut ctx, kind, cursor, repair).await?;
+        if let Some((source, target)) = ctx.counts_after {
+            self.keep_fresh_counts(table, source, target);
+        }
+        Ok(())
     }
 
     /// Counts both sides again. Returns `Some((source, target))` when they differ.
@@ -1020,10 +1068,19 @@ impl Engine {
     ) -> Result<Option<(u64, u64)>, EngineError> {
         let all = KeyRange::all();
         let name = &job.spec.name;
-        let (source, target) =
-            tokio::join!(self.source.count(&job.mapping.source, &all), self.target.count(&job.mapping.target, &all));
-        let source = source.map_err(db_error(format!("verifying source count of {name}")))?;
-        let target = target.map_err(db_error(format!("verifying target count of {name}")))?;
+        let (source, target) = match self.take_fresh_counts(table, false) {
+            Some(counts) => counts,
+            None => {
+                let (source, target) = tokio::join!(
+                    self.source.count(&job.mapping.source, &all),
+                    self.target.count(&job.mapping.target, &all)
+                );
+                (
+                    source.map_err(db_error(format!("verifying source count of {name}")))?,
+                    target.map_err(db_error(format!("verifying target count of {name}")))?,
+                )
+            }
+        };
         let report = &mut state.tables[table].report;
         report.source_after = Some(source);
         report.target_after = Some(target);

@@ -123,6 +123,11 @@ pub struct StepContext<'a> {
     pub target_is_4d: bool,
     /// Keys of the rows the target refused (isolated one by one) since last cleared.
     pub refused_keys: Vec<Key>,
+    /// Both sides' counts of the table taken just before the step with nothing written
+    /// since (the plan's, or the previous step's last); the step's first count uses them.
+    pub fresh_counts: Option<(u64, u64)>,
+    /// Both sides' counts the step took after its last write, for the next count.
+    pub counts_after: Option<(u64, u64)>,
 }
 
 /// How rows are written.
@@ -487,9 +492,17 @@ async fn choose_approach(ctx: &mut StepContext<'_>, direction: Direction) -> Res
     let (src_scope, tgt_scope) = (&ctx.job.mapping.source, &ctx.job.mapping.target);
     let all = KeyRange::all();
     let started = Instant::now();
-    let (source_count, target_count) = tokio::join!(source.count(src_scope, &all), target.count(tgt_scope, &all));
-    let source_count = source_count.map_err(ctx.db("counting source rows"))?;
-    let target_count = target_count.map_err(ctx.db("counting target rows"))?;
+    let (source_count, target_count) = match ctx.fresh_counts.take() {
+        Some(counts) => counts,
+        None => {
+            let (source_count, target_count) =
+                tokio::join!(source.count(src_scope, &all), target.count(tgt_scope, &all));
+            (
+                source_count.map_err(ctx.db("counting source rows"))?,
+                target_count.map_err(ctx.db("counting target rows"))?,
+            )
+        }
+    };
     ctx.state.timers.read += started.elapsed();
     let (from, to) = match direction {
         Direction::Add => (source_count, target_count),
@@ -541,6 +554,7 @@ fn searcher<'a>(ctx: &StepContext<'a>, direction: Direction) -> Searcher<'a> {
         direction,
         read_batch: settings.binary_search_read_batch,
         recent_first: settings.binary_search_recent_first,
+        fanout: crate::diff::bisect::fanout(settings.binary_search_fanout, ctx.source, ctx.target),
     }
 }
 
@@ -633,6 +647,7 @@ async fn bisect_step(
         Direction::Delete => target_count > source_count,
     };
     if !mismatch {
+        ctx.counts_after = Some((source_count, target_count));
         return Ok(());
     }
     note(

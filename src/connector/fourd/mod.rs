@@ -110,8 +110,11 @@ impl FourDRest {
             key_lists: Mutex::new(HashMap::new()),
         };
         connector.session.login().await?;
-        if let Err(e) =
-            connector.session.call(Method::GET, "/rest/$catalog", &Query::new(), None, "reading the catalog").await
+        // A login's `{"result": true}` already shows a 4D REST server; without a user, the
+        // catalog (a descriptive request guests may make) is the probe.
+        if !connector.session.logs_in()
+            && let Err(e) =
+                connector.session.call(Method::GET, "/rest/$catalog", &Query::new(), None, "reading the catalog").await
         {
             connector.session.logout().await;
             return Err(e);
@@ -658,6 +661,7 @@ impl Connector for FourDRest {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             offset_in_range: true,
+            costly_round_trips: true,
             writable: self.side == Side::Target,
             transactional_batches: true,
             concurrent_writes: 1,

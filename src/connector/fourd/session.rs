@@ -103,6 +103,11 @@ impl Session {
         Ok(())
     }
 
+    /// True when the connection has a user, so [`Session::login`] opens a session.
+    pub fn logs_in(&self) -> bool {
+        self.user.is_some()
+    }
+
     async fn login_locked(&self) -> Result<(), ConnectorError> {
         self.http.reset_session()?;
         self.closed.store(false, Ordering::SeqCst);

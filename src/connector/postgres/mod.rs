@@ -322,6 +322,7 @@ impl Connector for PostgresConnector {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             offset_in_range: true,
+            costly_round_trips: false,
             writable: self.side == Side::Target,
             transactional_batches: true,
             // Two COPYs at once keep the server busy while the next batch is sent and

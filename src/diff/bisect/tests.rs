@@ -34,6 +34,7 @@ fn search(
     direction: Direction,
     read_batch: u64,
     recent: u64,
+    fanout: u64,
 ) -> SearchState {
     let (s, t) = (side(source), side(target));
     let scope = scope();
@@ -45,6 +46,7 @@ fn search(
         direction,
         read_batch,
         recent_first: recent,
+        fanout,
     };
     block_on(searcher.run(source.len() as u64, target.len() as u64)).unwrap()
 }
@@ -78,11 +80,12 @@ fn finds_exactly_the_differences_in_one_direction() {
         let partial: BTreeSet<i64> = full.difference(&removed).copied().collect();
         let read_batch = 1 + rng.below(64) as u64;
         let recent = [0, 10, 100][rng.below(3) as usize];
+        let fanout = [2, 2, 3, 4, 8, 64][rng.below(6) as usize];
 
-        let found = search(&full, &partial, Direction::Add, read_batch, recent);
-        assert_eq!(ints(&found.found), removed, "seed {seed}: add");
-        let found = search(&partial, &full, Direction::Delete, read_batch, recent);
-        assert_eq!(ints(&found.found), removed, "seed {seed}: delete");
+        let found = search(&full, &partial, Direction::Add, read_batch, recent, fanout);
+        assert_eq!(ints(&found.found), removed, "seed {seed}: add, fan-out {fanout}");
+        let found = search(&partial, &full, Direction::Delete, read_batch, recent, fanout);
+        assert_eq!(ints(&found.found), removed, "seed {seed}: delete, fan-out {fanout}");
     }
 }
 
@@ -105,9 +108,10 @@ fn never_reports_a_false_difference() {
         let truth_add: BTreeSet<i64> = source.difference(&target).copied().collect();
         let truth_del: BTreeSet<i64> = target.difference(&source).copied().collect();
         let rb = 1 + rng.below(40) as u64;
-        let add = search(&source, &target, Direction::Add, rb, 0);
+        let fanout = [2, 4, 8][rng.below(3) as usize];
+        let add = search(&source, &target, Direction::Add, rb, 0, fanout);
         assert!(ints(&add.found).is_subset(&truth_add), "seed {seed}");
-        let del = search(&source, &target, Direction::Delete, rb, 0);
+        let del = search(&source, &target, Direction::Delete, rb, 0, fanout);
         assert!(ints(&del.found).is_subset(&truth_del), "seed {seed}");
         let expected = source.len().saturating_sub(target.len());
         if truth_del.is_empty() {
@@ -125,11 +129,27 @@ fn one_difference_is_logarithmic() {
     let full: BTreeSet<i64> = (0..100_000).collect();
     let mut partial = full.clone();
     partial.remove(&31_337);
-    let state = search(&full, &partial, Direction::Add, 500, 0);
+    let state = search(&full, &partial, Direction::Add, 500, 0, 2);
     assert_eq!(ints(&state.found), BTreeSet::from([31_337]));
     assert!(state.queries <= 3 * 9 + 2, "queries {}", state.queries);
     assert!(state.rows_read <= 2 * 500, "rows read {}", state.rows_read);
     assert!(state.max_depth >= 7, "depth {}", state.max_depth);
+}
+
+/// A fan-out of 8 takes three levels where halving takes eight (100,000 rows to ranges of
+/// at most 500), for seven lookups and seven counts a level; the last split makes only
+/// as many parts as reach 500 rows.
+#[test]
+fn a_wider_fanout_takes_fewer_levels() {
+    let full: BTreeSet<i64> = (0..100_000).collect();
+    let mut partial = full.clone();
+    partial.remove(&31_337);
+    let state = search(&full, &partial, Direction::Add, 500, 0, 8);
+    assert_eq!(ints(&state.found), BTreeSet::from([31_337]));
+    assert_eq!(state.max_depth, 3, "levels");
+    // 100,000 -> 12,500 -> 1,562 -> 4 parts of about 390: 7 + 7 + 3 splits points.
+    assert_eq!(state.queries, 2 * (7 + 7 + 3) + 2, "queries");
+    assert!(state.rows_read <= 2 * 500, "rows read {}", state.rows_read);
 }
 
 /// Recent-first: a difference among the newest keys is found in the first range, with
@@ -149,6 +169,7 @@ fn recent_first_searches_newest_keys_first() {
         direction: Direction::Add,
         read_batch: 500,
         recent_first: 5000,
+        fanout: 2,
     };
     block_on(async {
         let mut state = searcher.start(179_196, 179_195).await.unwrap();
@@ -175,6 +196,7 @@ fn resumed_search_matches_uninterrupted() {
         direction: Direction::Add,
         read_batch: 100,
         recent_first: 0,
+        fanout: 2,
     };
     block_on(async {
         let mut state = searcher.start(full.len() as u64, partial.len() as u64).await.unwrap();
@@ -213,6 +235,7 @@ fn text_keys() {
         direction: Direction::Add,
         read_batch: 50,
         recent_first: 0,
+        fanout: 2,
     };
     let state = block_on(searcher.run(3000, 2998)).unwrap();
     let mut found: Vec<Key> = state.found;
