@@ -113,7 +113,14 @@ pub struct HttpClient {
     /// The current client and its cookie jar (the session's cookies).
     session: RwLock<(Arc<reqwest::Client>, Arc<Jar>)>,
     counters: HttpCounters,
+    /// Requests in flight at once, at most [`MAX_IN_FLIGHT`].
+    in_flight: tokio::sync::Semaphore,
 }
+
+/// Requests one client sends at once; more wait for a free slot. A search splitting many
+/// ranges at once must not flood one server (a 4D server answers each request in a
+/// process of its own).
+pub const MAX_IN_FLIGHT: usize = 32;
 
 impl HttpClient {
     /// A client for the server at `base` (scheme, host, port; a path is kept as a prefix).
@@ -127,6 +134,7 @@ impl HttpClient {
             endpoint,
             connect_timeout,
             session: RwLock::new((Arc::new(client), jar)),
+            in_flight: tokio::sync::Semaphore::new(MAX_IN_FLIGHT),
             counters: HttpCounters::default(),
         })
     }
@@ -190,6 +198,8 @@ impl HttpClient {
         if let Some(body) = body {
             request = request.header(reqwest::header::CONTENT_TYPE, "application/json").body(body);
         }
+        // The semaphore is never closed, so acquiring only waits.
+        let _slot = self.in_flight.acquire().await;
         self.counters.requests.fetch_add(1, Ordering::Relaxed);
         self.counters.bytes_sent.fetch_add(sent as u64, Ordering::Relaxed);
         let response = request.send().await.map_err(|e| self.transport_error(e))?;

@@ -122,8 +122,10 @@ pub fn fanout(configured: Option<u64>, source: &dyn Connector, target: &dyn Conn
 }
 
 /// Most parts a range holding several differences splits into at once (with a fan-out
-/// above 2): one round of up to 15 lookups and 15 counts.
-pub const MAX_PARTS: u64 = 16;
+/// above 2): one round of up to 31 lookups, then one of up to 31 counts. Ten differences
+/// in 1,000,000 rows: the first split makes 32 ranges of 31,250 rows, and three more splits
+/// in four reach 500 rows (4 rounds where halving takes 11).
+pub const MAX_PARTS: u64 = 32;
 
 /// What processing one frame produced.
 struct Outcome {
