@@ -3,8 +3,9 @@
 //!
 //! 1. **Finding ten rows deleted in 4D** in a 1,000,000-row table behind 20 ms of added
 //!    latency per request (the emulator waits 20 ms before each answer): the binary search
-//!    (range counts and `$skip` midpoints) against the full compare (every key read in
-//!    pages of `batch_size_4d`). The newest row is on both sides, so the plan is
+//!    (range counts and `$skip` split points, four or more parts a split) against the full compare (every key read in
+//!    pages of `batch_size_4d`), and the search in halves (`binary_search_fanout: 2`, the
+//!    manual's search) for comparison. The newest row is on both sides, so the plan is
 //!    `["delete"]`: the figures are those of finding and deleting the ten rows. Prints requests, bytes and wall time of each, the requests per
 //!    difference against the goal 2·log2(N/500) + 4, and the speed-up.
 //! 2. **A full copy** 4D → PostgreSQL (a throwaway cluster; skipped without PostgreSQL's
@@ -121,8 +122,11 @@ fn main() {
     });
     println!("\nten rows deleted in 4D, found in a {rows}-row target, {latency} ms added per request:");
     let mut results = Vec::new();
-    for (name, extra) in [("binary search", ""), ("full compare", r#", "binary_search_min_table_size": 1000000000000"#)]
-    {
+    for (name, extra) in [
+        ("binary search", ""),
+        ("full compare", r#", "binary_search_min_table_size": 1000000000000"#),
+        ("halves only", r#", "binary_search_fanout": 2"#),
+    ] {
         let _ = std::fs::remove_file(&target_file);
         fill(&target_file, SQLITE_TABLE, rows);
         emulator.reset_stats();
@@ -137,8 +141,16 @@ fn main() {
             .find(|l| l.starts_with("Items "))
             .and_then(|l| l.split_whitespace().find_map(|t| t.strip_suffix('s')?.parse::<f64>().ok()))
             .unwrap_or(f64::NAN);
+        // How deep the search went (splits from the whole table to the ranges read).
+        let depth = stdout
+            .split("binarySearchMaxDepthAll=")
+            .nth(1)
+            .and_then(|t| t.split(|c: char| !c.is_ascii_digit()).next())
+            .map(|d| format!(", {d} levels"))
+            .filter(|d| d != ", 0 levels")
+            .unwrap_or_default();
         println!(
-            "  {name:<14} {:>6} requests  {:>12} bytes  {seconds:>7.2} s (the step {step:.2} s)  peak memory {peak:.1} MiB",
+            "  {name:<14} {:>6} requests  {:>12} bytes  {seconds:>7.2} s (the step {step:.2} s{depth})  peak memory {peak:.1} MiB",
             stats.requests,
             stats.bytes_in + stats.bytes_out
         );

@@ -372,6 +372,8 @@ fn binary_search_against_fourd() {
     // Count queries and `$skip` midpoints of the search (both sides): about
     // 2·log2(N/read_batch) + 4 per difference at most, upper levels shared.
     let queries = metric("binarySearchQueryCount");
+    // The search's queries are statements and requests sent, part of the run's.
+    assert!(queries <= metric("queryCountAll"), "{all}");
     let bound = 10 * (2 * ((20_000f64 / 20.0).log2().ceil() as u64) + 4);
     assert!(queries <= bound, "{queries} search queries for 10 differences (bound {bound})\n{all}");
     // What 4D sees for the whole run (login, catalog, planning, the search, the ten rows,

@@ -95,8 +95,9 @@ pub struct ConfigFile {
     /// Search the newest N keys first (0 = off).
     #[serde(default)]
     pub binary_search_recent_first: u64,
-    /// Parts the binary search splits a range into at once (2 to 64); absent: 2, or 4
-    /// when a side pays a round trip per request (4D over REST).
+    /// Parts the binary search splits a range into at once (2 to 64), per difference the
+    /// range holds up to 32 when above 2; absent: 2, or 4 when a side pays a round trip
+    /// per request (4D over REST).
     #[serde(default)]
     pub binary_search_fanout: Option<u64>,
     /// When counts still differ after a binary search, fall back to a full compare.

@@ -555,6 +555,7 @@ fn validate(file: ConfigFile, path: &Path, base_dir: &Path, fingerprint: u64) ->
     if file.binary_search_read_batch == 0 {
         return Err(invalid(path, "binary_search_read_batch", "must be at least 1"));
     }
+    check_fanout(path, "binary_search_fanout".into(), file.binary_search_fanout)?;
 
     let source = endpoint(&file.source, "source", path, base_dir)?;
     let target = endpoint(&file.target, "target", path, base_dir)?;
@@ -634,6 +635,18 @@ fn check_percent(path: &Path, location: &str, value: f64) -> Result<(), ConfigEr
         return Err(invalid(path, location, format!("{value} is not a percentage from 0 to 100")));
     }
     Ok(())
+}
+
+/// `binary_search_fanout`, when given, is 2 to 64.
+fn check_fanout(path: &Path, location: String, value: Option<u64>) -> Result<(), ConfigError> {
+    match value {
+        Some(fanout) if !(2..=64).contains(&fanout) => Err(invalid(
+            path,
+            location,
+            format!("is {fanout}; give 2 (halves, the manual's search) to 64, or leave it out"),
+        )),
+        _ => Ok(()),
+    }
 }
 
 fn parse_hh_mm(text: &str) -> Option<(u8, u8)> {
@@ -983,15 +996,7 @@ fn table_spec(file: &ConfigFile, table: &TableFile, location: &str, path: &Path)
     if settings.binary_search_read_batch == 0 {
         return Err(invalid(path, format!("{location}.binary_search_read_batch"), "must be at least 1"));
     }
-    if let Some(fanout) = settings.binary_search_fanout
-        && !(2..=64).contains(&fanout)
-    {
-        return Err(invalid(
-            path,
-            format!("{location}.binary_search_fanout"),
-            format!("is {fanout}; give 2 (halves, the manual's search) to 64, or leave it out"),
-        ));
-    }
+    check_fanout(path, format!("{location}.binary_search_fanout"), table.binary_search_fanout)?;
 
     Ok(TableSpec {
         name: table.name.clone(),

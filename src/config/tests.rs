@@ -147,7 +147,17 @@ fn semantic_errors() {
     for fanout in [0, 1, 65] {
         let text = MINIMAL.replace("\"batch_size\": 5000", &format!("\"binary_search_fanout\": {fanout}"));
         let message = parse(&text).unwrap_err().to_string();
-        assert!(message.contains("binary_search_fanout") && message.contains("2 (halves"), "{message}");
+        assert!(message.contains("`binary_search_fanout`") && message.contains("2 (halves"), "{message}");
+        // A bad global value is an error even when every table sets its own.
+        let text = text
+            .replace("\"primary_key_field\": \"id\"", "\"binary_search_fanout\": 4")
+            .replace("\"where\":", "\"binary_search_fanout\": 4, \"where\":");
+        let message = parse(&text).unwrap_err().to_string();
+        assert!(message.contains("`binary_search_fanout`") && !message.contains("tables["), "{message}");
+        let text =
+            MINIMAL.replace("\"modify_id_field\": \"modify_id\"", &format!("\"binary_search_fanout\": {fanout}"));
+        let message = parse(&text).unwrap_err().to_string();
+        assert!(message.contains("tables[0].binary_search_fanout"), "{message}");
     }
     let text = MINIMAL.replace("\"batch_size\": 5000", "\"binary_search_fanout\": 8");
     let config = parse(&text.replace("\"modify_id_field\": \"modify_id\"", "\"binary_search_fanout\": 3")).unwrap();

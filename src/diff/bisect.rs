@@ -78,7 +78,9 @@ pub struct SearchState {
     pub total: u64,
     /// Frames processed.
     pub iterations: u64,
-    /// Queries sent.
+    /// Statements or requests the search sent to either side (the connectors' own
+    /// counters, so a lookup batch sent as one statement counts once and keys answered
+    /// from a cached key list count nothing).
     pub queries: u64,
     /// Deepest frame processed.
     pub max_depth: u32,
@@ -131,7 +133,6 @@ pub const MAX_PARTS: u64 = 32;
 struct Outcome {
     children: Vec<Frame>,
     found: Vec<Key>,
-    queries: u64,
     rows_read: u64,
 }
 
@@ -186,14 +187,26 @@ impl Searcher<'_> {
         };
         let root = Frame { range: KeyRange::all(), source_count, target_count, depth: 0, upper: false };
         let mut state = SearchState { total: root.rows(), expected, ..SearchState::default() };
+        let sent = self.sent();
+        let result = self.split_recent(&mut state, root).await;
+        state.queries += self.sent().saturating_sub(sent);
+        result.map(|()| state)
+    }
+
+    /// Statements or requests both sides have sent so far.
+    fn sent(&self) -> u64 {
+        self.source.counters().snapshot().0 + self.target.counters().snapshot().0
+    }
+
+    /// Puts the root frame on the stack, split at the newest `recent_first` keys when set.
+    async fn split_recent(&self, state: &mut SearchState, root: Frame) -> Result<(), ConnectorError> {
+        let (source_count, target_count) = (root.source_count, root.target_count);
         if self.recent_first > 0 && root.rows() > self.recent_first + self.read_batch {
             let (side, scope) = self.big_side(&root);
             let boundary = side.key_at(scope, &root.range, root.rows() - self.recent_first - 1).await?;
-            state.queries += 1;
             if let Some(boundary) = boundary {
                 let lower_range = KeyRange { after: None, upto: Some(boundary.clone()) };
                 let (s, t) = self.count_lower(&root, &lower_range, root.rows() - self.recent_first).await?;
-                state.queries += 1;
                 let lower = Frame { range: lower_range, source_count: s, target_count: t, depth: 1, upper: false };
                 let upper = Frame {
                     range: KeyRange { after: Some(boundary), upto: None },
@@ -207,13 +220,13 @@ impl Searcher<'_> {
                         state.stack.push(frame);
                     }
                 }
-                return Ok(state);
+                return Ok(());
             }
         }
         if source_count != target_count {
             state.stack.push(root);
         }
-        Ok(state)
+        Ok(())
     }
 
     /// Counts of a frame's lower part `range` on both sides. The larger side's count is
@@ -236,13 +249,14 @@ impl Searcher<'_> {
         }
         let take = state.stack.len().min(PARALLEL_FRAMES);
         let frames: Vec<Frame> = state.stack.split_off(state.stack.len() - take);
+        let sent = self.sent();
         let outcomes = futures::future::join_all(frames.iter().map(|f| self.process(f))).await;
+        state.queries += self.sent().saturating_sub(sent);
         // Children of the frame that was on top go back on top.
         for (frame, outcome) in frames.iter().zip(outcomes) {
             let outcome = outcome?;
             state.iterations += 1;
             state.max_depth = state.max_depth.max(frame.depth);
-            state.queries += outcome.queries;
             state.rows_read += outcome.rows_read;
             state.found.extend(outcome.found);
             state.stack.extend(outcome.children);
@@ -276,12 +290,9 @@ impl Searcher<'_> {
         let offsets: Vec<u64> = ends.iter().map(|e| e - 1).collect();
         let found = side.keys_at(scope, &frame.range, &offsets).await?;
         let bounds: Option<Vec<Key>> = found.into_iter().collect();
-        let lookups = ends.len() as u64;
         let Some(bounds) = bounds.filter(|b| b.windows(2).all(|w| w[0] < w[1])) else {
             // The table changed under us: compare what is there directly.
-            let mut outcome = self.compare_directly(frame).await?;
-            outcome.queries += lookups;
-            return Ok(outcome);
+            return self.compare_directly(frame).await;
         };
         let mut ranges = Vec::with_capacity(bounds.len() + 1);
         let mut after = frame.range.after.clone();
@@ -314,7 +325,7 @@ impl Searcher<'_> {
             })
             .filter(|f| f.source_count != f.target_count)
             .collect();
-        Ok(Outcome { children, found: Vec::new(), queries: 2 * lookups, rows_read: 0 })
+        Ok(Outcome { children, found: Vec::new(), rows_read: 0 })
     }
 
     async fn compare_directly(&self, frame: &Frame) -> Result<Outcome, ConnectorError> {
@@ -325,14 +336,14 @@ impl Searcher<'_> {
             crate::diff::all_keys(self.source, self.source_scope, &frame.range, limit),
             crate::diff::all_keys(self.target, self.target_scope, &frame.range, limit)
         );
-        let ((source, source_queries), (target, target_queries)) = (source?, target?);
+        let ((source, _), (target, _)) = (source?, target?);
         let rows_read = (source.len() + target.len()) as u64;
         let (only_source, only_target) = crate::diff::key_diff(&source, &target);
         let found = match self.direction {
             Direction::Add => only_source,
             Direction::Delete => only_target,
         };
-        Ok(Outcome { children: Vec::new(), found, queries: source_queries + target_queries, rows_read })
+        Ok(Outcome { children: Vec::new(), found, rows_read })
     }
 
     /// Runs the search to the end (tests and benchmarks; the engine steps it itself to

@@ -574,8 +574,13 @@ async fn bisect_step(
             0 => String::new(),
             n => format!(", search {n} recent first"),
         };
+        // Wider splits than the manual's halves are named (`binary_search_fanout`).
+        let fanout = match searcher.fanout {
+            0..=2 => String::new(),
+            n => format!(", {n} parts a split"),
+        };
         let header = format!(
-            "{} binary search {} records{recent}, need to find {}:",
+            "{} binary search {} records{recent}{fanout}, need to find {}:",
             direction.name(),
             search.total,
             search.expected
