@@ -3,6 +3,7 @@
 //! Connectors never decide what to sync: they count, read in key order, upsert and delete.
 
 pub mod fourd;
+pub mod fourd_sql;
 pub mod http;
 pub mod link;
 pub mod memory;

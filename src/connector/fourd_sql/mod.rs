@@ -1,0 +1,10 @@
+//! 4D through its SQL server's network protocol (TCP, port 19812 by default):
+//! `{"type": "4d", "protocol": "sql", …}`. `docs/4d-sql.md` is the design reference; each
+//! rule there names its source (4D's protocol note, the `p4d` client's C sources, other
+//! clients).
+//!
+//! Status: [`wire`] encodes requests and decodes replies (headers, rows of typed cells,
+//! update counts), tested on byte strings. The connector, its dialect and the emulator
+//! are not written yet; such a connection still stops with "not supported yet".
+
+pub mod wire;
