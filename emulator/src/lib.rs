@@ -14,7 +14,10 @@ mod error;
 mod filter;
 mod fold;
 mod server;
+pub mod sql;
 mod values;
+
+pub use sql::{SqlEmulator, SqlSettings, SqlStats};
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};

@@ -1,0 +1,322 @@
+//! db-sync's 4D SQL protocol codec (`connector::fourd_sql::wire`) against the SQL server
+//! emulator (`fourd_emulator::SqlEmulator`) over loopback TCP: two codecs written apart,
+//! each checking the other, and the emulator's sessions, paging, parameters, transactions,
+//! system tables and errors. Results are checked against the SQLite file read directly.
+
+use db_sync::connector::fourd_sql::wire::{Cell, ReplyHeader, ReplyReader, Request, ResultHeader, VkType};
+use fourd_emulator::{SqlEmulator, SqlSettings};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::net::tcp::OwnedWriteHalf;
+
+const ITEMS: &str = "CREATE TABLE Items (ID INT64 PRIMARY KEY, name VARCHAR(40), price REAL, born TIMESTAMP,
+                       span DURATION, ok BOOLEAN, data BLOB, note TEXT);
+    INSERT INTO Items VALUES (1, 'Zoë', 1.5, '2024-02-29 13:45:30.250', 3723004, 1, x'DEADBEEF', 'first');
+    INSERT INTO Items VALUES (2, NULL, -0.1, '1999-12-31', 0, 0, x'', NULL);
+    INSERT INTO Items VALUES (3, 'a😀', 0.0, NULL, NULL, NULL, NULL, '');
+    INSERT INTO Items VALUES (4, 'four', 4.0, '2000-01-01', 1, 1, NULL, 'x');
+    INSERT INTO Items VALUES (5, 'five', 5.0, '2000-01-02', 2, 0, NULL, 'y');";
+
+struct Client {
+    reader: ReplyReader<OwnedReadHalf>,
+    writer: OwnedWriteHalf,
+    next: u32,
+}
+
+impl Client {
+    async fn connect(port: u16) -> Client {
+        let stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let (read, writer) = stream.into_split();
+        Client { reader: ReplyReader::new(read), writer, next: 1 }
+    }
+
+    fn id(&mut self) -> u32 {
+        self.next += 1;
+        self.next
+    }
+
+    async fn send(&mut self, request: Request) -> ReplyHeader {
+        self.writer.write_all(&request.encode().unwrap()).await.unwrap();
+        let header = self.reader.header().await.unwrap();
+        assert_eq!(header.id, request.id(), "the reply echoes the command id");
+        header
+    }
+
+    async fn login(&mut self, user: &str, password: &str) -> ReplyHeader {
+        let id = self.id();
+        self.send(Request::login(id, user, password)).await
+    }
+
+    /// Runs a statement; all rows (paged with FETCH-RESULT, `page` at a time), or the update count.
+    async fn run(&mut self, sql: &str, page: u64, params: Vec<(VkType, Cell)>) -> Result<Outcome, (i64, String)> {
+        let id = self.id();
+        let header = self.send(Request::execute(id, sql, page, params)).await;
+        if !header.ok {
+            return Err(header.error());
+        }
+        match header.result().unwrap() {
+            ResultHeader::UpdateCount { .. } => Ok(Outcome::Count(self.reader.update_count().await.unwrap())),
+            ResultHeader::ResultSet { statement, layout, aliases, rows, sent } => {
+                let mut out = Vec::new();
+                self.reader.rows(&layout, sent, &mut out).await.unwrap();
+                while (out.len() as u64) < rows {
+                    let first = out.len() as u64;
+                    let last = (first + page - 1).min(rows - 1);
+                    let id = self.id();
+                    let reply = self.send(Request::fetch(id, statement, first, last)).await;
+                    assert!(reply.ok, "{:?}", reply.error());
+                    self.reader.rows(&layout, last - first + 1, &mut out).await.unwrap();
+                }
+                let id = self.id();
+                assert!(self.send(Request::close(id, statement)).await.ok);
+                Ok(Outcome::Rows { aliases, types: layout.types, rows: out })
+            }
+        }
+    }
+
+    async fn count(&mut self) -> Cell {
+        self.rows("SELECT COUNT(*) FROM [Items]", vec![]).await[0][0].clone()
+    }
+
+    async fn rows(&mut self, sql: &str, params: Vec<(VkType, Cell)>) -> Vec<Vec<Cell>> {
+        match self.run(sql, 2, params).await.unwrap() {
+            Outcome::Rows { rows, .. } => rows,
+            Outcome::Count(n) => panic!("rows expected, got a count of {n}"),
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Outcome {
+    Rows { aliases: Vec<String>, types: Vec<VkType>, rows: Vec<Vec<Cell>> },
+    Count(i64),
+}
+
+fn text(s: &str) -> Cell {
+    Cell::Text(s.into())
+}
+
+fn setup(settings: SqlSettings) -> (tempfile::TempDir, std::path::PathBuf, SqlEmulator) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fourd.sqlite");
+    rusqlite::Connection::open(&path).unwrap().execute_batch(ITEMS).unwrap();
+    let emulator = SqlEmulator::start(&path, settings).unwrap();
+    (dir, path, emulator)
+}
+
+/// A session: login refused and accepted, a query paged two rows at a time with every
+/// value type, parameters, the reversed OFFSET/LIMIT, counts, system tables, errors,
+/// logout and quit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_reads_every_type_in_pages() {
+    let (_dir, _path, emulator) = setup(SqlSettings::default());
+    let mut c = Client::connect(emulator.port()).await;
+    let refused = c.login("sync", "wrong").await;
+    assert!(!refused.ok);
+    assert_eq!(refused.error().0, -10515);
+    assert!(c.login("sync", "secret").await.ok);
+    assert_eq!(c.login("sync", "secret").await.error().0, 3002, "one login per session");
+
+    let Outcome::Rows { aliases, types, rows } = c
+        .run("SELECT [ID], [name], [price], [born], [span], [ok], [data], [note] FROM [Items] ORDER BY [ID]", 2, vec![])
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(aliases, ["ID", "name", "price", "born", "span", "ok", "data", "note"]);
+    use VkType::*;
+    assert_eq!(types, [Long8, String, Real, Timestamp, Duration, Boolean, Blob, String]);
+    let ts = |year, month, day, millis| Cell::Timestamp { year, month, day, millis };
+    assert_eq!(rows.len(), 5);
+    assert_eq!(
+        rows[0],
+        [
+            Cell::I64(1),
+            text("Zoë"),
+            Cell::Real(1.5),
+            ts(2024, 2, 29, 49_530_250),
+            Cell::Duration(3_723_004),
+            Cell::Bool(true),
+            Cell::Bytes(vec![0xDE, 0xAD, 0xBE, 0xEF]),
+            text("first")
+        ]
+    );
+    assert_eq!(
+        rows[1],
+        [
+            Cell::I64(2),
+            Cell::Null,
+            Cell::Real(-0.1),
+            ts(1999, 12, 31, 0),
+            Cell::Duration(0),
+            Cell::Bool(false),
+            Cell::Bytes(vec![]),
+            Cell::Null
+        ]
+    );
+    assert_eq!(rows[2][1], text("a😀"));
+    assert_eq!(rows[2][7], text(""), "empty text is not NULL");
+    assert!(rows[2][3..7].iter().all(|c| *c == Cell::Null));
+
+    // Parameters of several types; 4D's OFFSET-before-LIMIT order.
+    let ids = c
+        .rows(
+            "SELECT [ID] FROM [Items] WHERE [ID] > ? AND [name] <> ? AND [price] < ? ORDER BY [ID] OFFSET 1 LIMIT 2",
+            vec![(Long8, Cell::I64(0)), (String, text("four")), (Real, Cell::Real(100.0))],
+        )
+        .await;
+    assert_eq!(ids, [[Cell::I64(3)], [Cell::I64(5)]]);
+    let count = c.rows("SELECT COUNT(*) FROM [Items] WHERE [note] IS NULL", vec![]).await;
+    assert_eq!(count, [[Cell::I64(1)]]);
+
+    // System tables (docs/4d-sql.md §9.6).
+    let columns = c
+        .rows(
+            "SELECT COLUMN_NAME, DATA_TYPE FROM _USER_COLUMNS WHERE TABLE_NAME = ? ORDER BY COLUMN_ID",
+            vec![(String, text("Items"))],
+        )
+        .await;
+    let codes: Vec<(std::string::String, i64)> = columns
+        .iter()
+        .map(|r| match (&r[0], &r[1]) {
+            (Cell::Text(n), Cell::I64(t)) => (n.clone(), *t),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    let expected =
+        [("ID", 5), ("name", 10), ("price", 6), ("born", 8), ("span", 9), ("ok", 1), ("data", 18), ("note", 14)];
+    assert_eq!(codes, expected.map(|(n, t)| (n.to_string(), t)));
+    let key = c
+        .rows(
+            "SELECT c.COLUMN_NAME FROM _USER_CONSTRAINTS k, _USER_CONS_COLUMNS c
+             WHERE k.CONSTRAINT_ID = c.CONSTRAINT_ID AND k.CONSTRAINT_TYPE = 'P' AND k.TABLE_NAME = ?",
+            vec![(String, text("Items"))],
+        )
+        .await;
+    assert_eq!(key, [[text("ID")]]);
+
+    // Errors (§7.2) leave the session usable.
+    assert_eq!(c.run("SELECT * FROM [Nope]", 10, vec![]).await.unwrap_err().0, 1101);
+    assert_eq!(c.run("SELECT [nope] FROM [Items]", 10, vec![]).await.unwrap_err().0, 1102);
+    assert_eq!(c.run("SELEKT 1", 10, vec![]).await.unwrap_err().0, 1301);
+    assert_eq!(c.run("SELECT [ID] FROM [Items] WHERE [ID] = ?", 10, vec![]).await.unwrap_err().0, 1110);
+    let id = c.id();
+    assert_eq!(c.send(Request::fetch(id, 999, 0, 1)).await.error().0, 3005);
+    assert_eq!(c.rows("SELECT COUNT(*) FROM [Items]", vec![]).await, [[Cell::I64(5)]]);
+
+    let id = c.id();
+    assert_eq!(c.send(Request::quit(id)).await.error().0, 3007, "QUIT needs LOGOUT first");
+    let id = c.id();
+    assert!(c.send(Request::logout(id)).await.ok);
+    let id = c.id();
+    assert!(c.send(Request::quit(id)).await.ok);
+    let stats = emulator.stats();
+    assert_eq!((stats.logins, stats.logouts, stats.refused_logins, stats.open_sessions), (1, 1, 1, 0));
+}
+
+/// Writes with bound values inside transactions: a rollback leaves nothing, a nested
+/// commit inside a rolled-back transaction leaves nothing, a commit lands; read back from
+/// the SQLite file directly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_and_bound_writes() {
+    let (_dir, path, emulator) = setup(SqlSettings::default());
+    let mut c = Client::connect(emulator.port()).await;
+    assert!(c.login("sync", "secret").await.ok);
+    let insert = "INSERT INTO [Items] ([ID], [name], [price], [born], [span], [ok], [data], [note]) VALUES (?, ?, ?, ?, ?, ?, ?, ?)";
+    let row = |id: i64| {
+        use VkType::*;
+        vec![
+            (Long8, Cell::I64(id)),
+            (String, text("it's \"quoted\" 😀")),
+            (Real, Cell::Real(0.1 + 0.2)),
+            (Timestamp, Cell::Timestamp { year: 2026, month: 11, day: 30, millis: 1 }),
+            (Duration, Cell::Duration(-5)),
+            (Boolean, Cell::Bool(true)),
+            (Blob, Cell::Bytes(vec![0, 1, 2])),
+            (Text, Cell::Null),
+        ]
+    };
+    assert!(matches!(c.run("START", 1, vec![]).await, Ok(Outcome::Count(0))));
+    assert!(matches!(c.run(insert, 1, row(10)).await, Ok(Outcome::Count(1))));
+    assert_eq!(c.count().await, Cell::I64(6), "the session sees its own write");
+    assert!(matches!(c.run("ROLLBACK", 1, vec![]).await, Ok(Outcome::Count(0))));
+    assert_eq!(c.count().await, Cell::I64(5));
+
+    c.run("START TRANSACTION", 1, vec![]).await.unwrap();
+    c.run("START", 1, vec![]).await.unwrap();
+    c.run(insert, 1, row(11)).await.unwrap();
+    c.run("COMMIT", 1, vec![]).await.unwrap();
+    c.run("ROLLBACK", 1, vec![]).await.unwrap();
+    assert_eq!(c.count().await, Cell::I64(5), "an outer rollback cancels an inner commit");
+
+    c.run("START", 1, vec![]).await.unwrap();
+    c.run(insert, 1, row(12)).await.unwrap();
+    assert!(matches!(
+        c.run(
+            "UPDATE [Items] SET [note] = ? WHERE [ID] >= ?",
+            1,
+            vec![(VkType::Text, text("n")), (VkType::Long8, Cell::I64(4))]
+        )
+        .await,
+        Ok(Outcome::Count(3))
+    ));
+    c.run("COMMIT", 1, vec![]).await.unwrap();
+    assert_eq!(c.run("COMMIT", 1, vec![]).await.unwrap_err().0, 1203, "no transaction left");
+    assert!(matches!(
+        c.run("DELETE FROM [Items] WHERE [ID] = ?", 1, vec![(VkType::Long, Cell::I32(5))]).await,
+        Ok(Outcome::Count(1))
+    ));
+
+    let db = rusqlite::Connection::open(&path).unwrap();
+    let stored: (std::string::String, f64, std::string::String, i64, i64, Vec<u8>, Option<std::string::String>) = db
+        .query_row("SELECT name, price, born, span, ok, data, note FROM Items WHERE ID = 12", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
+        })
+        .unwrap();
+    assert_eq!(
+        stored,
+        (
+            "it's \"quoted\" 😀".into(),
+            0.1 + 0.2,
+            "2026-11-30 00:00:00.001".into(),
+            -5,
+            1,
+            vec![0, 1, 2],
+            Some("n".into())
+        )
+    );
+    let ids: Vec<i64> = db
+        .prepare("SELECT ID FROM Items ORDER BY ID")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect();
+    assert_eq!(ids, [1, 2, 3, 4, 12]);
+}
+
+/// The session limit (§3.2): one more login is refused until a session ends, by LOGOUT or
+/// by a client that just closes its socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_are_limited_and_freed() {
+    let (_dir, _path, emulator) = setup(SqlSettings { max_sessions: 1, ..SqlSettings::default() });
+    let mut first = Client::connect(emulator.port()).await;
+    assert!(first.login("sync", "secret").await.ok);
+    let mut second = Client::connect(emulator.port()).await;
+    assert_eq!(second.login("sync", "secret").await.error().0, -10514);
+    let id = first.id();
+    assert!(first.send(Request::logout(id)).await.ok);
+    assert!(second.login("sync", "secret").await.ok);
+    drop(second);
+    let mut third = Client::connect(emulator.port()).await;
+    // The server notices the closed socket on its own time.
+    let mut tries = 0;
+    while !third.login("sync", "secret").await.ok {
+        tries += 1;
+        assert!(tries < 50, "a closed connection never freed its session");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(emulator.stats().peak_sessions, 1);
+}
