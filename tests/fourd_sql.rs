@@ -3,6 +3,14 @@
 //! each checking the other, and the emulator's sessions, paging, parameters, transactions,
 //! system tables and errors. Results are checked against the SQLite file read directly.
 
+#[path = "common/proxy.rs"]
+#[allow(dead_code)]
+mod proxy;
+
+use std::time::Duration;
+
+use db_sync::connector::ConnectorError;
+use db_sync::connector::fourd_sql::session::{Answer, SqlSession};
 use db_sync::connector::fourd_sql::wire::{Cell, ReplyHeader, ReplyReader, Request, ResultHeader, VkType};
 use fourd_emulator::{SqlEmulator, SqlSettings};
 use tokio::io::AsyncWriteExt;
@@ -319,4 +327,73 @@ async fn sessions_are_limited_and_freed() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     assert_eq!(emulator.stats().peak_sessions, 1);
+}
+
+async fn open(port: u16, password: &str) -> Result<SqlSession, ConnectorError> {
+    SqlSession::open("127.0.0.1", port, "sync", password, "source 4d sql", Duration::from_secs(5)).await
+}
+
+/// The session layer: a refused login names the user and never the password, the licence
+/// limit is `Busy`, results come whole through small pages, server errors map to the
+/// engine's kinds, and closing logs out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_session_layer() {
+    let (_dir, _path, emulator) = setup(SqlSettings { max_sessions: 1, ..SqlSettings::default() });
+    let port = emulator.port();
+    let Err(ConnectorError::Config(message)) = open(port, "hunter2").await else { panic!("a refused login") };
+    assert!(message.contains("`sync`") && !message.contains("hunter2"), "{message}");
+
+    let mut session = open(port, "secret").await.unwrap();
+    assert!(matches!(open(port, "secret").await, Err(ConnectorError::Busy { .. })), "licence limit");
+    let answer = session.run("SELECT [ID], [name] FROM [Items] ORDER BY [ID]", vec![], 2, "reading").await.unwrap();
+    let Answer::Rows { aliases, rows, .. } = answer else { panic!("rows") };
+    assert_eq!(aliases, ["ID", "name"]);
+    assert_eq!(rows.iter().map(|r| r[0].clone()).collect::<Vec<_>>(), (1..=5).map(Cell::I64).collect::<Vec<_>>());
+    assert_eq!(emulator.stats().fetches, 2, "5 rows, 2 a page: the first page and two fetches");
+
+    let schema = session.run("SELECT * FROM [Missing]", vec![], 10, "reading").await.unwrap_err();
+    assert!(matches!(&schema, ConnectorError::Schema(m) if m.contains("1101") && m.contains("reading")), "{schema}");
+    let duplicate = session
+        .run("INSERT INTO [Items] ([ID]) VALUES (?)", vec![(VkType::Long8, Cell::I64(1))], 10, "writing")
+        .await
+        .unwrap_err();
+    assert!(matches!(&duplicate, ConnectorError::Data(m) if m.contains("1204")), "{duplicate}");
+    assert!(session.usable(), "server errors leave the stream in step");
+    let answer =
+        session.run("DELETE FROM [Items] WHERE [ID] > ?", vec![(VkType::Long8, Cell::I64(3))], 10, "deleting").await;
+    assert_eq!(answer.unwrap(), Answer::Count(2));
+
+    session.close().await;
+    let stats = emulator.stats();
+    assert_eq!((stats.logouts, stats.open_sessions), (1, 0));
+    open(port, "secret").await.unwrap().close().await;
+}
+
+/// A connection cut in the middle of a result is a `Connection` error, and the session is
+/// not used again (the stream cannot be resynchronised).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_connection_is_given_up() {
+    let (_dir, path, emulator) = setup(SqlSettings::default());
+    let db = rusqlite::Connection::open(&path).unwrap();
+    db.execute_batch(
+        "WITH RECURSIVE c(x) AS (SELECT 100 UNION ALL SELECT x + 1 FROM c WHERE x < 20000)
+         INSERT INTO Items (ID, name) SELECT x, 'name ' || x FROM c;",
+    )
+    .unwrap();
+    let proxy = proxy::Proxy::start(std::net::SocketAddr::from(([127, 0, 0, 1], emulator.port())));
+    let mut session = open(proxy.port(), "secret").await.unwrap();
+    proxy.cut_every(Some(50_000));
+    let error = session.run("SELECT [ID], [name] FROM [Items]", vec![], 10_000, "reading").await.unwrap_err();
+    assert!(matches!(error, ConnectorError::Connection { .. }), "{error}");
+    assert!(!session.usable());
+    let again = session.run("SELECT 1", vec![], 1, "reading").await.unwrap_err();
+    assert!(matches!(again, ConnectorError::Connection { .. }), "{again}");
+    proxy.cut_every(None);
+    // The server ends the abandoned session; a new one reads everything.
+    let mut fresh = open(proxy.port(), "secret").await.unwrap();
+    let Answer::Rows { rows, .. } = fresh.run("SELECT [ID] FROM [Items]", vec![], 10_000, "reading").await.unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(rows.len(), 5 + 19_901);
 }

@@ -4,7 +4,11 @@
 //! clients).
 //!
 //! Status: [`wire`] encodes requests and decodes replies (headers, rows of typed cells,
-//! update counts), tested on byte strings. The connector, its dialect and the emulator
-//! are not written yet; such a connection still stops with "not supported yet".
+//! update counts), tested on byte strings; [`session`] logs in, runs statements with bound
+//! parameters (paging results with FETCH-RESULT) and logs out, tested against the
+//! emulator (`fourd_emulator::SqlEmulator`). The connector itself (dialect, value mapping,
+//! the `Connector` calls) is not written yet: such a connection still stops with "not
+//! supported yet".
 
+pub mod session;
 pub mod wire;
