@@ -6,9 +6,11 @@
 //! Status: [`wire`] encodes requests and decodes replies (headers, rows of typed cells,
 //! update counts), tested on byte strings; [`session`] logs in, runs statements with bound
 //! parameters (paging results with FETCH-RESULT) and logs out, tested against the
-//! emulator (`fourd_emulator::SqlEmulator`). The connector itself (dialect, value mapping,
-//! the `Connector` calls) is not written yet: such a connection still stops with "not
-//! supported yet".
+//! emulator (`fourd_emulator::SqlEmulator`); [`values`] maps 4D's column types and cells
+//! to db-sync's and reads a table's schema from the system tables. The `Connector` calls
+//! (counts, key ranges, keyset reads, batched writes in transactions) are not written yet:
+//! such a connection still stops with "not supported yet".
 
 pub mod session;
+pub mod values;
 pub mod wire;
