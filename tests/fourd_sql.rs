@@ -1,11 +1,12 @@
-//! db-sync's 4D SQL protocol codec (`connector::fourd_sql::wire`) against the SQL server
-//! emulator (`fourd_emulator::SqlEmulator`) over loopback TCP: two codecs written apart,
-//! each checking the other, and the emulator's sessions, paging, parameters, transactions,
-//! system tables and errors. Results are checked against the SQLite file read directly.
+//! 4D over its SQL network protocol against the SQL server emulator
+//! (`fourd_emulator::SqlEmulator`) over loopback TCP: db-sync's codec and the emulator's,
+//! written apart, each checking the other; the emulator's sessions, paging, parameters,
+//! transactions, system tables and errors; the session layer; and `db-sync run` end to end
+//! in both directions. Results are checked against the SQLite files read directly.
 
-#[path = "common/proxy.rs"]
-#[allow(dead_code)]
-mod proxy;
+mod common;
+
+use common::proxy;
 
 use std::time::Duration;
 
@@ -464,4 +465,198 @@ async fn schema_and_values_through_the_protocol() {
         .unwrap();
     assert_eq!(stored, ("0123456789ABCDEF0123456789ABCDEF".to_string(), 360_000_250, "1970-01-01".to_string()));
     session.close().await;
+}
+
+const FOURD_TABLE: &str =
+    "CREATE TABLE Items (ID INT64 PRIMARY KEY, name VARCHAR(40), qty INT, price REAL, born TIMESTAMP,
+                             span DURATION, code UUID TEXT, ok BOOLEAN, stamp INT64)";
+const SQLITE_TABLE: &str = "CREATE TABLE Items (ID INTEGER PRIMARY KEY, name TEXT, qty INTEGER, price REAL, born TEXT,
+                             span TEXT, code TEXT, ok INTEGER, stamp INTEGER)";
+const PASSWORD: &str = "pw-4d-sql";
+
+/// Rows `from..=to` in the 4D file's forms (durations in milliseconds, UUIDs as 32 hex digits).
+fn fill_fourd(conn: &rusqlite::Connection, from: i64, to: i64) {
+    conn.execute_batch(&format!(
+        "WITH RECURSIVE c(x) AS (SELECT {from} UNION ALL SELECT x + 1 FROM c WHERE x < {to})
+         INSERT INTO Items SELECT x, CASE WHEN x % 11 = 0 THEN NULL ELSE 'näme ' || x END, x % 1000, x * 0.1,
+           CASE WHEN x % 13 = 0 THEN NULL ELSE date('2000-01-01', '+' || (x % 5000) || ' days') END,
+           x * 1001, printf('%032X', x * 7919), x % 2, x FROM c;"
+    ))
+    .unwrap();
+}
+
+/// `Items` of either file as text rows, 4D's storage forms converted by the test's own code.
+fn canonical(path: &std::path::Path, fourd: bool) -> Vec<Vec<String>> {
+    use rusqlite::types::Value as V;
+    let conn = rusqlite::Connection::open(path).unwrap();
+    let mut stmt =
+        conn.prepare("SELECT ID, name, qty, price, born, span, code, ok, stamp FROM Items ORDER BY ID").unwrap();
+    stmt.query_map([], |r| {
+        (0..9)
+            .map(|i| {
+                Ok(match (i, r.get::<_, V>(i)?) {
+                    (_, V::Null) => "NULL".to_string(),
+                    (5, V::Integer(ms)) if fourd => {
+                        format!("{:02}:{:02}:{:02}.{:03}", ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60, ms % 1000)
+                    }
+                    (6, V::Text(hex)) if fourd => {
+                        let h = hex.to_ascii_lowercase();
+                        format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+                    }
+                    (3, V::Real(f)) => format!("{:x}", f.to_bits()),
+                    (_, V::Integer(n)) => n.to_string(),
+                    (_, V::Text(t)) => t,
+                    (_, other) => format!("{other:?}"),
+                })
+            })
+            .collect()
+    })
+    .unwrap()
+    .collect::<Result<_, _>>()
+    .unwrap()
+}
+
+/// Equal row lists, or the first row that differs.
+fn assert_same(a: &[Vec<String>], b: &[Vec<String>], what: &str) {
+    if let Some((x, y)) = a.iter().zip(b).find(|(x, y)| x != y) {
+        panic!("{what}: first differing row:\n  {x:?}\n  {y:?}");
+    }
+    assert_eq!(a.len(), b.len(), "{what}: row counts differ");
+}
+
+fn sql_config(ws: &common::Workspace, source: &str, target: &str, extra: &str) {
+    ws.config(&format!(
+        r#"{{"source": {source}, "target": {target},
+             "tables": [{{"name": "Items", "primary_key_field": "ID", "modify_id_field": "stamp"}}],
+             "binary_search_min_table_size": 1000, "binary_search_read_batch": 20 {extra}}}"#
+    ));
+}
+
+fn fourd_sql(port: u16) -> String {
+    format!(
+        r#"{{"type": "4d", "protocol": "sql", "host": "127.0.0.1", "port": {port}, "user": "sync",
+             "password": "${{FOURD_PASSWORD}}", "retry_count": 2, "retry_delay": 50, "timeout": 10}}"#
+    )
+}
+
+fn run_sync(ws: &common::Workspace) -> String {
+    let out = ws.run_env(&["run", "--progress", "off"], &[("FOURD_PASSWORD", PASSWORD), ("DB_SYNC_LOG", "info")]);
+    let all = common::text(&out);
+    assert_eq!(out.status.code(), Some(0), "db-sync run:\n{all}");
+    all
+}
+
+/// `db-sync run` from 4D (SQL) into SQLite and back: a full copy, then deletes, updates and
+/// inserts found by the binary search and the changed step, then incremental by the modify
+/// ID; SQLite into an empty 4D table and a second run that changes nothing; every result
+/// compared row by row with both files read directly.
+#[test]
+fn run_both_ways_through_the_sql_server() {
+    let ws = common::Workspace::new();
+    let fourd = ws.db("fourd.sqlite", FOURD_TABLE);
+    fill_fourd(&fourd, 1, 5000);
+    ws.db("target.sqlite", SQLITE_TABLE);
+    let settings = SqlSettings { users: vec![("sync".into(), PASSWORD.into())], max_sessions: 4 };
+    let emulator = SqlEmulator::start(ws.path("fourd.sqlite"), settings.clone()).unwrap();
+    let target = r#"{"type": "sqlite", "path": "target.sqlite"}"#;
+    sql_config(&ws, &fourd_sql(emulator.port()), target, "");
+    run_sync(&ws);
+    let same = |what: &str| {
+        assert_same(&canonical(&ws.path("fourd.sqlite"), true), &canonical(&ws.path("target.sqlite"), false), what);
+    };
+    same("4D → SQLite, full copy");
+
+    fourd
+        .execute_batch(
+            "DELETE FROM Items WHERE ID IN (5, 777, 1500, 1501, 2999);
+             UPDATE Items SET name = 'changed', stamp = stamp + 10000 WHERE ID IN (10, 2000);",
+        )
+        .unwrap();
+    let log = run_sync(&ws);
+    assert!(log.contains("using binary search for deletes"), "{log}");
+    // The 4D default fan-out: 5000 rows reach 20-row ranges in a few levels (halving: 8).
+    let depth: u32 = log.split("binarySearchMaxDepthAll=").nth(1).unwrap()[..1].parse().unwrap();
+    assert!((1..=4).contains(&depth), "depth {depth}: {log}");
+    same("4D → SQLite, deletes and updates");
+
+    fill_fourd(&fourd, 5001, 5010);
+    fourd.execute_batch("UPDATE Items SET qty = -1, stamp = 50000 WHERE ID = 42").unwrap();
+    let log = {
+        sql_config(&ws, &fourd_sql(emulator.port()), target, r#", "trust_modify_id": true"#);
+        run_sync(&ws)
+    };
+    assert!(log.contains("recordCountAllAdded=10"), "{log}");
+    same("4D → SQLite, incremental");
+    assert_eq!(emulator.stats().open_sessions, 0, "every run logs out");
+
+    // SQLite → an empty 4D table.
+    let back = common::Workspace::new();
+    back.db("fourd.sqlite", FOURD_TABLE);
+    std::fs::copy(ws.path("target.sqlite"), back.path("source.sqlite")).unwrap();
+    let into = SqlEmulator::start(back.path("fourd.sqlite"), settings).unwrap();
+    sql_config(&back, r#"{"type": "sqlite", "path": "source.sqlite"}"#, &fourd_sql(into.port()), "");
+    run_sync(&back);
+    let same_back = |what: &str| {
+        assert_same(&canonical(&back.path("source.sqlite"), false), &canonical(&back.path("fourd.sqlite"), true), what);
+    };
+    same_back("SQLite → 4D");
+    let source = rusqlite::Connection::open(back.path("source.sqlite")).unwrap();
+    source
+        .execute_batch(
+            "DELETE FROM Items WHERE ID IN (100, 2500); UPDATE Items SET span = '23:59:59.999', price = 0.3, stamp = 99999 WHERE ID = 7;",
+        )
+        .unwrap();
+    let log = run_sync(&back);
+    assert!(log.contains("recordCountAllDeleted=2"), "{log}");
+    same_back("SQLite → 4D, changes");
+    let log = run_sync(&back);
+    assert!(log.contains("recordCountAllModified=0") && log.contains("recordCountAllAdded=0"), "{log}");
+
+    // A value 4D's Time cannot take from this text (hours past 24 are not read back): a data
+    // error naming the row, and the target's row stays as it was (it is no extra).
+    source.execute_batch("UPDATE Items SET span = '25:00:00.001', stamp = 123456 WHERE ID = 8").unwrap();
+    let out = back.run_env(&["run", "--progress", "off"], &[("FOURD_PASSWORD", PASSWORD)]);
+    let all = common::text(&out);
+    assert_ne!(out.status.code(), Some(0), "{all}");
+    assert!(all.contains("row 8 cannot be converted"), "{all}");
+    let kept: i64 = rusqlite::Connection::open(back.path("fourd.sqlite"))
+        .unwrap()
+        .query_row("SELECT span FROM Items WHERE ID = 8", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(kept, 8008, "the target row keeps its old value");
+    let counts = |p: &std::path::Path| {
+        rusqlite::Connection::open(p)
+            .unwrap()
+            .query_row("SELECT count(*) FROM Items", [], |r| r.get::<_, i64>(0))
+            .unwrap()
+    };
+    assert_eq!(counts(&back.path("fourd.sqlite")), counts(&back.path("source.sqlite")), "nothing deleted in its place");
+    assert_eq!(into.stats().open_sessions, 0);
+}
+
+/// A text key is refused before anything is read or written, naming the key and the way
+/// out; a wrong password is one clear error without the password.
+#[test]
+fn refusals_are_clear() {
+    let ws = common::Workspace::new();
+    let fourd = ws.db("fourd.sqlite", "CREATE TABLE Items (ID VARCHAR(10) PRIMARY KEY, stamp INT64)");
+    fourd.execute_batch("INSERT INTO Items VALUES ('a', 1), ('B', 2)").unwrap();
+    ws.db("target.sqlite", "CREATE TABLE Items (ID TEXT PRIMARY KEY, stamp INTEGER)");
+    let emulator = SqlEmulator::start(
+        ws.path("fourd.sqlite"),
+        SqlSettings { users: vec![("sync".into(), PASSWORD.into())], max_sessions: 2 },
+    )
+    .unwrap();
+    sql_config(&ws, &fourd_sql(emulator.port()), r#"{"type": "sqlite", "path": "target.sqlite"}"#, "");
+    let out = ws.run_env(&["run", "--progress", "off"], &[("FOURD_PASSWORD", PASSWORD)]);
+    let all = common::text(&out);
+    assert_ne!(out.status.code(), Some(0), "{all}");
+    assert!(all.contains("`ID` is VARCHAR") && all.contains("\"protocol\": \"rest\""), "{all}");
+    let target = rusqlite::Connection::open(ws.path("target.sqlite")).unwrap();
+    assert_eq!(target.query_row("SELECT count(*) FROM Items", [], |r| r.get::<_, i64>(0)).unwrap(), 0);
+
+    let out = ws.run_env(&["run", "--progress", "off"], &[("FOURD_PASSWORD", "wrong-pw")]);
+    let all = common::text(&out);
+    assert_eq!(out.status.code(), Some(2), "{all}");
+    assert!(all.contains("refused the login of user `sync`") && !all.contains("wrong-pw"), "{all}");
 }

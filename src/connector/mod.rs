@@ -404,14 +404,13 @@ pub async fn open(
 ) -> Result<Arc<dyn Connector>, ConnectorError> {
     let supported = match endpoint.kind {
         ConnectionKind::Sqlite | ConnectionKind::Postgres => true,
-        ConnectionKind::FourD => endpoint.is_4d_rest(),
+        ConnectionKind::FourD => true,
         ConnectionKind::Rest => false,
     };
     if !supported {
-        let what = if endpoint.is_4d() { " over 4D's SQL protocol (`host`)" } else { "" };
         return Err(ConnectorError::Config(format!(
-            "{} connection type `{}`{what} is not supported yet; db-sync syncs sqlite, postgres and 4d over REST \
-             (`url`)",
+            "{} connection type `{}` is not supported yet; db-sync syncs sqlite, postgres and 4d (over REST with \
+             `url`, over its SQL server with `host`)",
             side.name(),
             endpoint.kind.name(),
         )));
@@ -422,7 +421,10 @@ pub async fn open(
                 let path = endpoint.path.clone().expect("validated sqlite endpoint has a path");
                 Arc::new(sqlite::SqliteConnector::open(path, side, options).await?)
             }
-            ConnectionKind::FourD => Arc::new(fourd::FourDRest::open(endpoint, side, options).await?),
+            ConnectionKind::FourD if endpoint.is_4d_rest() => {
+                Arc::new(fourd::FourDRest::open(endpoint, side, options).await?)
+            }
+            ConnectionKind::FourD => Arc::new(fourd_sql::FourDSql::open(endpoint, side, options).await?),
             _ => Arc::new(postgres::PostgresConnector::open(endpoint, side, options).await?),
         };
         Ok(connector)

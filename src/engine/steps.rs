@@ -1165,6 +1165,9 @@ async fn changed_step(
         ctx.check_stop()?;
         let (src, tgt, upper) = ctx.row_window(&after, batch).await?;
         let n = src.len() as u64;
+        // A source row that fails conversion is left out of `converted`; its target row is
+        // no extra and must stay (the data error names it).
+        let source_keys: HashSet<Key> = src.iter().filter_map(|r| ctx.job.mapping.source.key_of(r)).collect();
         let (converted, conversion_errors) = ctx.convert(src)?;
         let compare = Instant::now();
         let (src_scope, tgt_scope) = (&ctx.job.mapping.target, &ctx.job.mapping.target);
@@ -1200,7 +1203,9 @@ async fn changed_step(
                     i += 1;
                 }
                 (_, Some(t)) => {
-                    extras.push(t);
+                    if !source_keys.contains(&t) {
+                        extras.push(t);
+                    }
                     j += 1;
                 }
                 (None, None) => break,

@@ -11,6 +11,9 @@
 //! (counts, key ranges, keyset reads, batched writes in transactions) are not written yet:
 //! such a connection still stops with "not supported yet".
 
+mod connector;
 pub mod session;
 pub mod values;
 pub mod wire;
+
+pub use connector::{DEFAULT_PORT, FourDSql};

@@ -1,0 +1,653 @@
+//! The [`Connector`] over 4D's SQL server. Every call is one or a few statements on a leased
+//! session from a small pool (`pool_size`, default 2: 4D licences are scarce); values always
+//! travel as bound parameters (`docs/4d-sql.md` §4.2, §9.2) and names in brackets (§9.1).
+//!
+//! | call | statement |
+//! |---|---|
+//! | `describe` | `_USER_COLUMNS` and the primary-key constraint (§9.6) |
+//! | `count` | `SELECT COUNT(*) FROM [T] WHERE …` |
+//! | `key_at` | `SELECT [K] FROM [T] WHERE … ORDER BY [K] OFFSET n LIMIT 1` (4D's order, §9.3) |
+//! | `read_keys`, `read_rows` | keyset pages `WHERE [K] > ? … ORDER BY [K] LIMIT n` |
+//! | `read_rows_by_keys`, `delete` | `[K] IN (?, …)` in chunks |
+//! | `upsert` | `START`, the existing keys, `UPDATE`/`INSERT` per row, `COMMIT` (§9.4) |
+//!
+//! **Keys.** 4D's SQL engine orders text linguistically (§9.7) while db-sync orders keys by
+//! bytes, so this first version syncs tables whose key is one integer column; other keys
+//! are refused by `supports_scope` with that reason.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::session::{Answer, SqlSession};
+use super::values::{self, COLUMNS_SQL, KEY_SQL, SqlType, quote};
+use super::wire::{Cell, VkType};
+use crate::config::Endpoint;
+use crate::connector::{
+    Capabilities, ConnectOptions, Connector, ConnectorError, IoCounters, KeyProblems, ModifyCursor, Page, Side,
+};
+use crate::model::{Key, KeyRange, Row, TableSchema, TableScope, Value};
+
+/// 4D's SQL server port when the connection gives none.
+pub const DEFAULT_PORT: u16 = 19812;
+
+/// Keys per `IN (…)` list.
+const IN_CHUNK: usize = 500;
+
+/// Rows per page of a result read without a limit (counts, key lists).
+const PAGE: u64 = 10_000;
+
+/// A table's 4D column types.
+type Types = Arc<HashMap<String, SqlType>>;
+
+/// 4D over its SQL network protocol.
+pub struct FourDSql {
+    host: String,
+    port: u16,
+    user: String,
+    password: String,
+    endpoint: String,
+    side: Side,
+    options: ConnectOptions,
+    connect_timeout: Duration,
+    idle: Mutex<Vec<SqlSession>>,
+    slots: tokio::sync::Semaphore,
+    counters: IoCounters,
+    tables: Mutex<HashMap<String, Types>>,
+}
+
+/// A session taken from the pool; back to the pool when dropped, unless its stream is in
+/// doubt.
+struct Lease<'a> {
+    pool: &'a FourDSql,
+    session: Option<SqlSession>,
+    _slot: tokio::sync::SemaphorePermit<'a>,
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        if let Some(session) = self.session.take().filter(SqlSession::usable) {
+            self.pool.idle.lock().unwrap_or_else(|p| p.into_inner()).push(session);
+        }
+    }
+}
+
+impl Lease<'_> {
+    fn session(&mut self) -> &mut SqlSession {
+        self.session.as_mut().expect("a lease holds its session until dropped")
+    }
+}
+
+/// A statement's `WHERE` text and its parameters.
+#[derive(Default)]
+struct Where {
+    parts: Vec<String>,
+    params: Vec<(VkType, Cell)>,
+}
+
+impl Where {
+    fn sql(&self) -> String {
+        if self.parts.is_empty() { String::new() } else { format!(" WHERE {}", self.parts.join(" AND ")) }
+    }
+}
+
+impl FourDSql {
+    /// A connector for `endpoint` (`host`, `port`, `user`, `password`, `pool_size`); logs in
+    /// once to check the credentials.
+    pub async fn open(endpoint: &Endpoint, side: Side, options: ConnectOptions) -> Result<FourDSql, ConnectorError> {
+        let raw = &endpoint.raw;
+        let described = format!("{} {}", side.name(), endpoint.describe());
+        let host = raw.host.clone().ok_or_else(|| {
+            ConnectorError::Config(format!("{described}: a 4D SQL connection needs `host` (and `port`, default 19812)"))
+        })?;
+        let connector = FourDSql {
+            host,
+            port: raw.port.unwrap_or(DEFAULT_PORT),
+            user: raw.user.clone().unwrap_or_default(),
+            password: raw.password.clone().unwrap_or_default(),
+            endpoint: described,
+            side,
+            options,
+            connect_timeout: endpoint.resilience.timeout.min(Duration::from_secs(30)),
+            idle: Mutex::new(Vec::new()),
+            slots: tokio::sync::Semaphore::new(raw.pool_size.unwrap_or(2).max(1) as usize),
+            counters: IoCounters::default(),
+            tables: Mutex::new(HashMap::new()),
+        };
+        connector.connect().await?;
+        Ok(connector)
+    }
+
+    async fn lease(&self) -> Result<Lease<'_>, ConnectorError> {
+        let slot = self.slots.acquire().await.expect("the pool's semaphore is never closed");
+        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let session = match idle {
+            Some(session) => session,
+            None => {
+                SqlSession::open(
+                    &self.host,
+                    self.port,
+                    &self.user,
+                    &self.password,
+                    &self.endpoint,
+                    self.connect_timeout,
+                )
+                .await?
+            }
+        };
+        Ok(Lease { pool: self, session: Some(session), _slot: slot })
+    }
+
+    /// One statement on a leased session.
+    async fn run(
+        &self,
+        sql: &str,
+        params: Vec<(VkType, Cell)>,
+        page: u64,
+        what: &str,
+    ) -> Result<Answer, ConnectorError> {
+        if self.options.show_sql {
+            tracing::info!(endpoint = %self.endpoint, "{sql}");
+        }
+        let mut lease = self.lease().await?;
+        let answer = lease.session().run(sql, params, page, what).await?;
+        match &answer {
+            Answer::Rows { rows, .. } => self.counters.record_read(rows.len(), rows.len() * 16),
+            Answer::Count(_) => self.counters.record_read(0, 0),
+        }
+        Ok(answer)
+    }
+
+    async fn rows(
+        &self,
+        sql: &str,
+        params: Vec<(VkType, Cell)>,
+        page: u64,
+        what: &str,
+    ) -> Result<Vec<Vec<Cell>>, ConnectorError> {
+        match self.run(sql, params, page, what).await? {
+            Answer::Rows { rows, .. } => Ok(rows),
+            Answer::Count(_) => {
+                Err(ConnectorError::Other(format!("{}: {what}: 4D answered a count, not rows", self.endpoint)))
+            }
+        }
+    }
+
+    async fn single_count(&self, sql: &str, params: Vec<(VkType, Cell)>, what: &str) -> Result<u64, ConnectorError> {
+        let rows = self.rows(sql, params, 1, what).await?;
+        match rows.first().and_then(|r| r.first()) {
+            Some(Cell::I64(n)) => Ok(*n as u64),
+            Some(Cell::I32(n)) => Ok(*n as u64),
+            Some(Cell::I16(n)) => Ok(*n as u64),
+            other => Err(ConnectorError::Other(format!("{}: {what}: 4D answered {other:?}", self.endpoint))),
+        }
+    }
+
+    async fn types(&self, table: &str) -> Result<Types, ConnectorError> {
+        if let Some(types) = self.tables.lock().unwrap_or_else(|p| p.into_inner()).get(table) {
+            return Ok(types.clone());
+        }
+        self.describe(table).await?;
+        self.tables
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(table)
+            .cloned()
+            .ok_or_else(|| ConnectorError::Schema(format!("{}: table `{table}` does not exist", self.endpoint)))
+    }
+
+    fn column_type(&self, types: &Types, scope: &TableScope, column: &str) -> Result<SqlType, ConnectorError> {
+        types.get(column).copied().ok_or_else(|| {
+            ConnectorError::Schema(format!(
+                "{}: `{}`.`{column}` is not a column db-sync can read",
+                self.endpoint, scope.table
+            ))
+        })
+    }
+
+    fn param(
+        &self,
+        value: &Value,
+        t: SqlType,
+        scope: &TableScope,
+        column: &str,
+    ) -> Result<(VkType, Cell), ConnectorError> {
+        values::write(value, t)
+            .map_err(|e| ConnectorError::Data(format!("{}: `{}`.`{column}`: {e}", self.endpoint, scope.table)))
+    }
+
+    fn key_param(&self, key: &Key, t: SqlType, scope: &TableScope) -> Result<(VkType, Cell), ConnectorError> {
+        let value = key.values().next().unwrap_or(Value::Null);
+        self.param(&value, t, scope, scope.key_columns()[0])
+    }
+
+    /// The scope's filter (record type, skipped keys) and `range` on the key.
+    fn scope_where(&self, types: &Types, scope: &TableScope, range: &KeyRange) -> Result<Where, ConnectorError> {
+        let key = scope.key_columns()[0];
+        let kt = self.column_type(types, scope, key)?;
+        let mut w = Where::default();
+        for (column, value) in &scope.filter {
+            let t = self.column_type(types, scope, column)?;
+            w.parts.push(format!("{} = ?", quote(column)));
+            w.params.push(self.param(value, t, scope, column)?);
+        }
+        if scope.skip_null_keys {
+            w.parts.push(format!("{} IS NOT NULL", quote(key)));
+        }
+        if !scope.skip_keys.is_empty() {
+            w.parts.push(format!("{} NOT IN ({})", quote(key), vec!["?"; scope.skip_keys.len()].join(", ")));
+            for k in &scope.skip_keys {
+                w.params.push(self.key_param(k, kt, scope)?);
+            }
+        }
+        if let Some(after) = &range.after {
+            w.parts.push(format!("{} > ?", quote(key)));
+            w.params.push(self.key_param(after, kt, scope)?);
+        }
+        if let Some(upto) = &range.upto {
+            w.parts.push(format!("{} <= ?", quote(key)));
+            w.params.push(self.key_param(upto, kt, scope)?);
+        }
+        Ok(w)
+    }
+
+    fn select_list(scope: &TableScope) -> String {
+        scope.columns.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ")
+    }
+
+    fn row_of(&self, types: &Types, scope: &TableScope, cells: &[Cell]) -> Result<Row, ConnectorError> {
+        scope
+            .columns
+            .iter()
+            .zip(cells)
+            .map(|(column, cell)| {
+                let t = self.column_type(types, scope, column)?;
+                values::read(cell, t)
+                    .map_err(|e| ConnectorError::Data(format!("{}: `{}`.`{column}`: {e}", self.endpoint, scope.table)))
+            })
+            .collect()
+    }
+
+    fn key_of_cell(&self, cell: &Cell) -> Result<Key, ConnectorError> {
+        match cell {
+            Cell::I16(i) => Ok(Key::Int(i64::from(*i))),
+            Cell::I32(i) => Ok(Key::Int(i64::from(*i))),
+            Cell::I64(i) => Ok(Key::Int(*i)),
+            other => Err(ConnectorError::Data(format!("{}: 4D sent {other:?} as a key", self.endpoint))),
+        }
+    }
+
+    async fn read_page(
+        &self,
+        scope: &TableScope,
+        range: &KeyRange,
+        limit: usize,
+        columns: &str,
+    ) -> Result<Vec<Vec<Cell>>, ConnectorError> {
+        let types = self.types(&scope.table).await?;
+        let w = self.scope_where(&types, scope, range)?;
+        let key = quote(scope.key_columns()[0]);
+        let sql = format!("SELECT {columns} FROM {}{} ORDER BY {key} LIMIT {limit}", quote(&scope.table), w.sql());
+        self.rows(&sql, w.params, limit.max(1) as u64, "reading rows").await
+    }
+
+    /// Runs `statements` in one transaction on one session: `START`, each, `COMMIT`;
+    /// `ROLLBACK` when one fails. Returns the rows each affected.
+    async fn transaction(
+        &self,
+        statements: Vec<(String, Vec<(VkType, Cell)>)>,
+        what: &str,
+    ) -> Result<Vec<i64>, ConnectorError> {
+        let mut lease = self.lease().await?;
+        let session = lease.session();
+        session.run("START", Vec::new(), 1, what).await?;
+        let mut counts = Vec::with_capacity(statements.len());
+        for (sql, params) in statements {
+            if self.options.show_sql {
+                tracing::info!(endpoint = %self.endpoint, "{sql}");
+            }
+            match session.run(&sql, params, 1, what).await {
+                Ok(Answer::Count(n)) => counts.push(n),
+                Ok(Answer::Rows { .. }) => counts.push(0),
+                Err(e) => {
+                    if session.usable() {
+                        let _ = session.run("ROLLBACK", Vec::new(), 1, what).await;
+                    }
+                    return Err(e);
+                }
+            }
+            self.counters.queries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        session.run("COMMIT", Vec::new(), 1, what).await?;
+        Ok(counts)
+    }
+}
+
+#[async_trait]
+impl Connector for FourDSql {
+    fn describe_endpoint(&self) -> String {
+        self.endpoint.clone()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            offset_in_range: true,
+            costly_round_trips: true,
+            writable: self.side == Side::Target,
+            transactional_batches: true,
+            concurrent_writes: 1,
+        }
+    }
+
+    fn counters(&self) -> &IoCounters {
+        &self.counters
+    }
+
+    fn supports_scope(&self, scope: &TableScope) -> Result<(), String> {
+        let keys = scope.key_columns();
+        let [key] = keys.as_slice() else {
+            return Err(format!("a 4D key is one column here, but primary_key_field lists {}", keys.len()));
+        };
+        let types = self.tables.lock().unwrap_or_else(|p| p.into_inner()).get(&scope.table).cloned();
+        match types.and_then(|t| t.get(*key).copied()) {
+            Some(t) if !t.is_integer() => Err(format!(
+                "the key `{key}` is {}: over 4D's SQL protocol db-sync syncs tables keyed by one integer column so far \
+                 (4D orders text linguistically, db-sync by bytes); use `\"protocol\": \"rest\"` for this table",
+                t.name()
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    async fn connect(&self) -> Result<(), ConnectorError> {
+        // Sessions from before a lost connection are not trusted again.
+        let old: Vec<SqlSession> = std::mem::take(&mut *self.idle.lock().unwrap_or_else(|p| p.into_inner()));
+        drop(old);
+        let lease = self.lease().await?;
+        drop(lease);
+        Ok(())
+    }
+
+    async fn health_check(&self) -> Result<(), ConnectorError> {
+        self.rows("SELECT COUNT(*) FROM _USER_TABLES", Vec::new(), 1, "checking the connection").await.map(|_| ())
+    }
+
+    async fn close(&self) {
+        let sessions: Vec<SqlSession> = std::mem::take(&mut *self.idle.lock().unwrap_or_else(|p| p.into_inner()));
+        futures::future::join_all(sessions.into_iter().map(SqlSession::close)).await;
+    }
+
+    async fn describe(&self, table: &str) -> Result<Option<TableSchema>, ConnectorError> {
+        let name = || vec![(VkType::String, Cell::Text(table.to_string()))];
+        let columns = self.rows(COLUMNS_SQL, name(), PAGE, "describing the table").await?;
+        let key = self.rows(KEY_SQL, name(), PAGE, "reading the primary key").await?;
+        let described = values::schema_of(table, &columns, &key)
+            .map_err(|e| ConnectorError::Schema(format!("{}: {e}", self.endpoint)))?;
+        let Some((schema, types, left_out)) = described else { return Ok(None) };
+        for reason in left_out {
+            tracing::warn!(endpoint = %self.endpoint, "{reason}; left out of the sync");
+        }
+        self.tables.lock().unwrap_or_else(|p| p.into_inner()).insert(table.to_string(), Arc::new(types));
+        Ok(Some(schema))
+    }
+
+    async fn count(&self, scope: &TableScope, range: &KeyRange) -> Result<u64, ConnectorError> {
+        let types = self.types(&scope.table).await?;
+        let w = self.scope_where(&types, scope, range)?;
+        let sql = format!("SELECT COUNT(*) FROM {}{}", quote(&scope.table), w.sql());
+        self.single_count(&sql, w.params, "counting rows").await
+    }
+
+    async fn key_at(&self, scope: &TableScope, range: &KeyRange, offset: u64) -> Result<Option<Key>, ConnectorError> {
+        let types = self.types(&scope.table).await?;
+        let w = self.scope_where(&types, scope, range)?;
+        let key = quote(scope.key_columns()[0]);
+        let sql =
+            format!("SELECT {key} FROM {}{} ORDER BY {key} OFFSET {offset} LIMIT 1", quote(&scope.table), w.sql());
+        let rows = self.rows(&sql, w.params, 1, "finding a key by offset").await?;
+        rows.first().and_then(|r| r.first()).map(|c| self.key_of_cell(c)).transpose()
+    }
+
+    async fn key_problems(
+        &self,
+        scope: &TableScope,
+        duplicates: bool,
+        limit: usize,
+    ) -> Result<KeyProblems, ConnectorError> {
+        let types = self.types(&scope.table).await?;
+        let key = quote(scope.key_columns()[0]);
+        let mut w =
+            self.scope_where(&types, &TableScope { skip_null_keys: false, ..scope.clone() }, &KeyRange::all())?;
+        let null_where = {
+            let mut parts = w.parts.clone();
+            parts.push(format!("{key} IS NULL"));
+            format!(" WHERE {}", parts.join(" AND "))
+        };
+        let sql = format!("SELECT COUNT(*) FROM {}{null_where}", quote(&scope.table));
+        let null_rows = self.single_count(&sql, w.params.clone(), "counting NULL keys").await?;
+        let mut problems = KeyProblems { null_rows, duplicates: Vec::new() };
+        if duplicates {
+            w.parts.push(format!("{key} IS NOT NULL"));
+            let sql = format!(
+                "SELECT {key}, COUNT(*) FROM {}{} GROUP BY {key} HAVING COUNT(*) > 1 ORDER BY {key} LIMIT {limit}",
+                quote(&scope.table),
+                w.sql()
+            );
+            for row in self.rows(&sql, w.params, PAGE, "finding duplicate keys").await? {
+                if let [k, n] = row.as_slice() {
+                    let n = match n {
+                        Cell::I64(n) => *n as u64,
+                        Cell::I32(n) => *n as u64,
+                        _ => 2,
+                    };
+                    problems.duplicates.push((self.key_of_cell(k)?, n));
+                }
+            }
+        }
+        Ok(problems)
+    }
+
+    async fn read_keys(&self, scope: &TableScope, range: &KeyRange, limit: usize) -> Result<Page<Key>, ConnectorError> {
+        let key = quote(scope.key_columns()[0]);
+        let rows = self.read_page(scope, range, limit, &key).await?;
+        let keys = rows.iter().filter_map(|r| r.first()).map(|c| self.key_of_cell(c)).collect::<Result<Vec<_>, _>>()?;
+        Ok(Page::up_to(keys, limit))
+    }
+
+    async fn read_rows(&self, scope: &TableScope, range: &KeyRange, limit: usize) -> Result<Page<Row>, ConnectorError> {
+        let types = self.types(&scope.table).await?;
+        let rows = self.read_page(scope, range, limit, &Self::select_list(scope)).await?;
+        let rows = rows.iter().map(|r| self.row_of(&types, scope, r)).collect::<Result<Vec<_>, _>>()?;
+        Ok(Page::up_to(rows, limit))
+    }
+
+    async fn read_rows_by_keys(&self, scope: &TableScope, keys: &[Key]) -> Result<Vec<Row>, ConnectorError> {
+        let types = self.types(&scope.table).await?;
+        let key = scope.key_columns()[0];
+        let kt = self.column_type(&types, scope, key)?;
+        let mut out = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(IN_CHUNK) {
+            let mut w = self.scope_where(&types, scope, &KeyRange::all())?;
+            w.parts.push(format!("{} IN ({})", quote(key), vec!["?"; chunk.len()].join(", ")));
+            for k in chunk {
+                w.params.push(self.key_param(k, kt, scope)?);
+            }
+            let sql = format!("SELECT {} FROM {}{}", Self::select_list(scope), quote(&scope.table), w.sql());
+            for r in self.rows(&sql, w.params, PAGE, "reading rows by key").await? {
+                out.push(self.row_of(&types, scope, &r)?);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn read_changed_since(
+        &self,
+        scope: &TableScope,
+        cursor: &ModifyCursor,
+        limit: usize,
+    ) -> Result<Page<Row>, ConnectorError> {
+        let types = self.types(&scope.table).await?;
+        let modify = scope.modify_column().ok_or_else(|| ConnectorError::Schema("no modify ID column".into()))?;
+        let mt = self.column_type(&types, scope, modify)?;
+        let key = scope.key_columns()[0];
+        let kt = self.column_type(&types, scope, key)?;
+        let mut w = self.scope_where(&types, scope, &KeyRange::all())?;
+        let (m, k) = (quote(modify), quote(key));
+        match (&cursor.modify_id, &cursor.key) {
+            (None, _) => w.parts.push(format!("{m} IS NOT NULL")),
+            (Some(id), Some(last)) => {
+                w.parts.push(format!("({m} > ? OR ({m} = ? AND {k} > ?))"));
+                w.params.push(self.param(id, mt, scope, modify)?);
+                w.params.push(self.param(id, mt, scope, modify)?);
+                w.params.push(self.key_param(last, kt, scope)?);
+            }
+            (Some(id), None) => {
+                w.parts.push(format!("{m} >= ?"));
+                w.params.push(self.param(id, mt, scope, modify)?);
+            }
+        }
+        let sql = format!(
+            "SELECT {} FROM {}{} ORDER BY {m}, {k} LIMIT {limit}",
+            Self::select_list(scope),
+            quote(&scope.table),
+            w.sql()
+        );
+        let rows = self.rows(&sql, w.params, limit.max(1) as u64, "reading changed rows").await?;
+        let rows = rows.iter().map(|r| self.row_of(&types, scope, r)).collect::<Result<Vec<_>, _>>()?;
+        Ok(Page::up_to(rows, limit))
+    }
+
+    async fn count_changed_since(&self, scope: &TableScope, modify_id: Option<&Value>) -> Result<u64, ConnectorError> {
+        let types = self.types(&scope.table).await?;
+        let modify = scope.modify_column().ok_or_else(|| ConnectorError::Schema("no modify ID column".into()))?;
+        let mt = self.column_type(&types, scope, modify)?;
+        let mut w = self.scope_where(&types, scope, &KeyRange::all())?;
+        match modify_id {
+            Some(id) => {
+                w.parts.push(format!("{} > ?", quote(modify)));
+                w.params.push(self.param(id, mt, scope, modify)?);
+            }
+            None => w.parts.push(format!("{} IS NOT NULL", quote(modify))),
+        }
+        let sql = format!("SELECT COUNT(*) FROM {}{}", quote(&scope.table), w.sql());
+        self.single_count(&sql, w.params, "counting changed rows").await
+    }
+
+    async fn count_null_modify(&self, scope: &TableScope) -> Result<u64, ConnectorError> {
+        let types = self.types(&scope.table).await?;
+        let modify = scope.modify_column().ok_or_else(|| ConnectorError::Schema("no modify ID column".into()))?;
+        let mut w = self.scope_where(&types, scope, &KeyRange::all())?;
+        w.parts.push(format!("{} IS NULL", quote(modify)));
+        let sql = format!("SELECT COUNT(*) FROM {}{}", quote(&scope.table), w.sql());
+        self.single_count(&sql, w.params, "counting rows without a modify ID").await
+    }
+
+    async fn max_modify(&self, scope: &TableScope) -> Result<Option<Value>, ConnectorError> {
+        let types = self.types(&scope.table).await?;
+        let modify = scope.modify_column().ok_or_else(|| ConnectorError::Schema("no modify ID column".into()))?;
+        let mt = self.column_type(&types, scope, modify)?;
+        let mut w = self.scope_where(&types, scope, &KeyRange::all())?;
+        let m = quote(modify);
+        w.parts.push(format!("{m} IS NOT NULL"));
+        // The column itself, not MAX(): the answer keeps the column's wire type.
+        let sql = format!("SELECT {m} FROM {}{} ORDER BY {m} DESC LIMIT 1", quote(&scope.table), w.sql());
+        let rows = self.rows(&sql, w.params, 1, "reading the largest modify ID").await?;
+        match rows.first().and_then(|r| r.first()) {
+            Some(cell) => values::read(cell, mt)
+                .map(|v| (!v.is_null()).then_some(v))
+                .map_err(|e| ConnectorError::Data(format!("{}: `{modify}`: {e}", self.endpoint))),
+            None => Ok(None),
+        }
+    }
+
+    async fn upsert(&self, scope: &TableScope, rows: &[Row]) -> Result<u64, ConnectorError> {
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let types = self.types(&scope.table).await?;
+        let key = scope.key_columns()[0];
+        let keys: Vec<Key> = rows.iter().filter_map(|r| scope.key_of(r)).collect();
+        let existing: HashSet<Key> = self
+            .read_rows_by_keys(
+                &TableScope {
+                    columns: vec![key.to_string()],
+                    key_indexes: vec![0],
+                    modify_index: None,
+                    ..scope.clone()
+                },
+                &keys,
+            )
+            .await?
+            .iter()
+            .filter_map(|r| Key::from_value(&r[0]))
+            .collect();
+        let table = quote(&scope.table);
+        let insert = format!(
+            "INSERT INTO {table} ({}) VALUES ({})",
+            Self::select_list(scope),
+            vec!["?"; scope.columns.len()].join(", ")
+        );
+        let others: Vec<usize> = (0..scope.columns.len()).filter(|i| !scope.key_indexes.contains(i)).collect();
+        let update = format!(
+            "UPDATE {table} SET {} WHERE {} = ?",
+            others.iter().map(|&i| format!("{} = ?", quote(&scope.columns[i]))).collect::<Vec<_>>().join(", "),
+            quote(key)
+        );
+        let mut statements = Vec::with_capacity(rows.len());
+        for row in rows {
+            let k = scope
+                .key_of(row)
+                .ok_or_else(|| ConnectorError::Data(format!("{}: a row without a key", self.endpoint)))?;
+            let param = |i: usize| {
+                let column = &scope.columns[i];
+                self.param(&row[i], self.column_type(&types, scope, column)?, scope, column)
+                    .map_err(|e| key_error(e, &scope.table, &k))
+            };
+            if existing.contains(&k) {
+                if others.is_empty() {
+                    continue;
+                }
+                let mut params = others.iter().map(|&i| param(i)).collect::<Result<Vec<_>, _>>()?;
+                params.push(param(scope.key_indexes[0])?);
+                statements.push((update.clone(), params));
+            } else {
+                let params = (0..scope.columns.len()).map(param).collect::<Result<Vec<_>, _>>()?;
+                statements.push((insert.clone(), params));
+            }
+        }
+        self.transaction(statements, "writing rows").await?;
+        self.counters.rows_written.fetch_add(rows.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(rows.len() as u64)
+    }
+
+    async fn delete(&self, scope: &TableScope, keys: &[Key]) -> Result<u64, ConnectorError> {
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let types = self.types(&scope.table).await?;
+        let key = scope.key_columns()[0];
+        let kt = self.column_type(&types, scope, key)?;
+        let mut statements = Vec::new();
+        for chunk in keys.chunks(IN_CHUNK) {
+            let mut w = self.scope_where(&types, scope, &KeyRange::all())?;
+            w.parts.push(format!("{} IN ({})", quote(key), vec!["?"; chunk.len()].join(", ")));
+            for k in chunk {
+                w.params.push(self.key_param(k, kt, scope)?);
+            }
+            statements.push((format!("DELETE FROM {}{}", quote(&scope.table), w.sql()), w.params));
+        }
+        let deleted: i64 = self.transaction(statements, "deleting rows").await?.iter().sum();
+        self.counters.rows_written.fetch_add(deleted as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(deleted as u64)
+    }
+}
+
+/// A value error of one row, naming its table and key.
+fn key_error(e: ConnectorError, table: &str, key: &Key) -> ConnectorError {
+    match e {
+        ConnectorError::Data(message) => ConnectorError::Data(format!("{message} (table `{table}`, key {key:?})")),
+        other => other,
+    }
+}
