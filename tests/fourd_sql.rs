@@ -535,7 +535,8 @@ fn sql_config(ws: &common::Workspace, source: &str, target: &str, extra: &str) {
 fn fourd_sql(port: u16) -> String {
     format!(
         r#"{{"type": "4d", "protocol": "sql", "host": "127.0.0.1", "port": {port}, "user": "sync",
-             "password": "${{FOURD_PASSWORD}}", "retry_count": 2, "retry_delay": 50, "timeout": 10}}"#
+             "password": "${{FOURD_PASSWORD}}", "retry_count": 2, "retry_delay": 50, "reconnect_delay": "100ms",
+             "timeout": 10}}"#
     )
 }
 
@@ -659,4 +660,37 @@ fn refusals_are_clear() {
     let all = common::text(&out);
     assert_eq!(out.status.code(), Some(2), "{all}");
     assert!(all.contains("refused the login of user `sync`") && !all.contains("wrong-pw"), "{all}");
+}
+
+/// The SQL server behind the fault proxy: every connection cut after 300 KB, and one
+/// statement stalled past the 2 s timeout (its session is given up mid-reply, never
+/// reused); both runs complete with the tables equal and report reconnections.
+#[test]
+fn cuts_and_a_stall_through_the_proxy() {
+    let ws = common::Workspace::new();
+    let fourd = ws.db("fourd.sqlite", FOURD_TABLE);
+    fill_fourd(&fourd, 1, 6000);
+    ws.db("target.sqlite", SQLITE_TABLE);
+    let settings = SqlSettings { users: vec![("sync".into(), PASSWORD.into())], max_sessions: 8 };
+    let emulator = SqlEmulator::start(ws.path("fourd.sqlite"), settings).unwrap();
+    let proxy = proxy::Proxy::start(std::net::SocketAddr::from(([127, 0, 0, 1], emulator.port())));
+    proxy.cut_every(Some(300_000));
+    let source = fourd_sql(proxy.port())
+        .replace("\"timeout\": 10", "\"timeout\": 2")
+        .replace("\"retry_count\": 2", "\"retry_count\": 5");
+    sql_config(&ws, &source, r#"{"type": "sqlite", "path": "target.sqlite"}"#, r#", "batch_size_4d": 500"#);
+    run_sync(&ws);
+    ws.db("target.sqlite", "DELETE FROM Items WHERE ID % 1000 = 5");
+    proxy.on_request("EXECUTE-STATEMENT", proxy::Action::Stall, 3, 1);
+    run_sync(&ws);
+    assert!(proxy.stats().cut() > 0, "the proxy cut connections");
+    assert_eq!(proxy.stats().fired(), 1, "the stall happened");
+    assert_same(&canonical(&ws.path("fourd.sqlite"), true), &canonical(&ws.path("target.sqlite"), false), "proxy");
+    let mut reconnects = 0;
+    for run in ["1", "2"] {
+        let out = ws.run(&["show", run, "--json"]);
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        reconnects += json["tables"][0]["reconnects"].as_u64().unwrap();
+    }
+    assert!(reconnects > 0, "cuts led to reconnections");
 }

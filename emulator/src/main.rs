@@ -1,10 +1,11 @@
-//! `fourd-emulator`: serves a SQLite file as a 4D REST server, for pointing db-sync at by hand.
+//! `fourd-emulator`: serves a SQLite file as a 4D REST server (and, with `--sql-port`, as a 4D
+//! SQL server), for pointing db-sync at by hand.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
-use fourd_emulator::{Emulator, Settings, TimeUnit};
+use fourd_emulator::{Emulator, Settings, SqlEmulator, SqlSettings, TimeUnit};
 
 #[derive(Clone, Copy, ValueEnum)]
 enum Unit {
@@ -52,6 +53,10 @@ struct Args {
     /// Let data requests open guest sessions without logging in.
     #[arg(long)]
     no_force_login: bool,
+    /// Also serve 4D's SQL network protocol on this port of 127.0.0.1 (0 picks a free one),
+    /// with the same user and password and `--max-sessions`.
+    #[arg(long)]
+    sql_port: Option<u16>,
 }
 
 fn main() {
@@ -66,6 +71,16 @@ fn main() {
         },
         None => "secret".to_string(),
     };
+    let sql = a.sql_port.map(|port| {
+        let settings = SqlSettings { users: vec![(a.user.clone(), password.clone())], max_sessions: a.max_sessions };
+        match SqlEmulator::start_on(&a.db, settings, SocketAddr::from(([127, 0, 0, 1], port))) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("fourd-emulator: {}: {e}", a.db.display());
+                std::process::exit(1);
+            }
+        }
+    });
     let settings = Settings {
         app_name: a.app_name,
         users: vec![(a.user, password)],
@@ -88,6 +103,9 @@ fn main() {
         }
     };
     println!("{}", emu.url());
+    if let Some(sql) = &sql {
+        println!("4D SQL server on 127.0.0.1:{}", sql.port());
+    }
     loop {
         std::thread::park();
     }

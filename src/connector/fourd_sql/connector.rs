@@ -58,16 +58,21 @@ pub struct FourDSql {
     tables: Mutex<HashMap<String, Types>>,
 }
 
-/// A session taken from the pool; back to the pool when dropped, unless its stream is in
-/// doubt.
+/// A session taken from the pool; back to the pool when dropped after its exchange
+/// finished with the stream in step. A lease dropped mid-exchange (a call cancelled by its
+/// deadline) drops its session: the rest of that reply would come first on the stream.
 struct Lease<'a> {
     pool: &'a FourDSql,
     session: Option<SqlSession>,
+    finished: bool,
     _slot: tokio::sync::SemaphorePermit<'a>,
 }
 
 impl Drop for Lease<'_> {
     fn drop(&mut self) {
+        if !self.finished {
+            return;
+        }
         if let Some(session) = self.session.take().filter(SqlSession::usable) {
             self.pool.idle.lock().unwrap_or_else(|p| p.into_inner()).push(session);
         }
@@ -137,7 +142,7 @@ impl FourDSql {
                 .await?
             }
         };
-        Ok(Lease { pool: self, session: Some(session), _slot: slot })
+        Ok(Lease { pool: self, session: Some(session), finished: false, _slot: slot })
     }
 
     /// One statement on a leased session.
@@ -152,7 +157,9 @@ impl FourDSql {
             tracing::info!(endpoint = %self.endpoint, "{sql}");
         }
         let mut lease = self.lease().await?;
-        let answer = lease.session().run(sql, params, page, what).await?;
+        let answer = lease.session().run(sql, params, page, what).await;
+        lease.finished = true;
+        let answer = answer?;
         match &answer {
             Answer::Rows { rows, .. } => self.counters.record_read(rows.len(), rows.len() * 16),
             Answer::Count(_) => self.counters.record_read(0, 0),
@@ -301,12 +308,22 @@ impl FourDSql {
         what: &str,
     ) -> Result<Vec<i64>, ConnectorError> {
         let mut lease = self.lease().await?;
-        let session = lease.session();
+        let result = Self::in_transaction(lease.session(), statements, what, self).await;
+        lease.finished = true;
+        result
+    }
+
+    async fn in_transaction(
+        session: &mut SqlSession,
+        statements: Vec<(String, Vec<(VkType, Cell)>)>,
+        what: &str,
+        this: &FourDSql,
+    ) -> Result<Vec<i64>, ConnectorError> {
         session.run("START", Vec::new(), 1, what).await?;
         let mut counts = Vec::with_capacity(statements.len());
         for (sql, params) in statements {
-            if self.options.show_sql {
-                tracing::info!(endpoint = %self.endpoint, "{sql}");
+            if this.options.show_sql {
+                tracing::info!(endpoint = %this.endpoint, "{sql}");
             }
             match session.run(&sql, params, 1, what).await {
                 Ok(Answer::Count(n)) => counts.push(n),
@@ -318,7 +335,7 @@ impl FourDSql {
                     return Err(e);
                 }
             }
-            self.counters.queries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            this.counters.queries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         session.run("COMMIT", Vec::new(), 1, what).await?;
         Ok(counts)
@@ -365,8 +382,8 @@ impl Connector for FourDSql {
         // Sessions from before a lost connection are not trusted again.
         let old: Vec<SqlSession> = std::mem::take(&mut *self.idle.lock().unwrap_or_else(|p| p.into_inner()));
         drop(old);
-        let lease = self.lease().await?;
-        drop(lease);
+        let mut lease = self.lease().await?;
+        lease.finished = true;
         Ok(())
     }
 

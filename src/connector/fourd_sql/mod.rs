@@ -3,13 +3,12 @@
 //! rule there names its source (4D's protocol note, the `p4d` client's C sources, other
 //! clients).
 //!
-//! Status: [`wire`] encodes requests and decodes replies (headers, rows of typed cells,
-//! update counts), tested on byte strings; [`session`] logs in, runs statements with bound
-//! parameters (paging results with FETCH-RESULT) and logs out, tested against the
-//! emulator (`fourd_emulator::SqlEmulator`); [`values`] maps 4D's column types and cells
-//! to db-sync's and reads a table's schema from the system tables. The `Connector` calls
-//! (counts, key ranges, keyset reads, batched writes in transactions) are not written yet:
-//! such a connection still stops with "not supported yet".
+//! [`wire`] encodes requests and decodes replies (headers, rows of typed cells, update
+//! counts); [`session`] logs in, runs statements with bound parameters (paging results
+//! with FETCH-RESULT) and logs out; [`values`] maps 4D's column types and cells to db-sync's
+//! and reads a table's schema from the system tables; [`FourDSql`] is the connector. It
+//! syncs tables keyed by one integer column; text keys (4D orders text linguistically)
+//! are refused by `supports_scope` with that reason.
 
 mod connector;
 pub mod session;
