@@ -91,6 +91,10 @@ impl Connector for ModeledLink {
         self.wait(8).await;
         self.inner.key_at(scope, range, offset).await
     }
+    async fn count_ranges(&self, scope: &TableScope, ranges: &[KeyRange]) -> Result<Vec<u64>, ConnectorError> {
+        self.wait(8 * ranges.len()).await;
+        self.inner.count_ranges(scope, ranges).await
+    }
     async fn keys_at(
         &self,
         scope: &TableScope,

@@ -239,6 +239,13 @@ pub trait Connector: Send + Sync {
     /// Rows of the scope inside `range`.
     async fn count(&self, scope: &TableScope, range: &KeyRange) -> Result<u64, ConnectorError>;
 
+    /// Rows of the scope inside each of `ranges`: the binary search's counts of a split. By
+    /// default one [`Connector::count`] per range, all at once; a backend that can send
+    /// them together (4D's SQL protocol pipelines requests) overrides it.
+    async fn count_ranges(&self, scope: &TableScope, ranges: &[KeyRange]) -> Result<Vec<u64>, ConnectorError> {
+        futures::future::join_all(ranges.iter().map(|r| self.count(scope, r))).await.into_iter().collect()
+    }
+
     /// The key at zero-based `offset` in key order inside `range`, if there is one.
     async fn key_at(&self, scope: &TableScope, range: &KeyRange, offset: u64) -> Result<Option<Key>, ConnectorError> {
         let _ = (scope, range, offset);

@@ -365,6 +365,9 @@ impl Connector for Resilient {
     async fn key_at(&self, scope: &TableScope, range: &KeyRange, offset: u64) -> Result<Option<Key>, ConnectorError> {
         self.call("finding a midpoint key", Some(&scope.table), || self.inner.key_at(scope, range, offset)).await
     }
+    async fn count_ranges(&self, scope: &TableScope, ranges: &[KeyRange]) -> Result<Vec<u64>, ConnectorError> {
+        self.call("counting rows", Some(&scope.table), || self.inner.count_ranges(scope, ranges)).await
+    }
     async fn keys_at(
         &self,
         scope: &TableScope,

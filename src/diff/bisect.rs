@@ -138,7 +138,7 @@ struct Outcome {
 
 /// Rows of each range on one side, counted at once.
 async fn counts(side: &dyn Connector, scope: &TableScope, ranges: &[KeyRange]) -> Result<Vec<u64>, ConnectorError> {
-    futures::future::join_all(ranges.iter().map(|r| side.count(scope, r))).await.into_iter().collect()
+    side.count_ranges(scope, ranges).await
 }
 
 /// The parameters of a search.

@@ -70,6 +70,8 @@ struct Shared {
     settings: SqlSettings,
     stats: Mutex<SqlStats>,
     next_session: Mutex<i64>,
+    /// Microseconds to wait before each reply (a slow link, for benchmarks).
+    reply_delay_us: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {
@@ -101,8 +103,13 @@ impl SqlEmulator {
         let listener = std::net::TcpListener::bind(addr)?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
-        let shared =
-            Arc::new(Shared { path, settings, stats: Mutex::new(SqlStats::default()), next_session: Mutex::new(1) });
+        let shared = Arc::new(Shared {
+            path,
+            settings,
+            stats: Mutex::new(SqlStats::default()),
+            next_session: Mutex::new(1),
+            reply_delay_us: std::sync::atomic::AtomicU64::new(0),
+        });
         let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -133,6 +140,12 @@ impl SqlEmulator {
 
     pub fn port(&self) -> u16 {
         self.addr.port()
+    }
+
+    /// Waits `delay` before every reply from now on (zero: off), as a distant server would.
+    pub fn set_reply_delay(&self, delay: std::time::Duration) {
+        let us = u64::try_from(delay.as_micros()).unwrap_or(u64::MAX);
+        self.shared.reply_delay_us.store(us, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn stats(&self) -> SqlStats {
@@ -209,8 +222,23 @@ async fn serve(stream: tokio::net::TcpStream, shared: Arc<Shared>) {
         next_statement: 1,
         depth: 0,
     };
+    // Replies go out from their own task, each no earlier than the reply delay after its
+    // request arrived: a delay on the link, so pipelined requests wait it once, together.
+    let (replies, mut outgoing) = tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>, bool)>();
+    let writer = tokio::spawn(async move {
+        while let Some((at, reply, close)) = outgoing.recv().await {
+            tokio::time::sleep_until(at).await;
+            if write.write_all(&reply).await.is_err() || close {
+                break;
+            }
+        }
+        let _ = write.shutdown().await;
+    });
     loop {
-        let (reply, close) = match wire::read_request(&mut read).await {
+        let request = wire::read_request(&mut read).await;
+        let delay = shared.reply_delay_us.load(std::sync::atomic::Ordering::Relaxed);
+        let at = tokio::time::Instant::now() + std::time::Duration::from_micros(delay);
+        let (reply, close) = match request {
             Ok(None) => break,
             Ok(Some(request)) => {
                 shared.stats().requests += 1;
@@ -220,10 +248,12 @@ async fn serve(stream: tokio::net::TcpStream, shared: Arc<Shared>) {
             Err(bad) => (wire::error(&bad.id, bad.code, &bad.message), true),
         };
         shared.stats().bytes_out += reply.len() as u64;
-        if write.write_all(&reply).await.is_err() || close {
+        if replies.send((at, reply, close)).is_err() || close {
             break;
         }
     }
+    drop(replies);
+    let _ = writer.await;
     // A client that just closes the socket ends its session (Assumption, §8.3).
     session.end();
 }

@@ -183,13 +183,32 @@ impl FourDSql {
     }
 
     async fn single_count(&self, sql: &str, params: Vec<(VkType, Cell)>, what: &str) -> Result<u64, ConnectorError> {
-        let rows = self.rows(sql, params, 1, what).await?;
-        match rows.first().and_then(|r| r.first()) {
-            Some(Cell::I64(n)) => Ok(*n as u64),
-            Some(Cell::I32(n)) => Ok(*n as u64),
-            Some(Cell::I16(n)) => Ok(*n as u64),
-            other => Err(ConnectorError::Other(format!("{}: {what}: 4D answered {other:?}", self.endpoint))),
+        let answer = self.run(sql, params, 1, what).await?;
+        count_of(&answer, &self.endpoint, what)
+    }
+
+    /// Statements pipelined on one leased session (one round trip); the first refusal is
+    /// the error.
+    async fn batch(
+        &self,
+        statements: Vec<(String, Vec<(VkType, Cell)>)>,
+        page: u64,
+        what: &str,
+    ) -> Result<Vec<Answer>, ConnectorError> {
+        if self.options.show_sql {
+            for (sql, _) in &statements {
+                tracing::info!(endpoint = %self.endpoint, "{sql}");
+            }
         }
+        let n = statements.len();
+        let mut lease = self.lease().await?;
+        let answers = lease.session().run_batch(statements, page, what).await;
+        lease.finished = true;
+        let answers = answers?.into_iter().collect::<Result<Vec<_>, _>>()?;
+        for _ in 0..n {
+            self.counters.record_read(1, 16);
+        }
+        Ok(answers)
     }
 
     async fn types(&self, table: &str) -> Result<Types, ConnectorError> {
@@ -415,6 +434,48 @@ impl Connector for FourDSql {
         let w = self.scope_where(&types, scope, range)?;
         let sql = format!("SELECT COUNT(*) FROM {}{}", quote(&scope.table), w.sql());
         self.single_count(&sql, w.params, "counting rows").await
+    }
+
+    /// The split counts as one pipelined batch on one session: one round trip.
+    async fn count_ranges(&self, scope: &TableScope, ranges: &[KeyRange]) -> Result<Vec<u64>, ConnectorError> {
+        let types = self.types(&scope.table).await?;
+        let mut statements = Vec::with_capacity(ranges.len());
+        for range in ranges {
+            let w = self.scope_where(&types, scope, range)?;
+            statements.push((format!("SELECT COUNT(*) FROM {}{}", quote(&scope.table), w.sql()), w.params));
+        }
+        let answers = self.batch(statements, 1, "counting rows").await?;
+        answers.into_iter().map(|a| count_of(&a, &self.endpoint, "counting rows")).collect()
+    }
+
+    /// The split points as one pipelined batch on one session: one round trip.
+    async fn keys_at(
+        &self,
+        scope: &TableScope,
+        range: &KeyRange,
+        offsets: &[u64],
+    ) -> Result<Vec<Option<Key>>, ConnectorError> {
+        let types = self.types(&scope.table).await?;
+        let key = quote(scope.key_columns()[0]);
+        let mut statements = Vec::with_capacity(offsets.len());
+        for offset in offsets {
+            let w = self.scope_where(&types, scope, range)?;
+            let sql =
+                format!("SELECT {key} FROM {}{} ORDER BY {key} OFFSET {offset} LIMIT 1", quote(&scope.table), w.sql());
+            statements.push((sql, w.params));
+        }
+        let answers = self.batch(statements, 1, "finding split keys").await?;
+        answers
+            .into_iter()
+            .map(|a| match a {
+                Answer::Rows { rows, .. } => {
+                    rows.first().and_then(|r| r.first()).map(|c| self.key_of_cell(c)).transpose()
+                }
+                Answer::Count(_) => {
+                    Err(ConnectorError::Other(format!("{}: a count where a key was expected", self.endpoint)))
+                }
+            })
+            .collect()
     }
 
     async fn key_at(&self, scope: &TableScope, range: &KeyRange, offset: u64) -> Result<Option<Key>, ConnectorError> {
@@ -658,6 +719,20 @@ impl Connector for FourDSql {
         let deleted: i64 = self.transaction(statements, "deleting rows").await?.iter().sum();
         self.counters.rows_written.fetch_add(deleted as u64, std::sync::atomic::Ordering::Relaxed);
         Ok(deleted as u64)
+    }
+}
+
+/// The number in a one-row, one-column answer (`SELECT COUNT(*)`).
+fn count_of(answer: &Answer, endpoint: &str, what: &str) -> Result<u64, ConnectorError> {
+    let cell = match answer {
+        Answer::Rows { rows, .. } => rows.first().and_then(|r| r.first()),
+        Answer::Count(_) => None,
+    };
+    match cell {
+        Some(Cell::I64(n)) => Ok(*n as u64),
+        Some(Cell::I32(n)) => Ok(*n as u64),
+        Some(Cell::I16(n)) => Ok(*n as u64),
+        other => Err(ConnectorError::Other(format!("{endpoint}: {what}: 4D answered {other:?}"))),
     }
 }
 

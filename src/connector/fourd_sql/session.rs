@@ -36,6 +36,8 @@ pub struct SqlSession {
     endpoint: String,
     /// Set once the stream is in doubt; the session must not be reused.
     broken: bool,
+    /// Ids of CLOSE-STATEMENT requests sent whose replies are still to be read.
+    owed: Vec<String>,
 }
 
 /// Longest wait for LOGOUT and QUIT when a session ends: a stalled server must not hold the
@@ -68,6 +70,7 @@ impl SqlSession {
             next: 0,
             endpoint: endpoint.to_string(),
             broken: false,
+            owed: Vec::new(),
         };
         let id = session.id();
         let header = session.exchange(Request::login(id, user, password)).await?;
@@ -104,30 +107,63 @@ impl SqlSession {
         ConnectorError::Connection { endpoint: self.endpoint.clone(), message: e.to_string() }
     }
 
-    /// Sends a request and reads its reply's header.
-    async fn exchange(&mut self, request: Request) -> Result<ReplyHeader, ConnectorError> {
+    /// Writes requests without reading their replies (the protocol answers in order, §1.1).
+    async fn send(&mut self, requests: &[Request]) -> Result<(), ConnectorError> {
         if self.broken {
             return Err(self.lost(WireError::Io("the connection was given up earlier".into())));
         }
-        let bytes = match request.encode() {
-            Ok(bytes) => bytes,
-            Err(e) => return Err(ConnectorError::Data(format!("{}: {e}", self.endpoint))),
-        };
+        let mut bytes = Vec::new();
+        for request in requests {
+            match request.encode() {
+                Ok(b) => bytes.extend_from_slice(&b),
+                Err(e) => return Err(ConnectorError::Data(format!("{}: {e}", self.endpoint))),
+            }
+        }
         if let Err(e) = self.writer.write_all(&bytes).await {
             return Err(self.lost(WireError::Io(e.to_string())));
         }
+        Ok(())
+    }
+
+    /// Reads the header of the reply to `id`, after the replies still owed to earlier
+    /// CLOSE-STATEMENT requests (sent without waiting: closing costs no round trip).
+    async fn reply(&mut self, id: &str) -> Result<ReplyHeader, ConnectorError> {
+        while !self.owed.is_empty() {
+            let owed = self.owed.remove(0);
+            let header = self.header_for(&owed).await?;
+            if !header.ok {
+                tracing::debug!(endpoint = %self.endpoint, "4D did not close a statement: {:?}", header.error());
+            }
+        }
+        self.header_for(id).await
+    }
+
+    async fn header_for(&mut self, id: &str) -> Result<ReplyHeader, ConnectorError> {
         let header = match self.reader.header().await {
             Ok(header) => header,
             Err(e) => return Err(self.lost(e)),
         };
-        if header.id != request.id() {
-            return Err(self.lost(WireError::Malformed(format!(
-                "the reply to request {} names request {}",
-                request.id(),
-                header.id
-            ))));
+        if header.id != id {
+            return Err(
+                self.lost(WireError::Malformed(format!("the reply to request {id} names request {}", header.id)))
+            );
         }
         Ok(header)
+    }
+
+    /// Sends a request and reads its reply's header.
+    async fn exchange(&mut self, request: Request) -> Result<ReplyHeader, ConnectorError> {
+        self.send(std::slice::from_ref(&request)).await?;
+        self.reply(request.id()).await
+    }
+
+    /// Asks the server to close a statement; its reply is read before the next one.
+    async fn close_later(&mut self, statement: i64) -> Result<(), ConnectorError> {
+        let id = self.id();
+        let request = Request::close(id, statement);
+        self.send(std::slice::from_ref(&request)).await?;
+        self.owed.push(request.id().to_string());
+        Ok(())
     }
 
     /// Runs one statement with `?` parameters bound in order; reads a result whole, `page`
@@ -139,48 +175,87 @@ impl SqlSession {
         page: u64,
         what: &str,
     ) -> Result<Answer, ConnectorError> {
+        let mut answers = self.run_batch(vec![(sql.to_string(), params)], page, what).await?;
+        answers.pop().expect("one answer per statement")
+    }
+
+    /// Runs several statements pipelined (§1.1): every request is written first, then the
+    /// replies are read in order, so the batch costs one round trip however many it holds
+    /// (results longer than `page` rows fetch their remaining pages afterwards). One answer
+    /// per statement; a statement the server refuses is its own `Err` and the stream stays
+    /// in step. The outer `Err` is a failure of the connection.
+    pub async fn run_batch(
+        &mut self,
+        statements: Vec<(String, Vec<(VkType, Cell)>)>,
+        page: u64,
+        what: &str,
+    ) -> Result<Vec<Result<Answer, ConnectorError>>, ConnectorError> {
         let page = page.max(1);
-        let id = self.id();
-        let header = self.exchange(Request::execute(id, sql, page, params)).await?;
-        if !header.ok {
-            let (code, description) = header.error();
-            return Err(statement_error(&self.endpoint, code, &description, what));
-        }
-        let result = match header.result() {
-            Ok(result) => result,
-            Err(e) => return Err(self.lost(e)),
-        };
-        match result {
-            ResultHeader::UpdateCount { .. } => match self.reader.update_count().await {
-                Ok(n) => Ok(Answer::Count(n)),
-                Err(e) => Err(self.lost(e)),
-            },
-            ResultHeader::ResultSet { statement, layout, aliases, rows: total, sent } => {
-                let mut rows = Vec::with_capacity(total.min(100_000) as usize);
-                if let Err(e) = self.reader.rows(&layout, sent, &mut rows).await {
-                    return Err(self.cell_or_lost(e, what));
-                }
-                while (rows.len() as u64) < total {
-                    let first = rows.len() as u64;
-                    let last = (first + page - 1).min(total - 1);
-                    let id = self.id();
-                    let header = self.exchange(Request::fetch(id, statement, first, last)).await?;
-                    if !header.ok {
-                        let (code, description) = header.error();
-                        return Err(statement_error(&self.endpoint, code, &description, what));
-                    }
-                    if let Err(e) = self.reader.rows(&layout, last - first + 1, &mut rows).await {
+        let requests: Vec<Request> = statements
+            .into_iter()
+            .map(|(sql, params)| {
+                let id = self.id();
+                Request::execute(id, &sql, page, params)
+            })
+            .collect();
+        self.send(&requests).await?;
+        let mut answers = Vec::with_capacity(requests.len());
+        // Results with pages still on the server: (answer index, statement, layout, total).
+        let mut unfinished = Vec::new();
+        let mut statements_open = Vec::new();
+        for request in &requests {
+            let header = self.reply(request.id()).await?;
+            if !header.ok {
+                let (code, description) = header.error();
+                answers.push(Err(statement_error(&self.endpoint, code, &description, what)));
+                continue;
+            }
+            let result = match header.result() {
+                Ok(result) => result,
+                Err(e) => return Err(self.lost(e)),
+            };
+            match result {
+                ResultHeader::UpdateCount { .. } => match self.reader.update_count().await {
+                    Ok(n) => answers.push(Ok(Answer::Count(n))),
+                    Err(e) => return Err(self.lost(e)),
+                },
+                ResultHeader::ResultSet { statement, layout, aliases, rows: total, sent } => {
+                    let mut rows = Vec::with_capacity(total.min(100_000) as usize);
+                    if let Err(e) = self.reader.rows(&layout, sent, &mut rows).await {
                         return Err(self.cell_or_lost(e, what));
                     }
+                    if total > sent {
+                        unfinished.push((answers.len(), statement, layout.clone(), total));
+                    }
+                    statements_open.push(statement);
+                    answers.push(Ok(Answer::Rows { aliases, types: layout.types, rows }));
                 }
-                let id = self.id();
-                let closed = self.exchange(Request::close(id, statement)).await?;
-                if !closed.ok {
-                    tracing::debug!(endpoint = %self.endpoint, "4D did not close statement {statement}: {:?}", closed.error());
-                }
-                Ok(Answer::Rows { aliases, types: layout.types, rows })
             }
         }
+        for (index, statement, layout, total) in unfinished {
+            let Some(Ok(Answer::Rows { rows, .. })) = answers.get_mut(index) else { continue };
+            let mut fetched = std::mem::take(rows);
+            while (fetched.len() as u64) < total {
+                let first = fetched.len() as u64;
+                let last = (first + page - 1).min(total - 1);
+                let id = self.id();
+                let header = self.exchange(Request::fetch(id, statement, first, last)).await?;
+                if !header.ok {
+                    let (code, description) = header.error();
+                    return Err(statement_error(&self.endpoint, code, &description, what));
+                }
+                if let Err(e) = self.reader.rows(&layout, last - first + 1, &mut fetched).await {
+                    return Err(self.cell_or_lost(e, what));
+                }
+            }
+            if let Some(Ok(Answer::Rows { rows, .. })) = answers.get_mut(index) {
+                *rows = fetched;
+            }
+        }
+        for statement in statements_open {
+            self.close_later(statement).await?;
+        }
+        Ok(answers)
     }
 
     /// A cell the server could not compute ends the reply (§5): a data error, and the
