@@ -656,6 +656,24 @@ fn refusals_are_clear() {
     let target = rusqlite::Connection::open(ws.path("target.sqlite")).unwrap();
     assert_eq!(target.query_row("SELECT count(*) FROM Items", [], |r| r.get::<_, i64>(0)).unwrap(), 0);
 
+    // Nor is a target table created for it.
+    drop(target);
+    std::fs::remove_file(ws.path("target.sqlite")).unwrap();
+    rusqlite::Connection::open(ws.path("target.sqlite")).unwrap();
+    sql_config(
+        &ws,
+        &fourd_sql(emulator.port()),
+        r#"{"type": "sqlite", "path": "target.sqlite"}"#,
+        r#", "create_missing_tables": true"#,
+    );
+    let out = ws.run_env(&["run", "--progress", "off"], &[("FOURD_PASSWORD", PASSWORD)]);
+    assert_ne!(out.status.code(), Some(0), "{}", common::text(&out));
+    let tables: i64 = rusqlite::Connection::open(ws.path("target.sqlite"))
+        .unwrap()
+        .query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table'", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(tables, 0, "no table created for a refused entry");
+
     let out = ws.run_env(&["run", "--progress", "off"], &[("FOURD_PASSWORD", "wrong-pw")]);
     let all = common::text(&out);
     assert_eq!(out.status.code(), Some(2), "{all}");
@@ -693,4 +711,27 @@ fn cuts_and_a_stall_through_the_proxy() {
         reconnects += json["tables"][0]["reconnects"].as_u64().unwrap();
     }
     assert!(reconnects > 0, "cuts led to reconnections");
+}
+
+/// A server with one licence: the pool (two sessions by default) keeps to the one it got
+/// instead of failing on its own second login.
+#[test]
+fn one_licence_is_enough() {
+    let ws = common::Workspace::new();
+    let fourd = ws.db("fourd.sqlite", FOURD_TABLE);
+    fill_fourd(&fourd, 1, 5000);
+    ws.db("target.sqlite", SQLITE_TABLE);
+    let settings = SqlSettings { users: vec![("sync".into(), PASSWORD.into())], max_sessions: 1 };
+    let emulator = SqlEmulator::start(ws.path("fourd.sqlite"), settings).unwrap();
+    let source = fourd_sql(emulator.port()).replace("\"retry_count\": 2", "\"retry_count\": 0");
+    sql_config(&ws, &source, r#"{"type": "sqlite", "path": "target.sqlite"}"#, "");
+    run_sync(&ws);
+    fourd.execute_batch("DELETE FROM Items WHERE ID IN (10, 2000, 4000)").unwrap();
+    run_sync(&ws);
+    assert_same(
+        &canonical(&ws.path("fourd.sqlite"), true),
+        &canonical(&ws.path("target.sqlite"), false),
+        "one licence",
+    );
+    assert_eq!(emulator.stats().peak_sessions, 1);
 }

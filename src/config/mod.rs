@@ -159,10 +159,14 @@ impl fmt::Debug for Endpoint {
 impl Endpoint {
     /// A description safe to print (no secrets).
     pub fn describe(&self) -> String {
-        match (&self.path, &self.raw.url) {
-            (Some(p), _) => format!("{} {}", self.kind.name(), p.display()),
-            (None, Some(url)) => format!("{} {}", self.kind.name(), redact_url(url)),
-            (None, None) => self.kind.name().to_string(),
+        match (&self.path, &self.raw.url, &self.raw.host) {
+            (Some(p), _, _) => format!("{} {}", self.kind.name(), p.display()),
+            (None, Some(url), _) => format!("{} {}", self.kind.name(), redact_url(url)),
+            (None, None, Some(host)) => match self.raw.port {
+                Some(port) => format!("{} {host}:{port}", self.kind.name()),
+                None => format!("{} {host}", self.kind.name()),
+            },
+            (None, None, None) => self.kind.name().to_string(),
         }
     }
 

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{Config, Lookback, TableSpec};
 use crate::connector::resilient::{NetworkEvent, NetworkEventKind, NetworkJournal};
 use crate::connector::{self, ConnectOptions, Connector, ConnectorError, Side};
-use crate::model::{ColumnSchema, Key, KeyRange, TableSchema, Value};
+use crate::model::{ColumnSchema, Key, KeyRange, TableSchema, TableScope, Value};
 use crate::plan::{self, Plan, PlanInput, StepKind};
 use crate::report::{ErrorEntry, ErrorKind, Metrics, ProgressMode, RunReport, TableReport};
 use crate::transform::TableMapping;
@@ -563,7 +563,27 @@ impl Engine {
                 .await
                 .map_err(db_error(format!("describing target table {}", spec.target_table)))?;
             if let (Some(source), None) = (&source, &target) {
-                if self.config.run.create_missing_tables && self.options.create_tables {
+                // A table the source cannot sync is refused before anything is created.
+                let columns: Vec<String> = source.columns.iter().map(|c| c.name.clone()).collect();
+                let key_indexes: Option<Vec<usize>> =
+                    spec.key_fields.iter().map(|k| columns.iter().position(|c| c == k)).collect();
+                let refused = key_indexes.and_then(|key_indexes| {
+                    let scope = TableScope {
+                        table: spec.source_table.clone(),
+                        columns: columns.clone(),
+                        key_indexes,
+                        modify_index: None,
+                        filter: Vec::new(),
+                        skip_null_keys: false,
+                        skip_keys: Vec::new(),
+                    };
+                    self.source.supports_scope(&scope).err()
+                });
+                if let Some(why) = refused {
+                    problems.push(format!("table {}: source: {why}", spec.name));
+                    continue;
+                }
+                if self.config.run.create_missing_tables && self.options.create_tables && !self.config.target.is_4d() {
                     target = Some(self.create_target_table(spec, source).await?);
                 }
             }
@@ -577,7 +597,9 @@ impl Engine {
                     ));
                 }
                 if target.is_none() {
-                    let way_out = if self.config.run.create_missing_tables {
+                    let way_out = if self.config.target.is_4d() {
+                        "db-sync does not create 4D tables: create it in 4D"
+                    } else if self.config.run.create_missing_tables {
                         "`db-sync run` creates it (create_missing_tables is on); until then `check` and `plan` \
                          cannot plan it"
                     } else {

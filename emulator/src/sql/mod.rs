@@ -365,7 +365,8 @@ fn install_catalog(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
          CREATE TEMP VIEW _USER_COLUMNS AS
            SELECT m.name AS TABLE_NAME, p.name AS COLUMN_NAME, emu_4d_type(p.type) AS DATA_TYPE, 0 AS DATA_LENGTH,
                   NOT p.\"notnull\" AS NULLABLE, m.rowid AS TABLE_ID, p.cid + 1 AS COLUMN_ID
-           FROM sqlite_master m, pragma_table_info(m.name) p WHERE {user_tables} AND emu_4d_type(p.type) IS NOT NULL;
+           FROM sqlite_master m, pragma_table_info(m.name) p WHERE {user_tables} AND emu_4d_type(p.type) IS NOT NULL
+             AND p.name NOT IN ('__STAMP', '__EMU_STAMP');
          CREATE TEMP VIEW _USER_INDEXES AS
            SELECT i.name AS INDEX_ID, i.name AS INDEX_NAME, 1 AS INDEX_TYPE, 0 AS KEYWORD, m.name AS TABLE_NAME,
                   i.\"unique\" AS UNIQUENESS, m.rowid AS TABLE_ID

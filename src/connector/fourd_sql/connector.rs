@@ -28,7 +28,7 @@ use crate::config::Endpoint;
 use crate::connector::{
     Capabilities, ConnectOptions, Connector, ConnectorError, IoCounters, KeyProblems, ModifyCursor, Page, Side,
 };
-use crate::model::{Key, KeyRange, Row, TableSchema, TableScope, Value};
+use crate::model::{ColumnSchema, Key, KeyRange, Row, TableSchema, TableScope, Value};
 
 /// 4D's SQL server port when the connection gives none.
 pub const DEFAULT_PORT: u16 = 19812;
@@ -54,6 +54,8 @@ pub struct FourDSql {
     connect_timeout: Duration,
     idle: Mutex<Vec<SqlSession>>,
     slots: tokio::sync::Semaphore,
+    /// Sessions logged in now (idle or leased).
+    open: std::sync::atomic::AtomicUsize,
     counters: IoCounters,
     tables: Mutex<HashMap<String, Types>>,
 }
@@ -70,11 +72,14 @@ struct Lease<'a> {
 
 impl Drop for Lease<'_> {
     fn drop(&mut self) {
-        if !self.finished {
-            return;
-        }
-        if let Some(session) = self.session.take().filter(SqlSession::usable) {
-            self.pool.idle.lock().unwrap_or_else(|p| p.into_inner()).push(session);
+        match self.session.take() {
+            Some(session) if self.finished && session.usable() => {
+                self.pool.idle.lock().unwrap_or_else(|p| p.into_inner()).push(session);
+            }
+            Some(_) => {
+                self.pool.open.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            None => {}
         }
     }
 }
@@ -118,6 +123,7 @@ impl FourDSql {
             connect_timeout: endpoint.resilience.timeout.min(Duration::from_secs(30)),
             idle: Mutex::new(Vec::new()),
             slots: tokio::sync::Semaphore::new(raw.pool_size.unwrap_or(2).max(1) as usize),
+            open: std::sync::atomic::AtomicUsize::new(0),
             counters: IoCounters::default(),
             tables: Mutex::new(HashMap::new()),
         };
@@ -125,24 +131,42 @@ impl FourDSql {
         Ok(connector)
     }
 
+    /// A session: an idle one, or a new login. When 4D refuses a new login for want of a
+    /// licence while this pool holds a session, the pool shrinks by one for the rest of
+    /// the run and waits for a session of its own instead.
     async fn lease(&self) -> Result<Lease<'_>, ConnectorError> {
-        let slot = self.slots.acquire().await.expect("the pool's semaphore is never closed");
-        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        let session = match idle {
-            Some(session) => session,
-            None => {
-                SqlSession::open(
-                    &self.host,
-                    self.port,
-                    &self.user,
-                    &self.password,
-                    &self.endpoint,
-                    self.connect_timeout,
-                )
-                .await?
-            }
-        };
-        Ok(Lease { pool: self, session: Some(session), finished: false, _slot: slot })
+        use std::sync::atomic::Ordering;
+        loop {
+            let slot = self.slots.acquire().await.expect("the pool's semaphore is never closed");
+            let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            let session = match idle {
+                Some(session) => session,
+                None => {
+                    let opened = SqlSession::open(
+                        &self.host,
+                        self.port,
+                        &self.user,
+                        &self.password,
+                        &self.endpoint,
+                        self.connect_timeout,
+                    )
+                    .await;
+                    match opened {
+                        Ok(session) => {
+                            self.open.fetch_add(1, Ordering::SeqCst);
+                            session
+                        }
+                        Err(ConnectorError::Busy { .. }) if self.open.load(Ordering::SeqCst) > 0 => {
+                            tracing::info!(endpoint = %self.endpoint, "4D has no licence for another SQL session; using fewer");
+                            slot.forget();
+                            continue;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+            };
+            return Ok(Lease { pool: self, session: Some(session), finished: false, _slot: slot });
+        }
     }
 
     /// One statement on a leased session.
@@ -284,14 +308,24 @@ impl FourDSql {
     }
 
     fn row_of(&self, types: &Types, scope: &TableScope, cells: &[Cell]) -> Result<Row, ConnectorError> {
+        let key = || {
+            let i = scope.key_indexes[0];
+            cells.get(i).and_then(|c| self.key_of_cell(c).ok()).map_or("?".to_string(), |k| k.to_string())
+        };
         scope
             .columns
             .iter()
             .zip(cells)
             .map(|(column, cell)| {
                 let t = self.column_type(types, scope, column)?;
-                values::read(cell, t)
-                    .map_err(|e| ConnectorError::Data(format!("{}: `{}`.`{column}`: {e}", self.endpoint, scope.table)))
+                values::read(cell, t).map_err(|e| {
+                    ConnectorError::Data(format!(
+                        "{}: `{}` row {}, column `{column}`: {e}",
+                        self.endpoint,
+                        scope.table,
+                        key()
+                    ))
+                })
             })
             .collect()
     }
@@ -400,6 +434,7 @@ impl Connector for FourDSql {
     async fn connect(&self) -> Result<(), ConnectorError> {
         // Sessions from before a lost connection are not trusted again.
         let old: Vec<SqlSession> = std::mem::take(&mut *self.idle.lock().unwrap_or_else(|p| p.into_inner()));
+        self.open.fetch_sub(old.len(), std::sync::atomic::Ordering::SeqCst);
         drop(old);
         let mut lease = self.lease().await?;
         lease.finished = true;
@@ -412,6 +447,7 @@ impl Connector for FourDSql {
 
     async fn close(&self) {
         let sessions: Vec<SqlSession> = std::mem::take(&mut *self.idle.lock().unwrap_or_else(|p| p.into_inner()));
+        self.open.fetch_sub(sessions.len(), std::sync::atomic::Ordering::SeqCst);
         futures::future::join_all(sessions.into_iter().map(SqlSession::close)).await;
     }
 
@@ -698,6 +734,13 @@ impl Connector for FourDSql {
         self.transaction(statements, "writing rows").await?;
         self.counters.rows_written.fetch_add(rows.len() as u64, std::sync::atomic::Ordering::Relaxed);
         Ok(rows.len() as u64)
+    }
+
+    async fn create_table(&self, name: &str, _: &[ColumnSchema], _: &[String]) -> Result<(), ConnectorError> {
+        Err(ConnectorError::Schema(format!(
+            "{}: table `{name}` does not exist, and db-sync does not create 4D tables: create it in 4D",
+            self.endpoint
+        )))
     }
 
     async fn delete(&self, scope: &TableScope, keys: &[Key]) -> Result<u64, ConnectorError> {

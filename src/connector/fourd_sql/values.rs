@@ -115,7 +115,14 @@ impl SqlType {
 
 /// A cell of a column of type `t` as a db-sync value.
 pub fn read(cell: &Cell, t: SqlType) -> Result<Value, String> {
-    let unexpected = || format!("4D sent {cell:?} for a {} column", t.name());
+    let unexpected = || {
+        let shown = match cell {
+            Cell::Text(s) => format!("the text {s:?}"),
+            Cell::Bytes(b) => format!("{} bytes", b.len()),
+            other => format!("{other:?}"),
+        };
+        format!("4D sent {shown} for a {} column", t.name())
+    };
     Ok(match (t, cell) {
         (_, Cell::Null) => Value::Null,
         (SqlType::Bool, Cell::Bool(b)) => Value::Bool(*b),
