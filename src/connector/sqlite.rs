@@ -537,20 +537,7 @@ impl Connector for SqliteConnector {
     }
 
     async fn key_at(&self, scope: &TableScope, range: &KeyRange, offset: u64) -> Result<Option<Key>, ConnectorError> {
-        let w = Where::new(scope, range);
-        let key = KeySql::of(scope);
-        let sql = format!(
-            "SELECT {} FROM {}{} ORDER BY {} LIMIT 1 OFFSET {offset}",
-            key.select(),
-            quote_ident(&scope.table),
-            w.sql,
-            key.order()
-        );
-        self.log_sql(&sql);
-        self.counters.record_read(1, 8);
-        let width = key.width();
-        let keys = self.with_conn(move |conn| query_keys(conn, &sql, &w.params, width)).await?;
-        Ok(keys.into_iter().next())
+        Ok(self.keys_at(scope, range, &[offset]).await?.pop().flatten())
     }
 
     /// One connection, so the offsets are walked in turn, each from the key found before

@@ -181,6 +181,8 @@ fn open(path: &Path) -> rusqlite::Result<rusqlite::Connection> {
 
 /// A result kept for FETCH-RESULT until CLOSE-STATEMENT or LOGOUT.
 struct Stored {
+    /// Column names (the aliases, §4.3).
+    names: Vec<String>,
     types: Vec<&'static str>,
     rows: Vec<Vec<Val>>,
 }
@@ -522,8 +524,9 @@ fn run(s: &mut Session, sql: &str, params: &[Val]) -> Result<Option<Stored>, (i6
             let bound: Vec<SqlValue> = params.iter().map(bind).collect();
             if st.column_count() == 0 {
                 let n = st.execute(rusqlite::params_from_iter(bound.iter())).map_err(|e| sql_error(&e))?;
-                return Ok(Some(Stored { types: Vec::new(), rows: vec![vec![Val::Int(n as i64)]] }));
+                return Ok(Some(Stored { names: Vec::new(), types: Vec::new(), rows: vec![vec![Val::Int(n as i64)]] }));
             }
+            let names: Vec<String> = st.column_names().into_iter().map(String::from).collect();
             let declared: Vec<Option<&'static str>> =
                 st.columns().iter().map(|c| c.decl_type().and_then(fourd_type).map(|(vk, _)| vk)).collect();
             let width = declared.len();
@@ -553,7 +556,7 @@ fn run(s: &mut Session, sql: &str, params: &[Val]) -> Result<Option<Stored>, (i6
                 .iter()
                 .map(|r| r.iter().zip(&types).map(|(v, vk)| value(ValueRef::from(v), vk)).collect())
                 .collect();
-            Ok(Some(Stored { types, rows }))
+            Ok(Some(Stored { names, types, rows }))
         }
     }
 }
@@ -562,7 +565,6 @@ fn execute(s: &mut Session, r: &Request) -> Vec<u8> {
     let id = r.id.as_str();
     let Some(sql) = r.headers.get("STATEMENT") else { return wire::error(id, 3000, "No STATEMENT header") };
     let page: usize = r.headers.get("FIRST-PAGE-SIZE").and_then(|v| v.parse().ok()).unwrap_or(100);
-    let names = column_names(s, sql);
     let result = match run(s, sql, &r.params) {
         Ok(result) => result,
         Err((code, message)) => return wire::error(id, code, &message),
@@ -570,7 +572,7 @@ fn execute(s: &mut Session, r: &Request) -> Vec<u8> {
     let statement = s.next_statement;
     s.next_statement += 1;
     match result {
-        Some(stored) if !stored.types.is_empty() => result_set(s, id, statement, stored, &names, page),
+        Some(stored) if !stored.types.is_empty() => result_set(s, id, statement, stored, page),
         other => {
             // An update count (§4.6, the emulator's form of the Assumption there).
             let n = match other.as_ref().and_then(|r| r.rows.first()).and_then(|r| r.first()) {
@@ -598,7 +600,7 @@ fn execute(s: &mut Session, r: &Request) -> Vec<u8> {
     }
 }
 
-fn result_set(s: &mut Session, id: &str, statement: i64, stored: Stored, names: &[String], page: usize) -> Vec<u8> {
+fn result_set(s: &mut Session, id: &str, statement: i64, stored: Stored, page: usize) -> Vec<u8> {
     let sent = stored.rows.len().min(page);
     let mut headers = vec![
         ("Statement-ID", statement.to_string()),
@@ -608,24 +610,13 @@ fn result_set(s: &mut Session, id: &str, statement: i64, stored: Stored, names: 
         ("Row-Count", stored.rows.len().to_string()),
         ("Column-Types", stored.types.iter().map(|t| format!("{t} ")).collect()),
     ];
-    headers.push((alias_header(s), alias_value(s, names)));
+    headers.push((alias_header(s), alias_value(s, &stored.names)));
     headers.push(("Column-Updateability", stored.types.iter().map(|_| " N").collect()));
     headers.push(("Row-Count-Sent", sent.to_string()));
     let mut out = wire::header(id, true, &headers);
     rows(&mut out, &stored, 0, sent);
     s.statements.insert(statement, stored);
     out
-}
-
-/// Column names of a query, from a prepare of its SQLite form (the aliases, §4.3).
-fn column_names(s: &Session, sql: &str) -> Vec<String> {
-    let Some(conn) = &s.conn else { return Vec::new() };
-    match translate(sql) {
-        Stmt::Sql(text) => {
-            conn.prepare(&text).map(|st| st.column_names().into_iter().map(String::from).collect()).unwrap_or_default()
-        }
-        _ => Vec::new(),
-    }
 }
 
 fn alias_header(s: &Session) -> &'static str {

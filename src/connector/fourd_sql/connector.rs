@@ -177,18 +177,8 @@ impl FourDSql {
         page: u64,
         what: &str,
     ) -> Result<Answer, ConnectorError> {
-        if self.options.show_sql {
-            tracing::info!(endpoint = %self.endpoint, "{sql}");
-        }
-        let mut lease = self.lease().await?;
-        let answer = lease.session().run(sql, params, page, what).await;
-        lease.finished = true;
-        let answer = answer?;
-        match &answer {
-            Answer::Rows { rows, .. } => self.counters.record_read(rows.len(), rows.len() * 16),
-            Answer::Count(_) => self.counters.record_read(0, 0),
-        }
-        Ok(answer)
+        let mut answers = self.batch(vec![(sql.to_string(), params)], page, what).await?;
+        Ok(answers.pop().expect("one answer per statement"))
     }
 
     async fn rows(
@@ -224,13 +214,15 @@ impl FourDSql {
                 tracing::info!(endpoint = %self.endpoint, "{sql}");
             }
         }
-        let n = statements.len();
         let mut lease = self.lease().await?;
         let answers = lease.session().run_batch(statements, page, what).await;
         lease.finished = true;
         let answers = answers?.into_iter().collect::<Result<Vec<_>, _>>()?;
-        for _ in 0..n {
-            self.counters.record_read(1, 16);
+        for answer in &answers {
+            match answer {
+                Answer::Rows { rows, .. } => self.counters.record_read(rows.len(), rows.len() * 16),
+                Answer::Count(_) => self.counters.record_read(0, 0),
+            }
         }
         Ok(answers)
     }
