@@ -38,7 +38,8 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let fourd = dir.path().join("fourd.sqlite");
     fill(&fourd, FOURD_TABLE, rows);
-    let settings = || SqlSettings { users: vec![("bench".into(), "bench".into())], max_sessions: 4 };
+    let settings =
+        || SqlSettings { users: vec![("bench".into(), "bench".into())], max_sessions: 4, ..SqlSettings::default() };
     let emulator = SqlEmulator::start(&fourd, settings()).unwrap();
     let source = format!(
         r#"{{"type": "4d", "protocol": "sql", "host": "127.0.0.1", "port": {}, "user": "bench",

@@ -334,6 +334,46 @@ async fn open(port: u16, password: &str) -> Result<SqlSession, ConnectorError> {
     SqlSession::open("127.0.0.1", port, "sync", password, "source 4d sql", Duration::from_secs(5)).await
 }
 
+/// The emulator sorts text as 4D's SQL engine does, not by bytes, and compares it
+/// case-sensitively unless set to fold (§9.7): what the connector's client-side key order
+/// is there for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_order_and_comparison_are_4ds() {
+    for fold in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fourd.sqlite");
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(FOURD_NAMES).unwrap();
+        conn.execute_batch(
+            "INSERT INTO Names VALUES ('b', '', 1), ('B', '', 1), ('a', '', 1), ('é', '', 1), ('f', '', 1)",
+        )
+        .unwrap();
+        let emulator = SqlEmulator::start(&path, SqlSettings { fold_text: fold, ..SqlSettings::default() }).unwrap();
+        let mut session = open(emulator.port(), "secret").await.unwrap();
+        let Answer::Rows { rows, .. } =
+            session.run("SELECT [code] FROM [Names] ORDER BY [code]", vec![], 100, "t").await.unwrap()
+        else {
+            panic!("rows")
+        };
+        assert_eq!(rows.concat(), ["a", "B", "b", "é", "f"].map(text), "linguistic order");
+        let Answer::Rows { rows, .. } = session
+            .run(
+                "SELECT [code] FROM [Names] WHERE [code] IN (?, ?) ORDER BY [code] DESC",
+                vec![(VkType::String, text("A")), (VkType::String, text("e"))],
+                100,
+                "t",
+            )
+            .await
+            .unwrap()
+        else {
+            panic!("rows")
+        };
+        let expected: Vec<Cell> = if fold { vec![text("é"), text("a")] } else { vec![] };
+        assert_eq!(rows.into_iter().flatten().collect::<Vec<_>>(), expected, "fold_text {fold}");
+        session.close().await;
+    }
+}
+
 /// The session layer: a refused login names the user and never the password, the licence
 /// limit is `Busy`, results come whole through small pages, server errors map to the
 /// engine's kinds, and closing logs out.
@@ -557,7 +597,8 @@ fn run_both_ways_through_the_sql_server() {
     let fourd = ws.db("fourd.sqlite", FOURD_TABLE);
     fill_fourd(&fourd, 1, 5000);
     ws.db("target.sqlite", SQLITE_TABLE);
-    let settings = SqlSettings { users: vec![("sync".into(), PASSWORD.into())], max_sessions: 4 };
+    let settings =
+        SqlSettings { users: vec![("sync".into(), PASSWORD.into())], max_sessions: 4, ..SqlSettings::default() };
     let emulator = SqlEmulator::start(ws.path("fourd.sqlite"), settings.clone()).unwrap();
     let target = r#"{"type": "sqlite", "path": "target.sqlite"}"#;
     sql_config(&ws, &fourd_sql(emulator.port()), target, "");
@@ -635,24 +676,24 @@ fn run_both_ways_through_the_sql_server() {
     assert_eq!(into.stats().open_sessions, 0);
 }
 
-/// A text key is refused before anything is read or written, naming the key and the way
-/// out; a wrong password is one clear error without the password.
+/// A key db-sync cannot use (a REAL) is refused before anything is read or written, naming
+/// the key; a wrong password is one clear error without the password.
 #[test]
 fn refusals_are_clear() {
     let ws = common::Workspace::new();
-    let fourd = ws.db("fourd.sqlite", "CREATE TABLE Items (ID VARCHAR(10) PRIMARY KEY, stamp INT64)");
-    fourd.execute_batch("INSERT INTO Items VALUES ('a', 1), ('B', 2)").unwrap();
-    ws.db("target.sqlite", "CREATE TABLE Items (ID TEXT PRIMARY KEY, stamp INTEGER)");
+    let fourd = ws.db("fourd.sqlite", "CREATE TABLE Items (ID REAL PRIMARY KEY, stamp INT64)");
+    fourd.execute_batch("INSERT INTO Items VALUES (1.5, 1), (2.5, 2)").unwrap();
+    ws.db("target.sqlite", "CREATE TABLE Items (ID REAL PRIMARY KEY, stamp INTEGER)");
     let emulator = SqlEmulator::start(
         ws.path("fourd.sqlite"),
-        SqlSettings { users: vec![("sync".into(), PASSWORD.into())], max_sessions: 2 },
+        SqlSettings { users: vec![("sync".into(), PASSWORD.into())], max_sessions: 2, ..SqlSettings::default() },
     )
     .unwrap();
     sql_config(&ws, &fourd_sql(emulator.port()), r#"{"type": "sqlite", "path": "target.sqlite"}"#, "");
     let out = ws.run_env(&["run", "--progress", "off"], &[("FOURD_PASSWORD", PASSWORD)]);
     let all = common::text(&out);
     assert_ne!(out.status.code(), Some(0), "{all}");
-    assert!(all.contains("`ID` is VARCHAR") && all.contains("\"protocol\": \"rest\""), "{all}");
+    assert!(all.contains("key column `ID` (REAL)") && all.contains("use a key of"), "{all}");
     let target = rusqlite::Connection::open(ws.path("target.sqlite")).unwrap();
     assert_eq!(target.query_row("SELECT count(*) FROM Items", [], |r| r.get::<_, i64>(0)).unwrap(), 0);
 
@@ -680,6 +721,154 @@ fn refusals_are_clear() {
     assert!(all.contains("refused the login of user `sync`") && !all.contains("wrong-pw"), "{all}");
 }
 
+const FOURD_NAMES: &str = "CREATE TABLE Names (code VARCHAR(20) PRIMARY KEY, label VARCHAR(40), stamp INT64)";
+const SQLITE_NAMES: &str = "CREATE TABLE Names (code TEXT PRIMARY KEY, label TEXT, stamp INTEGER)";
+
+/// Rows `from..=to` of `Names`: keys whose byte order and linguistic order differ
+/// (`B1` < `a2` < `b3` < `É4` by bytes; 4D sorts `a2`, `B1`, `b3`, `É4`).
+fn fill_names(conn: &rusqlite::Connection, from: i64, to: i64) {
+    conn.execute_batch(&format!(
+        "WITH RECURSIVE c(x) AS (SELECT {from} UNION ALL SELECT x + 1 FROM c WHERE x < {to})
+         INSERT INTO Names SELECT CASE x % 4 WHEN 0 THEN 'a' WHEN 1 THEN 'B' WHEN 2 THEN 'b' ELSE 'É' END || x,
+           'label ' || x, x FROM c;"
+    ))
+    .unwrap();
+}
+
+/// `Names` of a file, ordered by key bytes.
+fn names(path: &std::path::Path) -> Vec<(String, Option<String>, Option<i64>)> {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    let mut stmt = conn.prepare("SELECT code, label, stamp FROM Names ORDER BY CAST(code AS BLOB)").unwrap();
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().collect::<Result<_, _>>().unwrap()
+}
+
+/// The same `Names` in both files, or the first row that differs.
+fn same_names(a: &std::path::Path, b: &std::path::Path, what: &str) {
+    let text = |p| names(p).into_iter().map(|r| vec![r.0, format!("{:?}", r.1), format!("{:?}", r.2)]).collect();
+    let (a, b): (Vec<Vec<String>>, Vec<Vec<String>>) = (text(a), text(b));
+    assert_same(&a, &b, what);
+}
+
+fn names_config(ws: &common::Workspace, source: &str, target: &str, extra: &str) {
+    ws.config(&format!(
+        r#"{{"source": {source}, "target": {target},
+             "tables": [{{"name": "Names", "primary_key_field": "code", "modify_id_field": "stamp"}}],
+             "binary_search_min_table_size": 1000, "binary_search_read_batch": 20 {extra}}}"#
+    ));
+}
+
+/// Text keys, which 4D orders linguistically (the emulator too): 4D → SQLite with a full
+/// copy, deletes found by the binary search, updates and incremental reads with shared
+/// modify IDs; SQLite → 4D with inserts, updates and deletes and a no-op second run; each
+/// compared with both files read directly.
+#[test]
+fn text_keys_both_ways() {
+    let ws = common::Workspace::new();
+    let fourd = ws.db("fourd.sqlite", FOURD_NAMES);
+    fill_names(&fourd, 1, 4000);
+    ws.db("target.sqlite", SQLITE_NAMES);
+    let settings = SqlSettings { users: vec![("sync".into(), PASSWORD.into())], ..SqlSettings::default() };
+    let emulator = SqlEmulator::start(ws.path("fourd.sqlite"), settings.clone()).unwrap();
+    let target = r#"{"type": "sqlite", "path": "target.sqlite"}"#;
+    names_config(&ws, &fourd_sql(emulator.port()), target, "");
+    run_sync(&ws);
+    let same = |what: &str| same_names(&ws.path("fourd.sqlite"), &ws.path("target.sqlite"), what);
+    same("4D → SQLite, full copy");
+
+    fourd
+        .execute_batch(
+            "DELETE FROM Names WHERE code IN ('B5', 'a8', 'b2002', 'É3999', 'a1000');
+             UPDATE Names SET label = 'changed', stamp = 80000 WHERE code IN ('b10', 'B9', 'É7');",
+        )
+        .unwrap();
+    let log = run_sync(&ws);
+    assert!(log.contains("using binary search for deletes"), "{log}");
+    assert!(log.contains("recordCountAllDeleted=5"), "{log}");
+    same("4D → SQLite, deletes and updates");
+
+    // Incremental: new rows and changes sharing one modify ID, read in pages of 2.
+    fourd
+        .execute_batch(
+            "INSERT INTO Names VALUES ('zz', 'new', 90000), ('ZZ', 'new', 90000), ('Ä', 'new', 90000);
+             UPDATE Names SET label = 'again', stamp = 90000 WHERE code IN ('a4', 'B1', 'É3');",
+        )
+        .unwrap();
+    names_config(&ws, &fourd_sql(emulator.port()), target, r#", "trust_modify_id": true, "batch_size": 2"#);
+    let log = run_sync(&ws);
+    assert!(log.contains("recordCountAllAdded=3"), "{log}");
+    same("4D → SQLite, incremental");
+
+    // SQLite → an empty 4D table, then changes.
+    let back = common::Workspace::new();
+    back.db("fourd.sqlite", FOURD_NAMES);
+    std::fs::copy(ws.path("target.sqlite"), back.path("source.sqlite")).unwrap();
+    let into = SqlEmulator::start(back.path("fourd.sqlite"), settings).unwrap();
+    names_config(&back, r#"{"type": "sqlite", "path": "source.sqlite"}"#, &fourd_sql(into.port()), "");
+    run_sync(&back);
+    let same_back = |what: &str| same_names(&back.path("source.sqlite"), &back.path("fourd.sqlite"), what);
+    same_back("SQLite → 4D");
+    rusqlite::Connection::open(back.path("source.sqlite"))
+        .unwrap()
+        .execute_batch(
+            "DELETE FROM Names WHERE code IN ('a12', 'B13', 'zz');
+             UPDATE Names SET label = 'from sqlite', stamp = 95000 WHERE code IN ('b14', 'ZZ');
+             INSERT INTO Names VALUES ('ab', 'x', 1), ('AB', 'y', 1), ('e', 'z', 1);",
+        )
+        .unwrap();
+    let log = run_sync(&back);
+    assert!(log.contains("recordCountAllDeleted=3") && log.contains("recordCountAllAdded=3"), "{log}");
+    same_back("SQLite → 4D, changes");
+    let log = run_sync(&back);
+    assert!(log.contains("recordCountAllModified=0") && log.contains("recordCountAllAdded=0"), "{log}");
+}
+
+/// A 4D database set to compare text ignoring case (the emulator's `fold_text`): reading
+/// keeps `abc` and `ABC` apart (rows are matched byte for byte), and a write or delete of a
+/// key 4D would take for another is a data error naming it, while the rest still syncs.
+#[test]
+fn keys_a_case_insensitive_database_cannot_tell_apart() {
+    let ws = common::Workspace::new();
+    let fourd = ws.db("fourd.sqlite", FOURD_NAMES);
+    fourd.execute_batch("INSERT INTO Names VALUES ('abc', 'lower', 1), ('ABC', 'upper', 2), ('x', 'x', 3)").unwrap();
+    ws.db("target.sqlite", SQLITE_NAMES);
+    let settings =
+        SqlSettings { users: vec![("sync".into(), PASSWORD.into())], fold_text: true, ..SqlSettings::default() };
+    let emulator = SqlEmulator::start(ws.path("fourd.sqlite"), settings.clone()).unwrap();
+    names_config(&ws, &fourd_sql(emulator.port()), r#"{"type": "sqlite", "path": "target.sqlite"}"#, "");
+    run_sync(&ws);
+    same_names(&ws.path("fourd.sqlite"), &ws.path("target.sqlite"), "4D → SQLite");
+
+    // Into 4D, which holds keys it cannot tell apart: `abc` and `e` are extras, but deleting
+    // them would delete `ABC` and `é` too, and writing `ABC` or `é` would write the others.
+    let back = common::Workspace::new();
+    let into = back.db("fourd.sqlite", FOURD_NAMES);
+    into.execute_batch(
+        "INSERT INTO Names VALUES ('abc', 't', 1), ('ABC', 't', 1), ('e', 't', 1), ('é', 't', 1),
+           ('x', 'old', 1), ('y', 'extra', 1)",
+    )
+    .unwrap();
+    let source = back.db("source.sqlite", SQLITE_NAMES);
+    source.execute_batch("INSERT INTO Names VALUES ('ABC', 'new', 2), ('é', 'new', 2), ('x', 'new', 2)").unwrap();
+    let emulator = SqlEmulator::start(back.path("fourd.sqlite"), settings).unwrap();
+    names_config(
+        &back,
+        r#"{"type": "sqlite", "path": "source.sqlite"}"#,
+        &fourd_sql(emulator.port()),
+        r#", "max_delete_percent": 100"#,
+    );
+    let out = back.run_env(&["run", "--progress", "off"], &[("FOURD_PASSWORD", PASSWORD)]);
+    let all = common::text(&out);
+    assert_eq!(out.status.code(), Some(1), "completed with errors: {all}");
+    assert!(all.contains("ignoring case or accents"), "{all}");
+    let left: Vec<String> =
+        names(&back.path("fourd.sqlite")).into_iter().map(|r| format!("{}={}", r.0, r.1.unwrap())).collect();
+    assert!(!left.contains(&"y=extra".to_string()), "the extra row is deleted: {left:?}");
+    assert!(left.contains(&"x=new".to_string()), "the changed row is updated: {left:?}");
+    for kept in ["abc=t", "ABC=t", "e=t", "é=t"] {
+        assert!(left.contains(&kept.to_string()), "{kept} is neither deleted nor overwritten: {left:?}");
+    }
+}
+
 /// The SQL server behind the fault proxy: every connection cut after 300 KB, and one
 /// statement stalled past the 2 s timeout (its session is given up mid-reply, never
 /// reused); both runs complete with the tables equal and report reconnections.
@@ -689,7 +878,8 @@ fn cuts_and_a_stall_through_the_proxy() {
     let fourd = ws.db("fourd.sqlite", FOURD_TABLE);
     fill_fourd(&fourd, 1, 6000);
     ws.db("target.sqlite", SQLITE_TABLE);
-    let settings = SqlSettings { users: vec![("sync".into(), PASSWORD.into())], max_sessions: 8 };
+    let settings =
+        SqlSettings { users: vec![("sync".into(), PASSWORD.into())], max_sessions: 8, ..SqlSettings::default() };
     let emulator = SqlEmulator::start(ws.path("fourd.sqlite"), settings).unwrap();
     let proxy = proxy::Proxy::start(std::net::SocketAddr::from(([127, 0, 0, 1], emulator.port())));
     proxy.cut_every(Some(300_000));
@@ -721,7 +911,8 @@ fn one_licence_is_enough() {
     let fourd = ws.db("fourd.sqlite", FOURD_TABLE);
     fill_fourd(&fourd, 1, 5000);
     ws.db("target.sqlite", SQLITE_TABLE);
-    let settings = SqlSettings { users: vec![("sync".into(), PASSWORD.into())], max_sessions: 1 };
+    let settings =
+        SqlSettings { users: vec![("sync".into(), PASSWORD.into())], max_sessions: 1, ..SqlSettings::default() };
     let emulator = SqlEmulator::start(ws.path("fourd.sqlite"), settings).unwrap();
     let source = fourd_sql(emulator.port()).replace("\"retry_count\": 2", "\"retry_count\": 0");
     sql_config(&ws, &source, r#"{"type": "sqlite", "path": "target.sqlite"}"#, "");

@@ -57,6 +57,10 @@ struct Args {
     /// with the same user and password and `--max-sessions`.
     #[arg(long)]
     sql_port: Option<u16>,
+    /// On the SQL server, compare text with `=` and `IN` ignoring case and accents (4D's
+    /// "Case-sensitive String Comparison" option unchecked; by default it is checked).
+    #[arg(long)]
+    sql_fold_text: bool,
 }
 
 fn main() {
@@ -72,7 +76,11 @@ fn main() {
         None => "secret".to_string(),
     };
     let sql = a.sql_port.map(|port| {
-        let settings = SqlSettings { users: vec![(a.user.clone(), password.clone())], max_sessions: a.max_sessions };
+        let settings = SqlSettings {
+            users: vec![(a.user.clone(), password.clone())],
+            max_sessions: a.max_sessions,
+            fold_text: a.sql_fold_text,
+        };
         match SqlEmulator::start_on(&a.db, settings, SocketAddr::from(([127, 0, 0, 1], port))) {
             Ok(s) => s,
             Err(e) => {

@@ -5,6 +5,7 @@
 pub mod fourd;
 pub mod fourd_sql;
 pub mod http;
+pub mod key_list;
 pub mod link;
 pub mod memory;
 pub mod postgres;

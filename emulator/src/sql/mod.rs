@@ -13,8 +13,11 @@
 //! `TIMESTAMP`, `DURATION`, `BLOB`, `PICTURE`, `UUID`, or the REST emulator's `long`, `long64`,
 //! `word`, `number`, `string`, `bool`, `date`, `duration`, `blob`, `image`, `uuid`).
 //!
-//! Text compares and sorts by bytes (SQLite's BINARY): 4D's SQL engine is case-sensitive by
-//! default (§9.7) but orders linguistically; the emulator does not model ICU order.
+//! Text is ordered as 4D's SQL engine orders it, linguistically, not by bytes (§9.7): an
+//! `ORDER BY` on a text column sorts by the text with case and accents folded, ties by bytes
+//! (so `a` < `B` < `b`, where bytes say `B` < `a`). Comparisons are case-sensitive, 4D's
+//! default; [`SqlSettings::fold_text`] makes `=` and `IN` on text ignore case and accents, as
+//! a database with "Case-sensitive String Comparison" unchecked does.
 //! No column is flagged updateable, so rows carry no record ids (§4.5 allows both).
 
 mod wire;
@@ -36,11 +39,14 @@ pub struct SqlSettings {
     pub users: Vec<(String, String)>,
     /// Sessions logged in at once; one more is refused with -10514 (§3.2, Assumption).
     pub max_sessions: usize,
+    /// `=` and `IN` on text columns ignore case and accents (4D's database option
+    /// "Case-sensitive String Comparison" unchecked, §9.7). Default off, as in 4D.
+    pub fold_text: bool,
 }
 
 impl Default for SqlSettings {
     fn default() -> Self {
-        SqlSettings { users: vec![("sync".into(), "secret".into())], max_sessions: 3 }
+        SqlSettings { users: vec![("sync".into(), "secret".into())], max_sessions: 3, fold_text: false }
     }
 }
 
@@ -176,6 +182,8 @@ fn open(path: &Path) -> rusqlite::Result<rusqlite::Connection> {
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(()))?;
+    conn.create_collation("EMU_ICU", crate::fold::cmp_sort)?;
+    conn.create_collation("EMU_FOLD", crate::fold::cmp_fold)?;
     Ok(conn)
 }
 
@@ -412,6 +420,70 @@ fn translate(sql: &str) -> Stmt {
     Stmt::Sql(trimmed.to_string())
 }
 
+/// 4D's text semantics on a statement over one table (`FROM [T]`): every `ORDER BY` term on
+/// a text column sorts linguistically (`COLLATE EMU_ICU`); with `fold`, `[c] = ?` and
+/// `[c] IN (` on a text column compare folded (`COLLATE EMU_FOLD`).
+fn text_semantics(conn: &rusqlite::Connection, sql: &str, fold: bool) -> String {
+    let Some(table) = bracketed_after(sql, " FROM ") else { return sql.to_string() };
+    let Ok(mut st) = conn.prepare(&format!("PRAGMA table_info({})", quote_sqlite(&table))) else {
+        return sql.to_string();
+    };
+    let text_columns: Vec<String> = st
+        .query_map([], |r| Ok((r.get::<_, String>(1)?, r.get::<_, Option<String>>(2)?)))
+        .map(|rows| {
+            rows.filter_map(Result::ok)
+                .filter(|(_, decl)| decl.as_deref().and_then(fourd_type).is_some_and(|(vk, _)| vk == "VK_STRING"))
+                .map(|(name, _)| format!("[{}]", name.replace(']', "]]")))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut out = sql.to_string();
+    if let Some(at) = out.to_ascii_uppercase().find(" ORDER BY ") {
+        let start = at + " ORDER BY ".len();
+        let upper = out[start..].to_ascii_uppercase();
+        let end = [" LIMIT ", " OFFSET "].iter().filter_map(|w| upper.find(w)).min().map_or(out.len(), |e| start + e);
+        let terms: Vec<String> = out[start..end]
+            .split(", ")
+            .map(|term| match text_columns.iter().find(|c| term.starts_with(c.as_str())) {
+                Some(c) => format!("{c} COLLATE EMU_ICU{}", &term[c.len()..]),
+                None => term.to_string(),
+            })
+            .collect();
+        out = format!("{}{}{}", &out[..start], terms.join(", "), &out[end..]);
+    }
+    if fold {
+        for c in &text_columns {
+            for op in [" = ?", " IN ("] {
+                out = out.replace(&format!("{c}{op}"), &format!("{c} COLLATE EMU_FOLD{op}"));
+            }
+        }
+    }
+    out
+}
+
+/// The bracketed name after the first `word` (`[a]]b]` is `a]b`).
+fn bracketed_after(sql: &str, word: &str) -> Option<String> {
+    let at = sql.to_ascii_uppercase().find(word)? + word.len();
+    let rest = sql[at..].strip_prefix('[')?;
+    let mut name = String::new();
+    let mut chars = rest.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == ']' {
+            if chars.peek() == Some(&']') {
+                chars.next();
+            } else {
+                return Some(name);
+            }
+        }
+        name.push(c);
+    }
+    None
+}
+
+fn quote_sqlite(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
 fn sql_error(e: &rusqlite::Error) -> (i64, String) {
     let text = e.to_string();
     let code = if text.contains("no such table") {
@@ -514,6 +586,7 @@ fn run(s: &mut Session, sql: &str, params: &[Val]) -> Result<Option<Stored>, (i6
             Ok(None)
         }
         Stmt::Sql(text) => {
+            let text = text_semantics(conn, &text, s.shared.settings.fold_text);
             let mut st = conn.prepare(&text).map_err(|e| sql_error(&e))?;
             if st.parameter_count() != params.len() {
                 return Err((

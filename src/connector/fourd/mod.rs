@@ -33,6 +33,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::key_list::{self, KeyLists};
 use async_trait::async_trait;
 use jiff::tz::TimeZone;
 use reqwest::Method;
@@ -80,7 +81,7 @@ pub struct FourDRest {
     counters: IoCounters,
     classes: Mutex<HashMap<String, Arc<DataClass>>>,
     /// Byte-sorted keys per scope with a non-integer key (see the module docs).
-    key_lists: Mutex<HashMap<String, Arc<Vec<Key>>>>,
+    key_lists: KeyLists,
 }
 
 impl FourDRest {
@@ -107,7 +108,7 @@ impl FourDRest {
             zone: TimeZone::UTC,
             counters: IoCounters::default(),
             classes: Mutex::new(HashMap::new()),
-            key_lists: Mutex::new(HashMap::new()),
+            key_lists: KeyLists::default(),
         };
         connector.session.login().await?;
         // A login's `{"result": true}` already shows a 4D REST server; without a user, the
@@ -302,53 +303,15 @@ impl FourDRest {
     /// Byte-sorted keys of a scope whose key is not an integer (NULL keys left out, skipped
     /// keys removed), read once and kept up to date by this connector's writes.
     async fn key_list(&self, scope: &TableScope, key_type: AttributeType) -> Result<Arc<Vec<Key>>, ConnectorError> {
-        let id = list_id(scope);
-        if let Some(list) = self.key_lists.lock().unwrap_or_else(|p| p.into_inner()).get(&id) {
-            return Ok(Arc::clone(list));
-        }
-        let class = self.class(&scope.table).await?;
-        let key = scope.key_columns()[0];
-        let filter = self.scope_filter(&class, scope, key_type, false)?;
-        let entities = self.get_all(scope, &[key], &filter, "reading the keys").await?;
-        let mut keys = self.keys_of(&entities, key, key_type)?;
-        keys.sort_unstable();
-        tracing::debug!(table = %scope.table, keys = keys.len(), "4D text key: keys read and sorted by bytes");
-        let list = Arc::new(keys);
-        self.key_lists.lock().unwrap_or_else(|p| p.into_inner()).insert(id, Arc::clone(&list));
-        Ok(list)
-    }
-
-    /// The keys of `list` inside `range`.
-    fn in_range<'a>(list: &'a [Key], range: &KeyRange) -> &'a [Key] {
-        let start = range.after.as_ref().map_or(0, |a| list.partition_point(|k| k <= a));
-        let end = range.upto.as_ref().map_or(list.len(), |u| list.partition_point(|k| k <= u));
-        &list[start..end.max(start)]
-    }
-
-    /// The keys of `list` inside `range`, without the scope's skipped keys.
-    fn listed<'a>(list: &'a [Key], scope: &'a TableScope, range: &KeyRange) -> impl Iterator<Item = &'a Key> {
-        Self::in_range(list, range).iter().filter(|k| !scope.skip_keys.contains(k))
-    }
-
-    /// Applies this connector's writes to the cached key lists of the table.
-    fn update_lists(&self, table: &str, added: &[Key], removed: &[Key]) {
-        let mut lists = self.key_lists.lock().unwrap_or_else(|p| p.into_inner());
-        for (id, list) in lists.iter_mut() {
-            if id.split('\u{1}').next() != Some(table) {
-                continue;
-            }
-            let list = Arc::make_mut(list);
-            for k in added {
-                if let Err(at) = list.binary_search(k) {
-                    list.insert(at, k.clone());
-                }
-            }
-            for k in removed {
-                if let Ok(at) = list.binary_search(k) {
-                    list.remove(at);
-                }
-            }
-        }
+        self.key_lists
+            .get(scope, || async {
+                let class = self.class(&scope.table).await?;
+                let key = scope.key_columns()[0];
+                let filter = self.scope_filter(&class, scope, key_type, false)?;
+                let entities = self.get_all(scope, &[key], &filter, "reading the keys").await?;
+                self.keys_of(&entities, key, key_type)
+            })
+            .await
     }
 
     /// Splits keys into chunks whose `IN` filter stays short enough for a URL.
@@ -557,7 +520,7 @@ impl FourDRest {
                     let errors = describe_errors(&errors_of(&answer));
                     return Err(ConnectorError::Data(format!("4D refused the batch for `{}`: {errors}", scope.table)));
                 }
-                self.update_lists(&scope.table, &keys, &[]);
+                self.key_lists.update(&scope.table, &keys, &[]);
                 self.counters.rows_written.fetch_add(rows.len() as u64, std::sync::atomic::Ordering::Relaxed);
                 return Ok(rows.len() as u64);
             }
@@ -592,11 +555,6 @@ impl FourDRest {
             self.endpoint, scope.table
         )))
     }
-}
-
-/// Key-list cache id: the table, then the scope's conditions.
-fn list_id(scope: &TableScope) -> String {
-    format!("{}\u{1}{:?}\u{1}{}\u{1}{:?}", scope.table, scope.filter, scope.skip_null_keys, scope.key_columns())
 }
 
 /// Text as 4D's default comparison sees it: canonical decomposition (NFD), combining marks
@@ -717,7 +675,7 @@ impl Connector for FourDRest {
         let (class, key_type) = self.scoped(scope).await?;
         if !key_type.is_integer() {
             let list = self.key_list(scope, key_type).await?;
-            return Ok(Self::listed(&list, scope, range).count() as u64);
+            return Ok(key_list::listed(&list, scope, range).count() as u64);
         }
         let key = scope.key_columns()[0];
         let filter = self.range_filter(&class, scope, range, key_type)?;
@@ -728,7 +686,7 @@ impl Connector for FourDRest {
         let (class, key_type) = self.scoped(scope).await?;
         if !key_type.is_integer() {
             let list = self.key_list(scope, key_type).await?;
-            return Ok(Self::listed(&list, scope, range).nth(offset as usize).cloned());
+            return Ok(key_list::listed(&list, scope, range).nth(offset as usize).cloned());
         }
         let key = scope.key_columns()[0];
         let filter = self.range_filter(&class, scope, range, key_type)?;
@@ -756,15 +714,7 @@ impl Connector for FourDRest {
         let identifying = class.key == key;
         if duplicates && !(identifying && key_type.is_integer()) {
             let list = self.key_list(scope, key_type).await?;
-            let keys: Vec<&Key> = Self::listed(&list, scope, &KeyRange::all()).collect();
-            let mut i = 0;
-            while i < keys.len() && problems.duplicates.len() < limit {
-                let j = keys[i..].iter().take_while(|k| **k == keys[i]).count();
-                if j > 1 {
-                    problems.duplicates.push((keys[i].clone(), j as u64));
-                }
-                i += j;
-            }
+            problems.duplicates = key_list::duplicates(&list, scope, limit);
         }
         Ok(problems)
     }
@@ -773,7 +723,7 @@ impl Connector for FourDRest {
         let (class, key_type) = self.scoped(scope).await?;
         if !key_type.is_integer() {
             let list = self.key_list(scope, key_type).await?;
-            let keys: Vec<&Key> = Self::listed(&list, scope, range).collect();
+            let keys: Vec<&Key> = key_list::listed(&list, scope, range).collect();
             let more = keys.len() > limit;
             return Ok(Page { items: keys.into_iter().take(limit).cloned().collect(), more });
         }
@@ -845,51 +795,30 @@ impl Connector for FourDRest {
             let (items, more) = read(filter).await?;
             return Ok(Page { items, more });
         }
-        // Other keys: 4D orders ties of the modify ID by folded text. Read from the cursor's
-        // modify ID on, never cut a group of equal modify IDs at a page end (drop the last
-        // group, or read it whole when it is the whole page), keep what follows the cursor
-        // in (modify ID, key bytes) order. When nothing of a window follows the cursor,
-        // the window's floor moves past it, so every call returns rows or ends the read.
-        let after_cursor = |r: &Row| match (&cursor.modify_id, &cursor.key) {
-            (Some(m), Some(k)) => match r[m_index].cmp_total(m) {
-                std::cmp::Ordering::Greater => true,
-                std::cmp::Ordering::Equal => scope.key_of(r).is_some_and(|rk| rk > *k),
-                std::cmp::Ordering::Less => false,
-            },
-            (Some(m), None) => !r[m_index].cmp_total(m).is_lt(),
-            (None, _) => true,
-        };
-        // (modify ID, inclusive)
-        let mut floor: Option<(Value, bool)> = cursor.modify_id.clone().map(|m| (m, true));
-        loop {
+        // Other keys: 4D orders ties of the modify ID by folded text; db-sync by key bytes.
+        let modify = &modify;
+        let floor_filter = |floor: &Option<(Value, bool)>| {
             let mut filter = self.scope_filter(class, scope, key_type, true)?;
-            match &floor {
-                None => filter.not_null(&modify),
-                Some((m, true)) => filter.compare(&modify, ">=", self.json_of(m, m_type, &modify)?),
-                Some((m, false)) => filter.compare(&modify, ">", self.json_of(m, m_type, &modify)?),
+            match floor {
+                None => filter.not_null(modify),
+                Some((m, true)) => filter.compare(modify, ">=", self.json_of(m, m_type, modify)?),
+                Some((m, false)) => filter.compare(modify, ">", self.json_of(m, m_type, modify)?),
             };
-            let (mut rows, more) = read(filter).await?;
-            let mut next_floor = None;
-            if more && let Some(last) = rows.last().map(|r| r[m_index].clone()) {
-                if rows.iter().all(|r| r[m_index].cmp_total(&last).is_eq()) {
-                    let mut group = self.scope_filter(class, scope, key_type, true)?;
-                    group.compare(&modify, "=", self.json_of(&last, m_type, &modify)?);
-                    let entities = self.get_all(scope, attributes, &group, "reading changed rows").await?;
-                    rows = entities.iter().map(|e| self.row_of(class, scope, e)).collect::<Result<_, _>>()?;
-                    next_floor = Some((last, false));
-                } else {
-                    rows.retain(|r| r[m_index].cmp_total(&last).is_lt());
-                    next_floor = Some((last, true));
-                }
-            }
-            rows.retain(|r| after_cursor(r));
-            if rows.is_empty() && more {
-                floor = next_floor;
-                continue;
-            }
-            rows.sort_by(|a, b| a[m_index].cmp_total(&b[m_index]).then_with(|| scope.key_of(a).cmp(&scope.key_of(b))));
-            return Ok(Page { items: rows, more });
-        }
+            Ok::<_, ConnectorError>(filter)
+        };
+        key_list::changed_since(
+            scope,
+            cursor,
+            m_index,
+            |floor| async move { read(floor_filter(&floor)?).await },
+            |m| async move {
+                let mut group = self.scope_filter(class, scope, key_type, true)?;
+                group.compare(modify, "=", self.json_of(&m, m_type, modify)?);
+                let entities = self.get_all(scope, attributes, &group, "reading changed rows").await?;
+                entities.iter().map(|e| self.row_of(class, scope, e)).collect::<Result<_, _>>()
+            },
+        )
+        .await
     }
 
     async fn count_changed_since(&self, scope: &TableScope, modify_id: Option<&Value>) -> Result<u64, ConnectorError> {
@@ -1001,7 +930,7 @@ impl Connector for FourDRest {
                 });
             }
         }
-        self.update_lists(&scope.table, &[], &present);
+        self.key_lists.update(&scope.table, &[], &present);
         self.counters.rows_written.fetch_add(deleted, std::sync::atomic::Ordering::Relaxed);
         Ok(deleted)
     }
@@ -1147,13 +1076,5 @@ mod tests {
         let json: Json =
             serde_json::from_str(r#"{"attributes": [{"name": "x", "kind": "storage", "type": "long"}]}"#).unwrap();
         assert!(catalog_class(&json, "T", TimeUnit::Millis).unwrap_err().contains("no primary key"));
-    }
-
-    #[test]
-    fn key_ranges_from_a_sorted_list() {
-        let list: Vec<Key> = ["B", "C", "a", "b", "é"].iter().map(|s| Key::Text(s.to_string())).collect();
-        let range = KeyRange { after: Some(Key::Text("C".into())), upto: Some(Key::Text("b".into())) };
-        assert_eq!(FourDRest::in_range(&list, &range), &list[2..4]);
-        assert_eq!(FourDRest::in_range(&list, &KeyRange::all()).len(), 5);
     }
 }

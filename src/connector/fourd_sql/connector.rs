@@ -9,11 +9,16 @@
 //! | `key_at` | `SELECT [K] FROM [T] WHERE … ORDER BY [K] OFFSET n LIMIT 1` (4D's order, §9.3) |
 //! | `read_keys`, `read_rows` | keyset pages `WHERE [K] > ? … ORDER BY [K] LIMIT n` |
 //! | `read_rows_by_keys`, `delete` | `[K] IN (?, …)` in chunks |
-//! | `upsert` | `START`, the existing keys, `UPDATE`/`INSERT` per row, `COMMIT` (§9.4) |
+//! | `upsert` | the existing keys, then `START`, `UPDATE`/`INSERT` per row, `COMMIT` (§9.4), pipelined |
 //!
-//! **Keys.** 4D's SQL engine orders text linguistically (§9.7) while db-sync orders keys by
-//! bytes, so this first version syncs tables whose key is one integer column; other keys
-//! are refused by `supports_scope` with that reason.
+//! **Keys** are one column: an integer, text or UUID. 4D's SQL engine orders text
+//! linguistically and may compare it ignoring case (§9.7) while db-sync orders keys by
+//! bytes, so for a text or UUID key the connector reads the table's keys once and answers
+//! counts, offsets and key pages from that byte-sorted list ([`KeyLists`]); rows are then
+//! read by key (`IN`), keeping only rows whose key is byte-equal to one asked for. Before a
+//! write or delete it looks the keys up: a key 4D answers that was not asked for is one 4D
+//! cannot tell apart from an asked one (a database set to compare text ignoring case), and
+//! the batch is refused as a data error naming both, never written to the wrong row.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -25,6 +30,7 @@ use super::session::{Answer, SqlSession};
 use super::values::{self, COLUMNS_SQL, KEY_SQL, SqlType, quote};
 use super::wire::{Cell, VkType};
 use crate::config::Endpoint;
+use crate::connector::key_list::{self, KeyLists};
 use crate::connector::{
     Capabilities, ConnectOptions, Connector, ConnectorError, IoCounters, KeyProblems, ModifyCursor, Page, Side,
 };
@@ -35,6 +41,10 @@ pub const DEFAULT_PORT: u16 = 19812;
 
 /// Keys per `IN (…)` list.
 const IN_CHUNK: usize = 500;
+
+/// Write statements sent before their replies are read (one round trip for each this many).
+/// Their replies are a few dozen bytes each, so the server never waits on a full socket.
+const PIPELINE: usize = 200;
 
 /// Rows per page of a result read without a limit (counts, key lists).
 const PAGE: u64 = 10_000;
@@ -58,6 +68,8 @@ pub struct FourDSql {
     open: std::sync::atomic::AtomicUsize,
     counters: IoCounters,
     tables: Mutex<HashMap<String, Types>>,
+    /// Byte-sorted keys of scopes with a text or UUID key.
+    key_lists: KeyLists,
 }
 
 /// A session taken from the pool; back to the pool when dropped after its exchange
@@ -126,6 +138,7 @@ impl FourDSql {
             open: std::sync::atomic::AtomicUsize::new(0),
             counters: IoCounters::default(),
             tables: Mutex::new(HashMap::new()),
+            key_lists: KeyLists::default(),
         };
         connector.connect().await?;
         Ok(connector)
@@ -302,7 +315,12 @@ impl FourDSql {
     fn row_of(&self, types: &Types, scope: &TableScope, cells: &[Cell]) -> Result<Row, ConnectorError> {
         let key = || {
             let i = scope.key_indexes[0];
-            cells.get(i).and_then(|c| self.key_of_cell(c).ok()).map_or("?".to_string(), |k| k.to_string())
+            let kt = types.get(&scope.columns[i]).copied();
+            cells
+                .get(i)
+                .zip(kt)
+                .and_then(|(c, kt)| self.key_of_cell(c, kt).ok())
+                .map_or("?".to_string(), |k| k.to_string())
         };
         scope
             .columns
@@ -322,13 +340,89 @@ impl FourDSql {
             .collect()
     }
 
-    fn key_of_cell(&self, cell: &Cell) -> Result<Key, ConnectorError> {
-        match cell {
-            Cell::I16(i) => Ok(Key::Int(i64::from(*i))),
-            Cell::I32(i) => Ok(Key::Int(i64::from(*i))),
-            Cell::I64(i) => Ok(Key::Int(*i)),
-            other => Err(ConnectorError::Data(format!("{}: 4D sent {other:?} as a key", self.endpoint))),
+    /// The key in a cell of the key column (type `kt`).
+    fn key_of_cell(&self, cell: &Cell, kt: SqlType) -> Result<Key, ConnectorError> {
+        let value = values::read(cell, kt)
+            .map_err(|e| ConnectorError::Data(format!("{}: a key 4D sent: {e}", self.endpoint)))?;
+        Key::from_value(&value)
+            .ok_or_else(|| ConnectorError::Data(format!("{}: 4D sent {cell:?} as a key", self.endpoint)))
+    }
+
+    /// The type of the scope's key column.
+    async fn key_type(&self, scope: &TableScope) -> Result<(Types, SqlType), ConnectorError> {
+        let types = self.types(&scope.table).await?;
+        let kt = self.column_type(&types, scope, scope.key_columns()[0])?;
+        Ok((types, kt))
+    }
+
+    /// The scope's keys sorted by bytes (text and UUID keys), NULL keys left out; the
+    /// scope's skipped keys are in the list ([`key_list::listed`] leaves them out).
+    async fn key_list(&self, scope: &TableScope) -> Result<Arc<Vec<Key>>, ConnectorError> {
+        self.key_lists
+            .get(scope, || async {
+                let (types, kt) = self.key_type(scope).await?;
+                let all = TableScope { skip_keys: Vec::new(), ..scope.clone() };
+                let mut w = self.scope_where(&types, &all, &KeyRange::all())?;
+                let key = quote(scope.key_columns()[0]);
+                w.parts.push(format!("{key} IS NOT NULL"));
+                let sql = format!("SELECT {key} FROM {}{}", quote(&scope.table), w.sql());
+                let rows = self.rows(&sql, w.params, PAGE, "reading the keys").await?;
+                rows.iter().filter_map(|r| r.first()).map(|c| self.key_of_cell(c, kt)).collect()
+            })
+            .await
+    }
+
+    /// The keys of `keys` that 4D finds (`IN`, the scope's filter, skipped keys included)
+    /// and the keys 4D answered that were not asked for: keys it compares as equal to an
+    /// asked one (§9.7). Integer keys have none.
+    async fn probe(&self, scope: &TableScope, keys: &[Key]) -> Result<(HashSet<Key>, Vec<Key>), ConnectorError> {
+        let only_key = TableScope {
+            columns: vec![scope.key_columns()[0].to_string()],
+            key_indexes: vec![0],
+            modify_index: None,
+            skip_keys: Vec::new(),
+            ..scope.clone()
+        };
+        let found = self.lookup(&only_key, keys, "finding existing keys").await?;
+        let wanted: HashSet<&Key> = keys.iter().collect();
+        let (exact, mut others): (Vec<Key>, Vec<Key>) =
+            found.into_iter().filter_map(|r| Key::from_value(&r[0])).partition(|k| wanted.contains(k));
+        others.sort();
+        others.dedup();
+        Ok((exact.into_iter().collect(), others))
+    }
+
+    /// The error for keys 4D cannot tell apart from the keys of a write.
+    fn twins_error(&self, scope: &TableScope, what: &str, twins: &[Key]) -> ConnectorError {
+        let shown: Vec<String> = twins.iter().take(5).map(Key::to_string).collect();
+        ConnectorError::Data(format!(
+            "{}: cannot {what} `{}` by key: 4D's SQL engine takes the key(s) {} it holds for one of the keys \
+             written (the database compares text ignoring case or accents: 4D's \"Case-sensitive String \
+             Comparison\" option is off); rename them in 4D or in the source",
+            self.endpoint,
+            scope.table,
+            shown.join(", ")
+        ))
+    }
+
+    /// Rows of the scope (every column of `scope`) whose key 4D finds `IN` `keys`, as 4D
+    /// compares them (§9.7: maybe ignoring case).
+    async fn lookup(&self, scope: &TableScope, keys: &[Key], what: &str) -> Result<Vec<Row>, ConnectorError> {
+        let (types, kt) = self.key_type(scope).await?;
+        let key = scope.key_columns()[0];
+        let mut out = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(IN_CHUNK) {
+            let mut w = self.scope_where(&types, scope, &KeyRange::all())?;
+            w.parts.push(format!("{} IN ({})", quote(key), vec!["?"; chunk.len()].join(", ")));
+            for k in chunk {
+                w.params.push(self.key_param(k, kt, scope)?);
+            }
+            let sql = format!("SELECT {} FROM {}{}", Self::select_list(scope), quote(&scope.table), w.sql());
+            for r in self.rows(&sql, w.params, PAGE, what).await? {
+                out.push(self.row_of(&types, scope, &r)?);
+            }
         }
+        Ok(out)
     }
 
     async fn read_page(
@@ -358,6 +452,9 @@ impl FourDSql {
         result
     }
 
+    /// `START` alone (statements pipelined after a refused `START` would run outside any
+    /// transaction), the statements pipelined [`PIPELINE`] at a time, then `COMMIT` alone
+    /// once every one succeeded, or `ROLLBACK`.
     async fn in_transaction(
         session: &mut SqlSession,
         statements: Vec<(String, Vec<(VkType, Cell)>)>,
@@ -366,21 +463,32 @@ impl FourDSql {
     ) -> Result<Vec<i64>, ConnectorError> {
         session.run("START", Vec::new(), 1, what).await?;
         let mut counts = Vec::with_capacity(statements.len());
-        for (sql, params) in statements {
+        let mut statements = statements.into_iter().peekable();
+        let mut failed = None;
+        while statements.peek().is_some() && failed.is_none() {
+            let chunk: Vec<_> = statements.by_ref().take(PIPELINE).collect();
             if this.options.show_sql {
-                tracing::info!(endpoint = %this.endpoint, "{sql}");
-            }
-            match session.run(&sql, params, 1, what).await {
-                Ok(Answer::Count(n)) => counts.push(n),
-                Ok(Answer::Rows { .. }) => counts.push(0),
-                Err(e) => {
-                    if session.usable() {
-                        let _ = session.run("ROLLBACK", Vec::new(), 1, what).await;
-                    }
-                    return Err(e);
+                for (sql, _) in &chunk {
+                    tracing::info!(endpoint = %this.endpoint, "{sql}");
                 }
             }
-            this.counters.queries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let n = chunk.len() as u64;
+            for answer in session.run_batch(chunk, 1, what).await? {
+                match answer {
+                    Ok(Answer::Count(n)) => counts.push(n),
+                    Ok(Answer::Rows { .. }) => counts.push(0),
+                    Err(e) => {
+                        failed.get_or_insert(e);
+                    }
+                }
+            }
+            this.counters.queries.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        }
+        if let Some(e) = failed {
+            if session.usable() {
+                let _ = session.run("ROLLBACK", Vec::new(), 1, what).await;
+            }
+            return Err(e);
         }
         session.run("COMMIT", Vec::new(), 1, what).await?;
         Ok(counts)
@@ -414,11 +522,9 @@ impl Connector for FourDSql {
         };
         let types = self.tables.lock().unwrap_or_else(|p| p.into_inner()).get(&scope.table).cloned();
         match types.and_then(|t| t.get(*key).copied()) {
-            Some(t) if !t.is_integer() => Err(format!(
-                "the key `{key}` is {}: over 4D's SQL protocol db-sync syncs tables keyed by one integer column so far \
-                 (4D orders text linguistically, db-sync by bytes); use `\"protocol\": \"rest\"` for this table",
-                t.name()
-            )),
+            Some(t) if !(t.is_integer() || matches!(t, SqlType::Text | SqlType::Uuid)) => {
+                Err(format!("the key `{key}` is {}: a 4D key over SQL is an integer, text or UUID column", t.name()))
+            }
             _ => Ok(()),
         }
     }
@@ -458,7 +564,11 @@ impl Connector for FourDSql {
     }
 
     async fn count(&self, scope: &TableScope, range: &KeyRange) -> Result<u64, ConnectorError> {
-        let types = self.types(&scope.table).await?;
+        let (types, kt) = self.key_type(scope).await?;
+        if !kt.is_integer() {
+            let list = self.key_list(scope).await?;
+            return Ok(key_list::listed(&list, scope, range).count() as u64);
+        }
         let w = self.scope_where(&types, scope, range)?;
         let sql = format!("SELECT COUNT(*) FROM {}{}", quote(&scope.table), w.sql());
         self.single_count(&sql, w.params, "counting rows").await
@@ -466,7 +576,11 @@ impl Connector for FourDSql {
 
     /// The split counts as one pipelined batch on one session: one round trip.
     async fn count_ranges(&self, scope: &TableScope, ranges: &[KeyRange]) -> Result<Vec<u64>, ConnectorError> {
-        let types = self.types(&scope.table).await?;
+        let (types, kt) = self.key_type(scope).await?;
+        if !kt.is_integer() {
+            let list = self.key_list(scope).await?;
+            return Ok(ranges.iter().map(|r| key_list::listed(&list, scope, r).count() as u64).collect());
+        }
         let mut statements = Vec::with_capacity(ranges.len());
         for range in ranges {
             let w = self.scope_where(&types, scope, range)?;
@@ -483,7 +597,12 @@ impl Connector for FourDSql {
         range: &KeyRange,
         offsets: &[u64],
     ) -> Result<Vec<Option<Key>>, ConnectorError> {
-        let types = self.types(&scope.table).await?;
+        let (types, kt) = self.key_type(scope).await?;
+        if !kt.is_integer() {
+            let list = self.key_list(scope).await?;
+            let keys: Vec<&Key> = key_list::listed(&list, scope, range).collect();
+            return Ok(offsets.iter().map(|&o| keys.get(o as usize).map(|k| (*k).clone())).collect());
+        }
         let key = quote(scope.key_columns()[0]);
         let mut statements = Vec::with_capacity(offsets.len());
         for offset in offsets {
@@ -497,7 +616,7 @@ impl Connector for FourDSql {
             .into_iter()
             .map(|a| match a {
                 Answer::Rows { rows, .. } => {
-                    rows.first().and_then(|r| r.first()).map(|c| self.key_of_cell(c)).transpose()
+                    rows.first().and_then(|r| r.first()).map(|c| self.key_of_cell(c, kt)).transpose()
                 }
                 Answer::Count(_) => {
                     Err(ConnectorError::Other(format!("{}: a count where a key was expected", self.endpoint)))
@@ -507,13 +626,7 @@ impl Connector for FourDSql {
     }
 
     async fn key_at(&self, scope: &TableScope, range: &KeyRange, offset: u64) -> Result<Option<Key>, ConnectorError> {
-        let types = self.types(&scope.table).await?;
-        let w = self.scope_where(&types, scope, range)?;
-        let key = quote(scope.key_columns()[0]);
-        let sql =
-            format!("SELECT {key} FROM {}{} ORDER BY {key} OFFSET {offset} LIMIT 1", quote(&scope.table), w.sql());
-        let rows = self.rows(&sql, w.params, 1, "finding a key by offset").await?;
-        rows.first().and_then(|r| r.first()).map(|c| self.key_of_cell(c)).transpose()
+        Ok(self.keys_at(scope, range, &[offset]).await?.pop().flatten())
     }
 
     async fn key_problems(
@@ -522,7 +635,7 @@ impl Connector for FourDSql {
         duplicates: bool,
         limit: usize,
     ) -> Result<KeyProblems, ConnectorError> {
-        let types = self.types(&scope.table).await?;
+        let (types, kt) = self.key_type(scope).await?;
         let key = quote(scope.key_columns()[0]);
         let mut w =
             self.scope_where(&types, &TableScope { skip_null_keys: false, ..scope.clone() }, &KeyRange::all())?;
@@ -534,7 +647,11 @@ impl Connector for FourDSql {
         let sql = format!("SELECT COUNT(*) FROM {}{null_where}", quote(&scope.table));
         let null_rows = self.single_count(&sql, w.params.clone(), "counting NULL keys").await?;
         let mut problems = KeyProblems { null_rows, duplicates: Vec::new() };
-        if duplicates {
+        if duplicates && !kt.is_integer() {
+            // 4D may group text ignoring case: duplicates are byte-equal keys of the list.
+            let list = self.key_list(scope).await?;
+            problems.duplicates = key_list::duplicates(&list, scope, limit);
+        } else if duplicates {
             w.parts.push(format!("{key} IS NOT NULL"));
             let sql = format!(
                 "SELECT {key}, COUNT(*) FROM {}{} GROUP BY {key} HAVING COUNT(*) > 1 ORDER BY {key} LIMIT {limit}",
@@ -548,7 +665,7 @@ impl Connector for FourDSql {
                         Cell::I32(n) => *n as u64,
                         _ => 2,
                     };
-                    problems.duplicates.push((self.key_of_cell(k)?, n));
+                    problems.duplicates.push((self.key_of_cell(k, kt)?, n));
                 }
             }
         }
@@ -556,36 +673,40 @@ impl Connector for FourDSql {
     }
 
     async fn read_keys(&self, scope: &TableScope, range: &KeyRange, limit: usize) -> Result<Page<Key>, ConnectorError> {
+        let (_, kt) = self.key_type(scope).await?;
+        if !kt.is_integer() {
+            let list = self.key_list(scope).await?;
+            let mut keys = key_list::listed(&list, scope, range);
+            let items: Vec<Key> = keys.by_ref().take(limit).cloned().collect();
+            return Ok(Page { items, more: keys.next().is_some() });
+        }
         let key = quote(scope.key_columns()[0]);
         let rows = self.read_page(scope, range, limit, &key).await?;
-        let keys = rows.iter().filter_map(|r| r.first()).map(|c| self.key_of_cell(c)).collect::<Result<Vec<_>, _>>()?;
+        let keys =
+            rows.iter().filter_map(|r| r.first()).map(|c| self.key_of_cell(c, kt)).collect::<Result<Vec<_>, _>>()?;
         Ok(Page::up_to(keys, limit))
     }
 
     async fn read_rows(&self, scope: &TableScope, range: &KeyRange, limit: usize) -> Result<Page<Row>, ConnectorError> {
-        let types = self.types(&scope.table).await?;
+        let (types, kt) = self.key_type(scope).await?;
+        if !kt.is_integer() {
+            let keys = self.read_keys(scope, range, limit).await?;
+            let mut rows = self.read_rows_by_keys(scope, &keys.items).await?;
+            rows.sort_by_key(|r| scope.key_of(r));
+            return Ok(Page { items: rows, more: keys.more });
+        }
         let rows = self.read_page(scope, range, limit, &Self::select_list(scope)).await?;
         let rows = rows.iter().map(|r| self.row_of(&types, scope, r)).collect::<Result<Vec<_>, _>>()?;
         Ok(Page::up_to(rows, limit))
     }
 
+    /// Rows of `keys`, matched byte for byte: rows of other keys that 4D's comparison
+    /// answers too (§9.7) are dropped.
     async fn read_rows_by_keys(&self, scope: &TableScope, keys: &[Key]) -> Result<Vec<Row>, ConnectorError> {
-        let types = self.types(&scope.table).await?;
-        let key = scope.key_columns()[0];
-        let kt = self.column_type(&types, scope, key)?;
-        let mut out = Vec::with_capacity(keys.len());
-        for chunk in keys.chunks(IN_CHUNK) {
-            let mut w = self.scope_where(&types, scope, &KeyRange::all())?;
-            w.parts.push(format!("{} IN ({})", quote(key), vec!["?"; chunk.len()].join(", ")));
-            for k in chunk {
-                w.params.push(self.key_param(k, kt, scope)?);
-            }
-            let sql = format!("SELECT {} FROM {}{}", Self::select_list(scope), quote(&scope.table), w.sql());
-            for r in self.rows(&sql, w.params, PAGE, "reading rows by key").await? {
-                out.push(self.row_of(&types, scope, &r)?);
-            }
-        }
-        Ok(out)
+        let mut rows = self.lookup(scope, keys, "reading rows by key").await?;
+        let wanted: HashSet<&Key> = keys.iter().collect();
+        rows.retain(|r| scope.key_of(r).is_some_and(|k| wanted.contains(&k)));
+        Ok(rows)
     }
 
     async fn read_changed_since(
@@ -599,8 +720,53 @@ impl Connector for FourDSql {
         let mt = self.column_type(&types, scope, modify)?;
         let key = scope.key_columns()[0];
         let kt = self.column_type(&types, scope, key)?;
-        let mut w = self.scope_where(&types, scope, &KeyRange::all())?;
         let (m, k) = (quote(modify), quote(key));
+        if !kt.is_integer() {
+            // 4D orders ties of the modify ID its own way (§9.7); db-sync by key bytes.
+            let m_index = scope.modify_index.ok_or_else(|| ConnectorError::Schema("no modify ID column".into()))?;
+            let (types, m) = (&types, &m);
+            let select = |w: Where, order: &str, limit: Option<usize>| {
+                let sql = format!(
+                    "SELECT {} FROM {}{}{order}{}",
+                    Self::select_list(scope),
+                    quote(&scope.table),
+                    w.sql(),
+                    limit.map(|n| format!(" LIMIT {n}")).unwrap_or_default()
+                );
+                async move {
+                    let page = limit.map_or(PAGE, |n| n.max(1) as u64);
+                    let rows = self.rows(&sql, w.params, page, "reading changed rows").await?;
+                    rows.iter().map(|r| self.row_of(types, scope, r)).collect::<Result<Vec<_>, _>>()
+                }
+            };
+            let select = &select;
+            return key_list::changed_since(
+                scope,
+                cursor,
+                m_index,
+                |floor| async move {
+                    let mut w = self.scope_where(types, scope, &KeyRange::all())?;
+                    match &floor {
+                        None => w.parts.push(format!("{m} IS NOT NULL")),
+                        Some((id, inclusive)) => {
+                            w.parts.push(format!("{m} {} ?", if *inclusive { ">=" } else { ">" }));
+                            w.params.push(self.param(id, mt, scope, modify)?);
+                        }
+                    }
+                    let rows = select(w, &format!(" ORDER BY {m}"), Some(limit)).await?;
+                    let more = rows.len() >= limit;
+                    Ok((rows, more))
+                },
+                |id| async move {
+                    let mut w = self.scope_where(types, scope, &KeyRange::all())?;
+                    w.parts.push(format!("{m} = ?"));
+                    w.params.push(self.param(&id, mt, scope, modify)?);
+                    select(w, "", None).await
+                },
+            )
+            .await;
+        }
+        let mut w = self.scope_where(&types, scope, &KeyRange::all())?;
         match (&cursor.modify_id, &cursor.key) {
             (None, _) => w.parts.push(format!("{m} IS NOT NULL")),
             (Some(id), Some(last)) => {
@@ -675,20 +841,10 @@ impl Connector for FourDSql {
         let types = self.types(&scope.table).await?;
         let key = scope.key_columns()[0];
         let keys: Vec<Key> = rows.iter().filter_map(|r| scope.key_of(r)).collect();
-        let existing: HashSet<Key> = self
-            .read_rows_by_keys(
-                &TableScope {
-                    columns: vec![key.to_string()],
-                    key_indexes: vec![0],
-                    modify_index: None,
-                    ..scope.clone()
-                },
-                &keys,
-            )
-            .await?
-            .iter()
-            .filter_map(|r| Key::from_value(&r[0]))
-            .collect();
+        let (existing, twins) = self.probe(scope, &keys).await?;
+        if !twins.is_empty() {
+            return Err(self.twins_error(scope, "write to", &twins));
+        }
         let table = quote(&scope.table);
         let insert = format!(
             "INSERT INTO {table} ({}) VALUES ({})",
@@ -724,6 +880,7 @@ impl Connector for FourDSql {
             }
         }
         self.transaction(statements, "writing rows").await?;
+        self.key_lists.update(&scope.table, &keys, &[]);
         self.counters.rows_written.fetch_add(rows.len() as u64, std::sync::atomic::Ordering::Relaxed);
         Ok(rows.len() as u64)
     }
@@ -739,9 +896,14 @@ impl Connector for FourDSql {
         if keys.is_empty() {
             return Ok(0);
         }
-        let types = self.types(&scope.table).await?;
+        let (types, kt) = self.key_type(scope).await?;
+        if !kt.is_integer() {
+            let (_, twins) = self.probe(scope, keys).await?;
+            if !twins.is_empty() {
+                return Err(self.twins_error(scope, "delete from", &twins));
+            }
+        }
         let key = scope.key_columns()[0];
-        let kt = self.column_type(&types, scope, key)?;
         let mut statements = Vec::new();
         for chunk in keys.chunks(IN_CHUNK) {
             let mut w = self.scope_where(&types, scope, &KeyRange::all())?;
@@ -752,6 +914,7 @@ impl Connector for FourDSql {
             statements.push((format!("DELETE FROM {}{}", quote(&scope.table), w.sql()), w.params));
         }
         let deleted: i64 = self.transaction(statements, "deleting rows").await?.iter().sum();
+        self.key_lists.update(&scope.table, &[], keys);
         self.counters.rows_written.fetch_add(deleted as u64, std::sync::atomic::Ordering::Relaxed);
         Ok(deleted as u64)
     }
