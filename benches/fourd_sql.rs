@@ -8,6 +8,8 @@
 //!    server and wall time of each.
 //! 2. **A full copy** 4D → PostgreSQL (a throwaway cluster; skipped without PostgreSQL's
 //!    binaries) and 4D → SQLite, without added latency: rows/s and db-sync's peak memory.
+//! 3. **Writing into 4D**: SQLite → an empty 4D table, `BENCH_WRITE_ROWS` rows (default
+//!    200,000) without added latency, and a tenth of them with the latency of part 1.
 //!
 //! db-sync runs as its own process (the release binary), so its peak memory (`VmHWM`,
 //! sampled every 20 ms) excludes the emulator's. Asserts only that each run succeeds and
@@ -119,5 +121,35 @@ fn main() {
             );
         }
         None => println!("  4D -> PostgreSQL  skipped: no PostgreSQL server binaries"),
+    }
+
+    // Part 3: SQLite → 4D (INSERTs pipelined in transactions).
+    let write_rows: u64 = std::env::var("BENCH_WRITE_ROWS").ok().and_then(|v| v.parse().ok()).unwrap_or(200_000);
+    println!("
+writing into 4D (SQLite -> an empty 4D table):");
+    for (rows, delay) in [(write_rows, 0), (write_rows / 10, latency)] {
+        let source_file = dir.path().join("write-source.sqlite");
+        let into_file = dir.path().join("write-4d.sqlite");
+        let _ = std::fs::remove_file(&source_file);
+        let _ = std::fs::remove_file(&into_file);
+        fill(&source_file, SQLITE_TABLE, rows);
+        rusqlite::Connection::open(&into_file).unwrap().execute_batch(FOURD_TABLE).unwrap();
+        let into = SqlEmulator::start(&into_file, settings()).unwrap();
+        into.set_reply_delay(Duration::from_millis(delay));
+        let target = format!(
+            r#"{{"type": "4d", "protocol": "sql", "host": "127.0.0.1", "port": {}, "user": "bench",
+                 "password": "${{FOURD_PASSWORD}}"}}"#,
+            into.port()
+        );
+        let (seconds, peak, _) =
+            sync(dir.path(), r#"{"type": "sqlite", "path": "write-source.sqlite"}"#, &target, "");
+        assert_eq!(count(&into_file), rows);
+        let stats = into.stats();
+        println!(
+            "  {rows:>8} rows, {delay:>2} ms a reply  {seconds:>7.2} s {:>10.0} rows/s  {} requests ({} statements)  peak memory {peak:.1} MiB",
+            rows as f64 / seconds,
+            stats.requests,
+            stats.statements
+        );
     }
 }
