@@ -125,8 +125,10 @@ fn main() {
 
     // Part 3: SQLite → 4D (INSERTs pipelined in transactions).
     let write_rows: u64 = std::env::var("BENCH_WRITE_ROWS").ok().and_then(|v| v.parse().ok()).unwrap_or(200_000);
-    println!("
-writing into 4D (SQLite -> an empty 4D table):");
+    println!(
+        "
+writing into 4D (SQLite -> an empty 4D table):"
+    );
     for (rows, delay) in [(write_rows, 0), (write_rows / 10, latency)] {
         let source_file = dir.path().join("write-source.sqlite");
         let into_file = dir.path().join("write-4d.sqlite");
@@ -141,8 +143,7 @@ writing into 4D (SQLite -> an empty 4D table):");
                  "password": "${{FOURD_PASSWORD}}"}}"#,
             into.port()
         );
-        let (seconds, peak, _) =
-            sync(dir.path(), r#"{"type": "sqlite", "path": "write-source.sqlite"}"#, &target, "");
+        let (seconds, peak, _) = sync(dir.path(), r#"{"type": "sqlite", "path": "write-source.sqlite"}"#, &target, "");
         assert_eq!(count(&into_file), rows);
         let stats = into.stats();
         println!(

@@ -8,7 +8,7 @@ pub mod exact;
 use jiff::tz::TimeZone;
 
 use crate::config::TableSpec;
-use crate::model::{ColumnType, Row, TableSchema, TableScope, Value};
+use crate::model::{ColumnSchema, ColumnType, Row, TableSchema, TableScope, Value};
 pub use exact::TargetColumn;
 
 /// How a target column gets its value.
@@ -221,7 +221,7 @@ impl TableMapping {
                     column.name, column.declared_type, target_name, target_column.declared_type
                 )),
                 Convertibility::Exact => {
-                    if let Some(why) = narrowing(&column.declared_type, &target_column.declared_type) {
+                    if let Some(why) = narrowing(column, target_column) {
                         narrowed.push(format!(
                             "table {t}: source column `{}` ({}) -> target `{}` ({}) may lose data: {why}; \
                              rows that do not fit are reported as data errors",
@@ -355,20 +355,8 @@ impl TableMapping {
 /// Why a column of declared type `to` may not hold every value of one of declared type
 /// `from` of the same family: a narrower integer or float, fewer numeric digits, a shorter
 /// text. Declared types as PostgreSQL's `format_type` or SQLite's DDL spell them.
-fn narrowing(from: &str, to: &str) -> Option<String> {
-    // Bits of an integer or float type. PostgreSQL spells its 32-bit integer `integer` (in
-    // lower case); SQLite stores every integer in 64 bits, whatever the declaration, and
-    // its DDL customarily writes `INTEGER`.
-    let bits = |t: &str| match t.split('(').next().unwrap_or("").trim() {
-        "integer" | "int4" => Some(32),
-        t => match t.to_ascii_lowercase().as_str() {
-            "smallint" | "int2" => Some(16),
-            "real" | "float4" => Some(24),
-            "double precision" | "float8" | "double" | "float" => Some(53),
-            t if t.contains("int") => Some(64),
-            _ => None,
-        },
-    };
+fn narrowing(from_column: &ColumnSchema, to_column: &ColumnSchema) -> Option<String> {
+    let (from, to) = (from_column.declared_type.as_str(), to_column.declared_type.as_str());
     let (lower_from, lower_to) = (from.to_ascii_lowercase(), to.to_ascii_lowercase());
     // (precision, scale) of numeric(p, s) / decimal(p, s); text length of varchar(n) / char(n).
     let args = |t: &str| -> Vec<i64> {
@@ -400,9 +388,17 @@ fn narrowing(from: &str, to: &str) -> Option<String> {
             _ => Some(format!("text longer than {n} characters does not fit")),
         };
     }
-    match (bits(from), bits(to)) {
-        (Some(a), Some(b)) if a > b && b == 24 => Some("double precision narrows to real".into()),
-        (Some(a), Some(b)) if a > b => Some(format!("integers wider than {b} bits do not fit")),
+    // Widths as the connectors describe them (the same the conversion checks against).
+    let (a, b) = (&from_column.storage, &to_column.storage);
+    match (from_column.column_type, to_column.column_type) {
+        (ColumnType::Integer, ColumnType::Integer) => {
+            let (a, b) = (a.int_bits.unwrap_or(64), b.int_bits.unwrap_or(64));
+            (a > b).then(|| format!("integers wider than {b} bits do not fit"))
+        }
+        (ColumnType::Float, ColumnType::Float) => {
+            let (a, b) = (a.float_bits.unwrap_or(64), b.float_bits.unwrap_or(64));
+            (a > b).then(|| format!("{a}-bit floats narrow to {b} bits"))
+        }
         _ => None,
     }
 }
@@ -444,7 +440,7 @@ fn default_for(t: ColumnType) -> Value {
 mod tests {
     use super::*;
     use crate::config::{Config, TableSpec};
-    use crate::model::ColumnSchema;
+    use crate::model::Storage;
 
     fn col(name: &str, declared: &str, nullable: bool) -> ColumnSchema {
         ColumnSchema {
@@ -576,6 +572,28 @@ mod tests {
     /// lengths) are reported; widening and equal ones are not.
     #[test]
     fn narrowing_columns_are_reported() {
+        // Declared types as PostgreSQL (lower case), SQLite (INTEGER, REAL, TEXT) and 4D over
+        // SQL (INT, INT64, SMALLINT, `4D REAL`) describe them, with their storage.
+        let column = |declared: &str| {
+            let (column_type, storage) = match declared {
+                "smallint" | "SMALLINT" => (ColumnType::Integer, Storage { int_bits: Some(16), ..Storage::default() }),
+                "integer" | "INT" => (ColumnType::Integer, Storage { int_bits: Some(32), ..Storage::default() }),
+                "bigint" | "INTEGER" | "INT64" => (ColumnType::Integer, Storage::default()),
+                "real" => (ColumnType::Float, Storage { float_bits: Some(32), ..Storage::default() }),
+                "double precision" | "REAL" | "4D REAL" => (ColumnType::Float, Storage::default()),
+                t if t.starts_with("numeric") => (ColumnType::Decimal, Storage::default()),
+                t if t.starts_with("timestamp") => (ColumnType::Timestamp, Storage::default()),
+                _ => (ColumnType::Text, Storage::default()),
+            };
+            ColumnSchema {
+                name: "c".into(),
+                declared_type: declared.trim_start_matches("4D ").into(),
+                column_type,
+                nullable: true,
+                has_default: false,
+                storage,
+            }
+        };
         for (from, to) in [
             ("bigint", "smallint"),
             ("INTEGER", "integer"),
@@ -586,8 +604,12 @@ mod tests {
             ("REAL", "numeric(10,2)"),
             ("TEXT", "character varying(50)"),
             ("character varying(80)", "VARCHAR(50)"),
+            ("bigint", "INT"),
+            ("INTEGER", "INT"),
+            ("INT", "SMALLINT"),
+            ("4D REAL", "real"),
         ] {
-            assert!(narrowing(from, to).is_some(), "{from} -> {to}");
+            assert!(narrowing(&column(from), &column(to)).is_some(), "{from} -> {to}");
         }
         for (from, to) in [
             ("smallint", "bigint"),
@@ -600,8 +622,13 @@ mod tests {
             ("VARCHAR(20)", "character varying(50)"),
             ("numeric(2,5)", "numeric(3,5)"),
             ("timestamp with time zone", "timestamp without time zone"),
+            ("INT", "integer"),
+            ("integer", "INT"),
+            ("double precision", "4D REAL"),
+            ("4D REAL", "double precision"),
+            ("INT64", "bigint"),
         ] {
-            assert_eq!(narrowing(from, to), None, "{from} -> {to}");
+            assert_eq!(narrowing(&column(from), &column(to)), None, "{from} -> {to}");
         }
     }
 

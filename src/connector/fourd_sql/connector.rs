@@ -490,6 +490,9 @@ impl FourDSql {
             }
             return Err(e);
         }
+        // A crash here leaves the transaction open: 4D rolls it back when the connection
+        // drops, so nothing of the batch is saved.
+        crate::failpoint::hit("mid_write");
         session.run("COMMIT", Vec::new(), 1, what).await?;
         Ok(counts)
     }
