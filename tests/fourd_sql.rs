@@ -660,7 +660,7 @@ fn run_both_ways_through_the_sql_server() {
     let out = back.run_env(&["run", "--progress", "off"], &[("FOURD_PASSWORD", PASSWORD)]);
     let all = common::text(&out);
     assert_ne!(out.status.code(), Some(0), "{all}");
-    assert!(all.contains("row 8 cannot be converted"), "{all}");
+    assert!(all.contains("row 8 cannot be converted") && all.contains("24 hours or more"), "{all}");
     let kept: i64 = rusqlite::Connection::open(back.path("fourd.sqlite"))
         .unwrap()
         .query_row("SELECT span FROM Items WHERE ID = 8", [], |r| r.get(0))

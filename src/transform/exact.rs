@@ -610,6 +610,15 @@ fn round_fraction(dt: DateTime, digits: u8) -> Option<DateTime> {
     dt.checked_add(SignedDuration::from_nanos(rounded - nanos)).ok()
 }
 
+/// True for `H…H:MM[:SS[.f]]` with 24 hours or more (a duration, as a 4D Time reads).
+fn a_day_or_more(text: &str) -> bool {
+    let Some((hours, rest)) = text.split_once(':') else { return false };
+    let hours_ok = !hours.is_empty() && hours.bytes().all(|b| b.is_ascii_digit());
+    hours_ok
+        && hours.parse::<u64>().map_or(true, |h| h >= 24)
+        && TimeText::parse(&format!("00:{rest}")).is_some_and(|t| t.date.is_none() && t.offset.is_none())
+}
+
 /// `HH:MM:SS` with the fraction's significant digits.
 fn time_text(t: Time) -> String {
     t.strftime("%H:%M:%S%.f").to_string()
@@ -637,6 +646,13 @@ fn to_temporal(value: Value, to: &TargetColumn, zone: &TimeZone) -> Result<Value
         let special = matches!(text.as_str(), "infinity" | "-infinity");
         if special && to.family != T::Time {
             return Ok(Value::Text(text));
+        }
+        if to.family == T::Time && a_day_or_more(&text) {
+            return Err(format!(
+                "{} is 24 hours or more: db-sync's times are times of day (below 24:00:00), so a duration this \
+                 long (a 4D Time may hold one) cannot be synced",
+                shown(&Value::Text(text.clone()))
+            ));
         }
         return Err(format!(
             "{} is not a {} db-sync reads exactly (YYYY-MM-DD, HH:MM[:SS[.fraction]] or both, with an optional \
@@ -850,6 +866,15 @@ mod tests {
         assert!(convert(Value::Text("2024-03-01 10:00:00".into()), &date, &utc()).is_err());
         let time = col(ColumnType::Time, Storage { fraction_digits: Some(6), ..Storage::default() });
         assert_eq!(conv("13:30:00.5000000", &time, &utc()), Value::Text("13:30:00.5".into()));
+        // A duration of a day or more (a 4D Time) is named as such; other bad text is not.
+        for long in ["24:00:00", "25:00:00.001", "100:00", "838:59:59.000"] {
+            let e = convert(Value::Text(long.into()), &time, &utc()).unwrap_err();
+            assert!(e.contains("24 hours or more"), "{long}: {e}");
+        }
+        for bad in ["23:60:00", "ab:00:00", "25:00:00+02:00", "-25:00:00"] {
+            let e = convert(Value::Text(bad.into()), &time, &utc()).unwrap_err();
+            assert!(!e.contains("24 hours or more"), "{bad}: {e}");
+        }
         assert!(TimeText::parse("2024-13-01").is_none());
         assert!(TimeText::parse("infinity").is_none());
         // Spellings PostgreSQL reads differently are refused, never rewritten on every run.
