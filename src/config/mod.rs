@@ -735,6 +735,13 @@ fn endpoint(conn: &ConnectionFile, location: &str, path: &Path, base_dir: &Path)
             }
         }
     }
+    if conn.pool_size == Some(0) {
+        return Err(invalid(
+            path,
+            format!("{location}.pool_size"),
+            "`pool_size` is at least 1 (connections in the pool)",
+        ));
+    }
     let resilience = Resilience::parse(conn, location, path)?;
     Ok(Endpoint { kind: conn.kind, path: resolved, raw: conn.clone(), resilience })
 }

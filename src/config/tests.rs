@@ -321,7 +321,8 @@ fn resilience_durations() {
         (r#""retry_delay": "2h""#, "target.retry_delay"),
         (r#""reconnect_delay": "1000 years""#, "target.reconnect_delay"),
         (r#""retry_count": -1"#, "target.retry_count"),
-        (r#""retry_count": 1000000000"#, "target.retry_count"),
+        (r#""retry_count": "3""#, "target.retry_count"),
+        (r#""pool_size": 0"#, "target.pool_size"),
         (r#""retry_count": "3""#, "target.retry_count"),
     ] {
         let err = with(settings).unwrap_err().to_string();

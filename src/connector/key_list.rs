@@ -94,6 +94,26 @@ pub fn duplicates(list: &[Key], scope: &TableScope, limit: usize) -> Vec<(Key, u
     found
 }
 
+/// Checks that a page of rows read by the keys of a key list has a row for every key. A
+/// listed key without its row was deleted since the list was read, or the server does not
+/// find the row by its own key (a UUID stored in another spelling): either way the page
+/// would hide a row, so it is an error naming the keys, and the next run reads the list anew.
+pub fn all_found(endpoint: &str, scope: &TableScope, keys: &[Key], rows: &[Row]) -> Result<(), ConnectorError> {
+    if rows.len() >= keys.len() {
+        return Ok(());
+    }
+    let found: std::collections::HashSet<Key> = rows.iter().filter_map(|r| scope.key_of(r)).collect();
+    let missing: Vec<String> = keys.iter().filter(|k| !found.contains(*k)).take(5).map(Key::to_string).collect();
+    Err(ConnectorError::Other(format!(
+        "{endpoint}: `{}`: reading the rows of keys listed a moment before found none for {} ({} of {}): the rows \
+         were deleted meanwhile (run again), or the server does not find them by their own key",
+        scope.table,
+        missing.join(", "),
+        keys.len() - rows.len(),
+        keys.len()
+    )))
+}
+
 /// The first page (at most about `limit` rows) of rows changed after `cursor`, in
 /// (modify ID, key bytes) order, when the server orders ties of the modify ID its own way.
 ///

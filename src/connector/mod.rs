@@ -437,6 +437,6 @@ pub async fn open(
         };
         Ok(connector)
     };
-    let resilient = resilient::Resilient::open(endpoint.resilience, side, journal, open).await?;
+    let resilient = resilient::Resilient::open(endpoint.resilience, side, &endpoint.describe(), journal, open).await?;
     Ok(Arc::new(resilient))
 }

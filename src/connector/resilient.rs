@@ -161,10 +161,12 @@ impl Resilient {
     }
 
     /// Opens a connector with `open`, retrying a refused or lost first connection as any
-    /// other call (the first attempt included in `retry_count`).
+    /// other call (the first attempt included in `retry_count`). `described` names the
+    /// endpoint in errors (`4d host:port`, as `Endpoint::describe` gives it).
     pub async fn open<F, Fut>(
         settings: Resilience,
         side: Side,
+        described: &str,
         journal: Arc<NetworkJournal>,
         open: F,
     ) -> Result<Resilient, ConnectorError>
@@ -175,7 +177,7 @@ impl Resilient {
         // A server that accepts the connection and never answers must not hold the
         // first connection forever: each attempt has the same deadline as any call.
         let mut open = open;
-        let endpoint = format!("{} database", side.name());
+        let endpoint = format!("{} {described}", side.name());
         let attempt = || deadline(settings.timeout, &endpoint, "connecting", open());
         let inner = retrying(&settings, side, &journal, "connecting", None, attempt).await?;
         Ok(Resilient::new(inner, settings, side, journal))

@@ -408,7 +408,7 @@ impl StepContext<'_> {
         if total > limit {
             return Err(EngineError::DeleteGuard(format!(
                 "table {}: refusing to delete {total} of {base} target rows (more than max_delete_percent \
-                 {percent}%); if the source really lost these rows, rerun with --allow-mass-delete",
+                 {percent}%); if the source really lost these rows, continue with `db-sync resume --allow-mass-delete`",
                 self.name()
             )));
         }

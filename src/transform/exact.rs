@@ -610,12 +610,17 @@ fn round_fraction(dt: DateTime, digits: u8) -> Option<DateTime> {
     dt.checked_add(SignedDuration::from_nanos(rounded - nanos)).ok()
 }
 
-/// True for `H…H:MM[:SS[.f]]` with 24 hours or more (a duration, as a 4D Time reads).
-fn a_day_or_more(text: &str) -> bool {
+/// True for `[-]H…H:MM[:SS[.f]]` negative or with 24 hours or more (a duration, as a 4D
+/// Time reads).
+fn outside_a_day(text: &str) -> bool {
+    let (negative, text) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
     let Some((hours, rest)) = text.split_once(':') else { return false };
-    let hours_ok = !hours.is_empty() && hours.bytes().all(|b| b.is_ascii_digit());
+    let hours_ok = hours.len() >= 2 && hours.bytes().all(|b| b.is_ascii_digit());
     hours_ok
-        && hours.parse::<u64>().map_or(true, |h| h >= 24)
+        && (negative || hours.parse::<u64>().map_or(true, |h| h >= 24))
         && TimeText::parse(&format!("00:{rest}")).is_some_and(|t| t.date.is_none() && t.offset.is_none())
 }
 
@@ -647,10 +652,10 @@ fn to_temporal(value: Value, to: &TargetColumn, zone: &TimeZone) -> Result<Value
         if special && to.family != T::Time {
             return Ok(Value::Text(text));
         }
-        if to.family == T::Time && a_day_or_more(&text) {
+        if to.family == T::Time && outside_a_day(&text) {
             return Err(format!(
-                "{} is 24 hours or more: db-sync's times are times of day (below 24:00:00), so a duration this \
-                 long (a 4D Time may hold one) cannot be synced",
+                "{} is a duration outside a day (negative, or 24 hours or more): db-sync's times are times of day \
+                 (00:00:00 to 23:59:59.999999), so such a duration (a 4D Time may hold one) cannot be synced",
                 shown(&Value::Text(text.clone()))
             ));
         }
@@ -867,13 +872,13 @@ mod tests {
         let time = col(ColumnType::Time, Storage { fraction_digits: Some(6), ..Storage::default() });
         assert_eq!(conv("13:30:00.5000000", &time, &utc()), Value::Text("13:30:00.5".into()));
         // A duration of a day or more (a 4D Time) is named as such; other bad text is not.
-        for long in ["24:00:00", "25:00:00.001", "100:00", "838:59:59.000"] {
+        for long in ["24:00:00", "25:00:00.001", "100:00", "838:59:59.000", "-00:00:05.000", "-25:00:00"] {
             let e = convert(Value::Text(long.into()), &time, &utc()).unwrap_err();
-            assert!(e.contains("24 hours or more"), "{long}: {e}");
+            assert!(e.contains("duration outside a day"), "{long}: {e}");
         }
-        for bad in ["23:60:00", "ab:00:00", "25:00:00+02:00", "-25:00:00"] {
+        for bad in ["23:60:00", "ab:00:00", "25:00:00+02:00", "-1:00:00", "5:00"] {
             let e = convert(Value::Text(bad.into()), &time, &utc()).unwrap_err();
-            assert!(!e.contains("24 hours or more"), "{bad}: {e}");
+            assert!(!e.contains("duration outside a day"), "{bad}: {e}");
         }
         assert!(TimeText::parse("2024-13-01").is_none());
         assert!(TimeText::parse("infinity").is_none());

@@ -357,6 +357,21 @@ impl TableMapping {
 /// text. Declared types as PostgreSQL's `format_type` or SQLite's DDL spell them.
 fn narrowing(from_column: &ColumnSchema, to_column: &ColumnSchema) -> Option<String> {
     let (from, to) = (from_column.declared_type.as_str(), to_column.declared_type.as_str());
+    // A type db-sync does not know (PostgreSQL `interval`, …) is passed on as its text.
+    if from_column.column_type == ColumnType::Other
+        && !matches!(to_column.column_type, ColumnType::Text | ColumnType::Other)
+    {
+        return Some(format!(
+            "db-sync passes `{from}` values on as their text, and only text in the form a {} column reads converts",
+            to_column.column_type
+        ));
+    }
+    // 4D Time (`DURATION (4D Time)` over SQL, `duration` over REST) holds durations.
+    if to_column.column_type == ColumnType::Time && from.to_ascii_lowercase().starts_with("duration") {
+        return Some(
+            "4D Time values are durations: negative ones, or of 24 hours or more, do not fit a time of day".into(),
+        );
+    }
     let (lower_from, lower_to) = (from.to_ascii_lowercase(), to.to_ascii_lowercase());
     // (precision, scale) of numeric(p, s) / decimal(p, s); text length of varchar(n) / char(n).
     let args = |t: &str| -> Vec<i64> {
@@ -583,6 +598,10 @@ mod tests {
                 "double precision" | "REAL" | "4D REAL" => (ColumnType::Float, Storage::default()),
                 t if t.starts_with("numeric") => (ColumnType::Decimal, Storage::default()),
                 t if t.starts_with("timestamp") => (ColumnType::Timestamp, Storage::default()),
+                "interval" => (ColumnType::Other, Storage::default()),
+                t if t.starts_with("time") || t.starts_with("DURATION") || t == "duration" => {
+                    (ColumnType::Time, Storage::default())
+                }
                 _ => (ColumnType::Text, Storage::default()),
             };
             ColumnSchema {
@@ -608,6 +627,9 @@ mod tests {
             ("INTEGER", "INT"),
             ("INT", "SMALLINT"),
             ("4D REAL", "real"),
+            ("DURATION (4D Time)", "time"),
+            ("duration", "DURATION (4D Time)"),
+            ("interval", "DURATION (4D Time)"),
         ] {
             assert!(narrowing(&column(from), &column(to)).is_some(), "{from} -> {to}");
         }
@@ -627,6 +649,7 @@ mod tests {
             ("double precision", "4D REAL"),
             ("4D REAL", "double precision"),
             ("INT64", "bigint"),
+            ("time", "DURATION (4D Time)"),
         ] {
             assert_eq!(narrowing(&column(from), &column(to)), None, "{from} -> {to}");
         }

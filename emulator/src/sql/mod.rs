@@ -461,6 +461,56 @@ fn text_semantics(conn: &rusqlite::Connection, sql: &str, fold: bool) -> String 
     out
 }
 
+/// With `fold_text`, a text primary key is unique as 4D compares text: an `INSERT INTO [T]
+/// ([a], …) VALUES (?, …)` whose key equals a stored one ignoring case and accents fails
+/// as a duplicate (1204), as 4D's unique index would refuse it.
+fn folded_unique(conn: &rusqlite::Connection, sql: &str, params: &[Val]) -> Result<(), (i64, String)> {
+    let upper = sql.trim_start().to_ascii_uppercase();
+    if !upper.starts_with("INSERT INTO ") {
+        return Ok(());
+    }
+    let Some(table) = bracketed_after(sql, "INSERT INTO ") else { return Ok(()) };
+    let Some(open) = sql.find('(') else { return Ok(()) };
+    let Some(close) = sql[open..].find(')') else { return Ok(()) };
+    let columns: Vec<String> =
+        sql[open + 1..open + close].split(',').map(|c| c.trim().trim_matches(['[', ']']).to_string()).collect();
+    let key: Option<(String, Option<String>)> = conn
+        .query_row(
+            &format!("SELECT name, type FROM pragma_table_info({}) WHERE pk = 1", quote_sqlite_text(&table)),
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .ok();
+    let Some((key, decl)) = key else { return Ok(()) };
+    if decl.as_deref().and_then(fourd_type).is_none_or(|(vk, _)| vk != "VK_STRING") {
+        return Ok(());
+    }
+    let Some(Val::Text(value)) = columns.iter().position(|c| *c == key).and_then(|i| params.get(i)) else {
+        return Ok(());
+    };
+    let held: Option<String> = conn
+        .query_row(
+            &format!(
+                "SELECT {k} FROM {t} WHERE {k} COLLATE EMU_FOLD = ?1 LIMIT 1",
+                k = quote_sqlite(&key),
+                t = quote_sqlite(&table)
+            ),
+            [value],
+            |r| r.get(0),
+        )
+        .ok();
+    match held {
+        Some(held) => {
+            Err((1204, format!("Failed to create new record: duplicate key {value:?} (the table holds {held:?})")))
+        }
+        None => Ok(()),
+    }
+}
+
+fn quote_sqlite_text(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
 /// The bracketed name after the first `word` (`[a]]b]` is `a]b`).
 fn bracketed_after(sql: &str, word: &str) -> Option<String> {
     let at = sql.to_ascii_uppercase().find(word)? + word.len();
@@ -586,6 +636,9 @@ fn run(s: &mut Session, sql: &str, params: &[Val]) -> Result<Option<Stored>, (i6
             Ok(None)
         }
         Stmt::Sql(text) => {
+            if s.shared.settings.fold_text {
+                folded_unique(conn, &text, params)?;
+            }
             let text = text_semantics(conn, &text, s.shared.settings.fold_text);
             let mut st = conn.prepare(&text).map_err(|e| sql_error(&e))?;
             if st.parameter_count() != params.len() {

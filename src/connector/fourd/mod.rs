@@ -740,6 +740,7 @@ impl Connector for FourDRest {
         if !key_type.is_integer() {
             let keys = self.read_keys(scope, range, limit).await?;
             let mut rows = self.read_rows_by_keys(scope, &keys.items).await?;
+            key_list::all_found(&self.endpoint, scope, &keys.items, &rows)?;
             rows.sort_by_key(|r| scope.key_of(r));
             return Ok(Page { items: rows, more: keys.more });
         }

@@ -397,7 +397,7 @@ impl FourDSql {
         let shown: Vec<String> = twins.iter().take(5).map(Key::to_string).collect();
         ConnectorError::Data(format!(
             "{}: cannot {what} `{}` by key: 4D's SQL engine takes the key(s) {} it holds for one of the keys \
-             written (the database compares text ignoring case or accents: 4D's \"Case-sensitive String \
+             asked for (the database compares text ignoring case or accents: 4D's \"Case-sensitive String \
              Comparison\" option is off); rename them in 4D or in the source",
             self.endpoint,
             scope.table,
@@ -695,6 +695,7 @@ impl Connector for FourDSql {
         if !kt.is_integer() {
             let keys = self.read_keys(scope, range, limit).await?;
             let mut rows = self.read_rows_by_keys(scope, &keys.items).await?;
+            key_list::all_found(&self.endpoint, scope, &keys.items, &rows)?;
             rows.sort_by_key(|r| scope.key_of(r));
             return Ok(Page { items: rows, more: keys.more });
         }
@@ -882,7 +883,21 @@ impl Connector for FourDSql {
                 statements.push((insert.clone(), params));
             }
         }
-        self.transaction(statements, "writing rows").await?;
+        if let Err(e) = self.transaction(statements, "writing rows").await {
+            // 4D refuses a key its unique index takes for one it holds, or for another of
+            // the same batch: a database comparing text ignoring case (§9.7).
+            return Err(match e {
+                ConnectorError::Data(m)
+                    if !types.get(key).is_some_and(|t| t.is_integer()) && m.contains("error 1204") =>
+                {
+                    ConnectorError::Data(format!(
+                        "{m} (a duplicate key where db-sync found none: 4D may compare text ignoring case or accents, \
+                         and take this key for another it holds or another written with it; rename one in the source)"
+                    ))
+                }
+                e => e,
+            });
+        }
         self.key_lists.update(&scope.table, &keys, &[]);
         self.counters.rows_written.fetch_add(rows.len() as u64, std::sync::atomic::Ordering::Relaxed);
         Ok(rows.len() as u64)

@@ -83,6 +83,10 @@ impl SqlSession {
                         "4D refused a new SQL session: the licence limit is reached (error {code}: {description})"
                     ),
                 },
+                _ if user.is_empty() => ConnectorError::Config(format!(
+                    "{endpoint}: 4D refused a login without a user name (error {code}: {description}); set `user` \
+                     and `password` in the connection"
+                )),
                 _ => ConnectorError::Config(format!(
                     "{endpoint}: 4D refused the login of user `{user}` (error {code}: {description}); check `user` and \
                      the password (the environment variable its `password` names)"

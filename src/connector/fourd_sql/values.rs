@@ -283,7 +283,8 @@ pub fn schema_of(
         schema_columns.push(ColumnSchema {
             nullable: nullable && !key_columns.contains(&name),
             name,
-            declared_type: t.name().to_string(),
+            // Alpha (10, 19) and Text (14, 20) are one type to db-sync; the name tells them apart.
+            declared_type: if matches!(code, 14 | 20) { "TEXT".to_string() } else { t.name().to_string() },
             column_type,
             has_default: false,
             storage,
