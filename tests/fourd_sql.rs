@@ -890,6 +890,16 @@ fn uuid_keys() {
     assert!(target.iter().any(|r| r.0 == id), "the target keeps the row: {target:?}");
 }
 
+/// Syncs `source.sqlite`'s Names into the emulated 4D of `ws` with `extra` settings, expects
+/// the run to finish with errors (exit 1), and returns its output.
+fn into_fourd_with_errors(ws: &common::Workspace, emulator: &SqlEmulator, extra: &str) -> String {
+    names_config(ws, r#"{"type": "sqlite", "path": "source.sqlite"}"#, &fourd_sql(emulator.port()), extra);
+    let out = ws.run_env(&["run", "--progress", "off"], &[("FOURD_PASSWORD", PASSWORD)]);
+    let all = common::text(&out);
+    assert_eq!(out.status.code(), Some(1), "completed with errors: {all}");
+    all
+}
+
 /// A 4D database set to compare text ignoring case (the emulator's `fold_text`): reading
 /// keeps `abc` and `ABC` apart (rows are matched byte for byte), and a write or delete of a
 /// key 4D would take for another is a data error naming it, while the rest still syncs.
@@ -918,15 +928,7 @@ fn keys_a_case_insensitive_database_cannot_tell_apart() {
     let source = back.db("source.sqlite", SQLITE_NAMES);
     source.execute_batch("INSERT INTO Names VALUES ('ABC', 'new', 2), ('é', 'new', 2), ('x', 'new', 2)").unwrap();
     let emulator = SqlEmulator::start(back.path("fourd.sqlite"), settings.clone()).unwrap();
-    names_config(
-        &back,
-        r#"{"type": "sqlite", "path": "source.sqlite"}"#,
-        &fourd_sql(emulator.port()),
-        r#", "max_delete_percent": 100"#,
-    );
-    let out = back.run_env(&["run", "--progress", "off"], &[("FOURD_PASSWORD", PASSWORD)]);
-    let all = common::text(&out);
-    assert_eq!(out.status.code(), Some(1), "completed with errors: {all}");
+    let all = into_fourd_with_errors(&back, &emulator, r#", "max_delete_percent": 100"#);
     assert!(all.contains("ignoring case or accents"), "{all}");
     let left: Vec<String> =
         names(&back.path("fourd.sqlite")).into_iter().map(|r| format!("{}={}", r.0, r.1.unwrap())).collect();
@@ -951,15 +953,7 @@ fn keys_a_case_insensitive_database_cannot_tell_apart() {
         )
         .unwrap();
     let emulator = SqlEmulator::start(pairs.path("fourd.sqlite"), settings).unwrap();
-    names_config(
-        &pairs,
-        r#"{"type": "sqlite", "path": "source.sqlite"}"#,
-        &fourd_sql(emulator.port()),
-        r#", "max_error_count": 100"#,
-    );
-    let out = pairs.run_env(&["run", "--progress", "off"], &[("FOURD_PASSWORD", PASSWORD)]);
-    let all = common::text(&out);
-    assert_eq!(out.status.code(), Some(1), "completed with errors: {all}");
+    let all = into_fourd_with_errors(&pairs, &emulator, r#", "max_error_count": 100"#);
     for x in 1..=30 {
         let named = format!("row \"key{x:02}a\" was refused");
         assert!(all.contains(&named) && all.contains(&format!("takes the key(s) \"key{x:02}A\"")), "{named}: {all}");

@@ -79,6 +79,27 @@ pub fn listed<'a>(list: &'a [Key], scope: &'a TableScope, range: &KeyRange) -> i
     in_range(list, range).iter().filter(|k| !scope.skip_keys.contains(k))
 }
 
+/// A page of at most `limit` keys of a sorted `list` inside `range`, without the scope's
+/// skipped keys; `more` says whether further keys follow in the range.
+pub fn key_page(list: &[Key], scope: &TableScope, range: &KeyRange, limit: usize) -> Page<Key> {
+    let mut keys = listed(list, scope, range);
+    let items: Vec<Key> = keys.by_ref().take(limit).cloned().collect();
+    Page { items, more: keys.next().is_some() }
+}
+
+/// The page of rows for a page of listed `keys`: every key must have its row
+/// ([`all_found`]), and the rows are put in key byte order; `more` is the key page's.
+pub fn rows_page(
+    endpoint: &str,
+    scope: &TableScope,
+    keys: Page<Key>,
+    mut rows: Vec<Row>,
+) -> Result<Page<Row>, ConnectorError> {
+    all_found(endpoint, scope, &keys.items, &rows)?;
+    rows.sort_by_key(|r| scope.key_of(r));
+    Ok(Page { items: rows, more: keys.more })
+}
+
 /// At most `limit` keys that occur more than once in the scope's list, with how often.
 pub fn duplicates(list: &[Key], scope: &TableScope, limit: usize) -> Vec<(Key, u64)> {
     let keys: Vec<&Key> = listed(list, scope, &KeyRange::all()).collect();

@@ -723,9 +723,7 @@ impl Connector for FourDRest {
         let (class, key_type) = self.scoped(scope).await?;
         if !key_type.is_integer() {
             let list = self.key_list(scope, key_type).await?;
-            let keys: Vec<&Key> = key_list::listed(&list, scope, range).collect();
-            let more = keys.len() > limit;
-            return Ok(Page { items: keys.into_iter().take(limit).cloned().collect(), more });
+            return Ok(key_list::key_page(&list, scope, range, limit));
         }
         let key = scope.key_columns()[0];
         let filter = self.range_filter(&class, scope, range, key_type)?;
@@ -739,10 +737,8 @@ impl Connector for FourDRest {
         let (class, key_type) = self.scoped(scope).await?;
         if !key_type.is_integer() {
             let keys = self.read_keys(scope, range, limit).await?;
-            let mut rows = self.read_rows_by_keys(scope, &keys.items).await?;
-            key_list::all_found(&self.endpoint, scope, &keys.items, &rows)?;
-            rows.sort_by_key(|r| scope.key_of(r));
-            return Ok(Page { items: rows, more: keys.more });
+            let rows = self.read_rows_by_keys(scope, &keys.items).await?;
+            return key_list::rows_page(&self.endpoint, scope, keys, rows);
         }
         let key = scope.key_columns()[0];
         let filter = self.range_filter(&class, scope, range, key_type)?;

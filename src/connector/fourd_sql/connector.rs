@@ -679,9 +679,7 @@ impl Connector for FourDSql {
         let (_, kt) = self.key_type(scope).await?;
         if !kt.is_integer() {
             let list = self.key_list(scope).await?;
-            let mut keys = key_list::listed(&list, scope, range);
-            let items: Vec<Key> = keys.by_ref().take(limit).cloned().collect();
-            return Ok(Page { items, more: keys.next().is_some() });
+            return Ok(key_list::key_page(&list, scope, range, limit));
         }
         let key = quote(scope.key_columns()[0]);
         let rows = self.read_page(scope, range, limit, &key).await?;
@@ -694,10 +692,8 @@ impl Connector for FourDSql {
         let (types, kt) = self.key_type(scope).await?;
         if !kt.is_integer() {
             let keys = self.read_keys(scope, range, limit).await?;
-            let mut rows = self.read_rows_by_keys(scope, &keys.items).await?;
-            key_list::all_found(&self.endpoint, scope, &keys.items, &rows)?;
-            rows.sort_by_key(|r| scope.key_of(r));
-            return Ok(Page { items: rows, more: keys.more });
+            let rows = self.read_rows_by_keys(scope, &keys.items).await?;
+            return key_list::rows_page(&self.endpoint, scope, keys, rows);
         }
         let rows = self.read_page(scope, range, limit, &Self::select_list(scope)).await?;
         let rows = rows.iter().map(|r| self.row_of(&types, scope, r)).collect::<Result<Vec<_>, _>>()?;
