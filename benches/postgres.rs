@@ -52,7 +52,10 @@ fn sync(
     reset_peak_memory();
     let started = Instant::now();
     let options = RunOptions { progress: ProgressMode::Off, ..RunOptions::default() };
-    let code = runtime.block_on(db_sync::runner::start(config, options, false, db_sync::runner::Output::Quiet));
+    let code = runtime.block_on(async {
+        let stopper = db_sync::runner::Stopper::install(std::sync::Arc::clone(&options.stop));
+        db_sync::runner::start(config, options, false, db_sync::runner::Output::Quiet, &stopper).await.code
+    });
     assert_eq!(code, 0);
     let seconds = started.elapsed().as_secs_f64();
     let store = db_sync::checkpoint::Store::open(&dir.join(".db-sync")).unwrap();

@@ -37,7 +37,9 @@ async fn durable_copy(name: &str, config_path: &Path, rows: u64) -> f64 {
     reset_peak_memory();
     let started = Instant::now();
     let options = RunOptions { progress: ProgressMode::Off, ..RunOptions::default() };
-    let code = db_sync::runner::start(config.clone(), options, false, db_sync::runner::Output::Quiet).await;
+    let stopper = db_sync::runner::Stopper::install(std::sync::Arc::clone(&options.stop));
+    let code =
+        db_sync::runner::start(config.clone(), options, false, db_sync::runner::Output::Quiet, &stopper).await.code;
     let seconds = started.elapsed().as_secs_f64();
     assert_eq!(code, 0);
     let store = db_sync::checkpoint::Store::open(&config.run.state_dir).unwrap();
@@ -100,7 +102,9 @@ async fn store_after_100_runs(dir: &Path) {
         drop(conn);
         let config = Config::load(&config_path).unwrap();
         let options = RunOptions { progress: ProgressMode::Off, ..RunOptions::default() };
-        assert_eq!(db_sync::runner::start(config, options, false, db_sync::runner::Output::Quiet).await, 0);
+        let stopper = db_sync::runner::Stopper::install(std::sync::Arc::clone(&options.stop));
+        let outcome = db_sync::runner::start(config, options, false, db_sync::runner::Output::Quiet, &stopper).await;
+        assert_eq!(outcome.code, 0);
     }
     let store = db_sync::checkpoint::Store::open(&dir.join("small-state")).unwrap();
     let runs = store.runs().unwrap().len();

@@ -32,6 +32,22 @@ pub mod exit {
     pub const NETWORK: u8 = 7;
     /// Stopped by a signal; the run can be resumed.
     pub const INTERRUPTED: u8 = 130;
+
+    /// A few words on what an exit code means, for logs.
+    pub fn describe(code: u8) -> &'static str {
+        match code {
+            OK => "finished without errors",
+            COMPLETED_WITH_ERRORS => "finished with errors",
+            CONFIG => "config or command line wrong",
+            CONNECTION => "a database could not be reached",
+            SCHEMA => "tables or columns do not fit the config",
+            ABORTED => "run stopped by errors, the delete guard or a database failure",
+            STATE => "state store busy, holding an unfinished run, or damaged",
+            NETWORK => "connection lost and retries ran out",
+            INTERRUPTED => "interrupted by a signal",
+            _ => "unknown exit code",
+        }
+    }
 }
 
 const EXIT_CODES: &str = "Exit codes:
@@ -78,6 +94,10 @@ pub enum Command {
     Check(ConfigArgs),
     /// Compare every row of the selected tables, read-only; exit 1 when they differ.
     Verify(VerifyArgs),
+    /// Sync on the config's schedule (`sleep_seconds` or `run_at_time`) until SIGTERM or
+    /// SIGINT: an unfinished run is resumed first, a failed run is retried at the next
+    /// scheduled time; SIGHUP reads the config again at the next wake-up.
+    Daemon(DaemonArgs),
     /// Build demo SQLite databases (ERP-like, 200,000+ rows), sync them, change the
     /// source and sync again.
     Demo(DemoArgs),
@@ -153,6 +173,24 @@ pub struct SyncArgs {
     /// Print the final report as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Options of `daemon`.
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// Config and state location.
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Allow deleting more than `max_delete_percent` of a target table, in every run.
+    #[arg(long)]
+    pub allow_mass_delete: bool,
+    /// Leave out source rows whose key is NULL or shared by several rows (each counted as
+    /// an error) instead of refusing to sync their tables.
+    #[arg(long)]
+    pub skip_bad_keys: bool,
+    /// Progress display of each run.
+    #[arg(long, value_enum, default_value_t = ProgressArg::Lines)]
+    pub progress: ProgressArg,
 }
 
 /// Options of `runs`.
@@ -250,6 +288,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Check(args) => read_only(cmd_check(args)).await,
         Command::Verify(args) => read_only(cmd_verify(args)).await,
         Command::Demo(args) => crate::demo::run(args).await,
+        Command::Daemon(args) => cmd_daemon(args).await,
     };
     ExitCode::from(code)
 }
@@ -324,7 +363,8 @@ async fn cmd_run(args: RunArgs) -> u8 {
     if config.run.only_sync_plan {
         return plan(config, options).await;
     }
-    crate::runner::start(config, options, args.abandon, output(args.sync.json)).await
+    let stopper = crate::runner::Stopper::install(std::sync::Arc::clone(&options.stop));
+    crate::runner::start(config, options, args.abandon, output(args.sync.json), &stopper).await.code
 }
 
 async fn cmd_resume(args: ResumeArgs) -> u8 {
@@ -338,7 +378,18 @@ async fn cmd_resume(args: ResumeArgs) -> u8 {
         progress: args.sync.progress.into(),
         ..RunOptions::default()
     };
-    crate::runner::resume(config, options, args.run_id, args.replan, output(args.sync.json)).await
+    let stopper = crate::runner::Stopper::install(std::sync::Arc::clone(&options.stop));
+    crate::runner::resume(config, options, args.run_id, args.replan, output(args.sync.json), &stopper).await.code
+}
+
+/// The run in progress that holds the store in `dir`, when the store is busy.
+fn run_in_progress(dir: &std::path::Path) -> Option<crate::checkpoint::Owner> {
+    match crate::checkpoint::Store::open(dir) {
+        Err(crate::checkpoint::StoreError::Busy(_)) => {
+            crate::checkpoint::Store::holder(dir).filter(|o| o.run_id.is_some())
+        }
+        _ => None,
+    }
 }
 
 fn cmd_runs(args: ListArgs) -> u8 {
@@ -346,6 +397,19 @@ fn cmd_runs(args: ListArgs) -> u8 {
         Ok(d) => d,
         Err(code) => return code,
     };
+    if let Some(owner) = run_in_progress(&dir) {
+        // The store is locked while a run writes it; say what the run is doing.
+        if args.json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({ "in_progress": owner })).expect("serializes")
+            );
+        } else {
+            println!("{}", owner.describe());
+            println!("(the run history is locked while the run writes it; `db-sync runs` lists it once the run ends)");
+        }
+        return exit::OK;
+    }
     let store = match crate::runner::open_store_at(&dir) {
         Ok(s) => s,
         Err(code) => return code,
@@ -372,6 +436,21 @@ fn cmd_show(args: ShowArgs) -> u8 {
         Ok(d) => d,
         Err(code) => return code,
     };
+    if let Some(owner) = run_in_progress(&dir) {
+        if owner.run_id == Some(args.run_id) {
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({ "in_progress": owner })).expect("serializes")
+                );
+            } else {
+                println!("{}", owner.describe());
+            }
+            return exit::OK;
+        }
+        eprintln!("error: {}; `db-sync show {}` can read the store once it ends", owner.describe(), args.run_id);
+        return exit::STATE;
+    }
     let store = match crate::runner::open_store_at(&dir) {
         Ok(s) => s,
         Err(code) => return code,
@@ -534,4 +613,51 @@ async fn cmd_check(args: ConfigArgs) -> u8 {
     };
     engine.close().await;
     code
+}
+
+/// The daemon's lines go to stdout, each flushed at once (a log file sees them as they
+/// happen).
+struct DaemonOutput;
+
+impl crate::daemon::Events for DaemonOutput {
+    fn say(&self, line: &str) {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{line}");
+        let _ = out.flush();
+    }
+}
+
+async fn cmd_daemon(args: DaemonArgs) -> u8 {
+    let config = match load(&args.config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    if matches!(config.run.schedule, crate::schedule::Schedule::Once) {
+        eprintln!(
+            "error: {}: the daemon needs a schedule: set `sleep_seconds` (such as 3600 or \"1h\") or `run_at_time` \
+             (such as \"02:00\"); `db-sync run` syncs once",
+            config.path.display()
+        );
+        return exit::CONFIG;
+    }
+    let control = crate::daemon::Control::new();
+    control.listen();
+    let mut cycle = crate::daemon::RunnerCycle {
+        allow_mass_delete: args.allow_mass_delete,
+        skip_bad_keys: args.skip_bad_keys,
+        progress: args.progress.into(),
+        output: crate::runner::Output::Text,
+        replan_next: false,
+    };
+    let config_args = &args.config;
+    let reload = || {
+        let mut config = Config::load(&config_args.config)?;
+        if let Some(dir) = &config_args.state_dir {
+            config.run.state_dir = dir.clone();
+        }
+        Ok(config)
+    };
+    let clock = crate::schedule::SystemClock;
+    crate::daemon::serve(config, &reload, &mut cycle, &clock, &control, &DaemonOutput).await
 }

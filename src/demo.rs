@@ -438,7 +438,9 @@ pub async fn run(args: DemoArgs) -> u8 {
                 return code;
             }
             println!();
-            crate::runner::start(config, RunOptions::default(), false, crate::runner::Output::Text).await
+            let options = RunOptions::default();
+            let stopper = crate::runner::Stopper::install(std::sync::Arc::clone(&options.stop));
+            crate::runner::start(config, options, false, crate::runner::Output::Text, &stopper).await.code
         }
     };
     let code = sync("first sync: empty target").await;

@@ -13,6 +13,8 @@
 //! - [`report`]    per-table statistics, the manual's metrics, progress display
 //! - [`failpoint`] crash points used by the crash tests
 //! - [`runner`]    durable runs: start, resume, signals, outcome (engine + checkpoint store)
+//! - [`schedule`]  the daemon's schedule: next start, chunked sleeps, the clock
+//! - [`daemon`]    `db-sync daemon`: runs on a schedule, signals, reloads, status
 //! - [`audit`]     `runs` and `show`: the run history as text or JSON
 //! - [`verify`]    `verify`: a read-only comparison of every row
 //! - [`cli`]       clap commands and exit codes
@@ -23,6 +25,7 @@ pub mod checkpoint;
 pub mod cli;
 pub mod config;
 pub mod connector;
+pub mod daemon;
 pub mod demo;
 pub mod diff;
 pub mod engine;
@@ -31,6 +34,7 @@ pub mod model;
 pub mod plan;
 pub mod report;
 pub mod runner;
+pub mod schedule;
 pub mod transform;
 pub mod verify;
 

@@ -58,44 +58,76 @@ fn store_exit(e: &StoreError) -> u8 {
 pub const STOP_GRACE: Duration = Duration::from_secs(2);
 
 /// Turns SIGINT and SIGTERM into a stop: the first sets the engine's `stop` flag (the run
-/// stops after the current batch) and, if the run has not stopped [`STOP_GRACE`] later
-/// (a call stuck on a stalled link, a long batch), cancels `abandon`; a second signal
-/// cancels it at once. Abandoning drops the calls in flight: the last checkpoint stands,
-/// as after a crash, and `db-sync resume` continues from it.
+/// stops after the current batch), cancels `shutdown` (a daemon's sleep ends at once) and,
+/// if the run has not stopped [`STOP_GRACE`] later (a call stuck on a stalled link, a long
+/// batch), cancels `abandon`; a second signal cancels it at once. Abandoning drops the
+/// calls in flight: the last checkpoint stands, as after a crash, and `db-sync resume`
+/// continues from it.
 #[derive(Clone)]
 pub struct Stopper {
     /// The engine's stop flag.
     pub stop: Arc<AtomicBool>,
     /// Cancelled when the calls in flight are to be abandoned.
     pub abandon: CancellationToken,
+    /// Cancelled at the first signal: waits and sleeps end at once.
+    pub shutdown: CancellationToken,
+    /// Whether a run is in progress (a daemon between runs has none).
+    pub running: Arc<AtomicBool>,
 }
 
 impl Stopper {
-    /// Listens for the signals (needs a tokio runtime).
+    /// A stopper that no signal reaches yet (see [`Stopper::listen`]); no run in progress.
+    pub fn new(stop: Arc<AtomicBool>) -> Stopper {
+        Stopper {
+            stop,
+            abandon: CancellationToken::new(),
+            shutdown: CancellationToken::new(),
+            running: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// A stopper for one run, listening for the signals (needs a tokio runtime).
     pub fn install(stop: Arc<AtomicBool>) -> Stopper {
-        let stopper = Stopper { stop, abandon: CancellationToken::new() };
-        let (stop, abandon) = (Arc::clone(&stopper.stop), stopper.abandon.clone());
+        let stopper = Stopper::new(stop);
+        stopper.running.store(true, Ordering::SeqCst);
+        stopper.listen();
+        stopper
+    }
+
+    /// Listens for SIGINT and SIGTERM for the rest of the process (needs a tokio runtime).
+    pub fn listen(&self) {
+        let stopper = self.clone();
         let mut signals = Signals::new();
         tokio::spawn(async move {
             loop {
                 let signal = signals.next().await;
-                if stop.swap(true, Ordering::SeqCst) {
-                    eprintln!("{signal} again: stopping now");
-                    abandon.cancel();
-                    continue;
-                }
-                eprintln!(
-                    "{signal}: stopping after the current batch (within {}; send it again to stop at once)",
-                    humantime::format_duration(STOP_GRACE)
-                );
-                let abandon = abandon.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(STOP_GRACE).await;
-                    abandon.cancel();
-                });
+                stopper.signal(signal);
             }
         });
-        stopper
+    }
+
+    /// What a signal named `signal` does (see the type's documentation).
+    pub fn signal(&self, signal: &str) {
+        self.shutdown.cancel();
+        if self.stop.swap(true, Ordering::SeqCst) {
+            eprintln!("{signal} again: stopping now");
+            self.abandon.cancel();
+            return;
+        }
+        if !self.running.load(Ordering::SeqCst) {
+            eprintln!("{signal}: stopping (no run in progress)");
+            self.abandon.cancel();
+            return;
+        }
+        eprintln!(
+            "{signal}: stopping after the current batch (within {}; send it again to stop at once)",
+            humantime::format_duration(STOP_GRACE)
+        );
+        let abandon = self.abandon.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(STOP_GRACE).await;
+            abandon.cancel();
+        });
     }
 
     /// Runs `work` unless the calls in flight are abandoned first (`None`).
@@ -146,10 +178,48 @@ impl Default for Signals {
     }
 }
 
+/// What `start` or `resume` did: the exit code and, once a run was recorded and executed,
+/// the run.
+#[derive(Debug)]
+pub struct RunOutcome {
+    /// The process exit code ([`crate::cli::exit`]).
+    pub code: u8,
+    /// The run, when one was executed (not when it failed before it was recorded).
+    pub run: Option<FinishedRun>,
+}
+
+impl From<u8> for RunOutcome {
+    fn from(code: u8) -> RunOutcome {
+        RunOutcome { code, run: None }
+    }
+}
+
+/// A run after this process executed it (to its end, or until it stopped).
+#[derive(Debug)]
+pub struct FinishedRun {
+    /// Run ID.
+    pub id: u64,
+    /// Its status when it stopped.
+    pub status: RunStatus,
+    /// Its report (counters include those of earlier attempts of a resumed run).
+    pub report: RunReport,
+}
+
 /// Exit for a signal that came before the run was recorded: nothing was written.
 fn stopped_before_run() -> u8 {
     eprintln!("interrupted before the run started; nothing was written");
     exit::INTERRUPTED
+}
+
+/// What a run is doing, for other processes (`owner.json`): its position and its rows so
+/// far, such as `task 3/8 (add step of customers, checkpoint ...); 1200 added, 3
+/// modified, 0 deleted`.
+pub fn describe_activity(state: &RunState) -> String {
+    let (added, modified, deleted) = state
+        .tables
+        .iter()
+        .fold((0, 0, 0), |(a, m, d), t| (a + t.report.added, m + t.report.modified, d + t.report.deleted));
+    format!("{}; {added} added, {modified} modified, {deleted} deleted", describe_position(state))
 }
 
 fn describe_position(state: &RunState) -> String {
@@ -171,11 +241,18 @@ fn describe_position(state: &RunState) -> String {
 }
 
 /// `db-sync run`: plans a new run, stores it, executes it.
-pub async fn start(config: Config, mut options: RunOptions, abandon: bool, output: Output) -> u8 {
+pub async fn start(
+    config: Config,
+    mut options: RunOptions,
+    abandon: bool,
+    output: Output,
+    stopper: &Stopper,
+) -> RunOutcome {
     options.create_tables = true;
+    options.stop = Arc::clone(&stopper.stop);
     let store = match open_store(&config) {
         Ok(s) => s,
-        Err(code) => return code,
+        Err(code) => return code.into(),
     };
     match store.unfinished_run() {
         Ok(Some(mut run)) => {
@@ -188,35 +265,35 @@ pub async fn start(config: Config, mut options: RunOptions, abandon: bool, outpu
                     format_ms(run.meta.started_ms),
                     describe_position(&run.state)
                 );
-                return exit::STATE;
+                return exit::STATE.into();
             }
             run.meta.status = RunStatus::Abandoned;
             run.meta.ended_ms = Some(now_ms());
             run.meta.event(EventKind::Abandoned, "abandoned by `db-sync run --abandon`");
             if let Err(e) = store.save_run(&run.meta, &run.state) {
                 eprintln!("error: {e}");
-                return exit::STATE;
+                return exit::STATE.into();
             }
             eprintln!("run {} abandoned", run.meta.id);
         }
         Ok(None) => {}
         Err(e) => {
             eprintln!("error: {e}");
-            return store_exit(&e);
+            return store_exit(&e).into();
         }
     }
     let (source, target) = (config.source.describe(), config.target.describe());
     let config_path = config.path.display().to_string();
     let fingerprint = config.fingerprint;
-    let stopper = Stopper::install(Arc::clone(&options.stop));
     let engine = match stopper.unless_abandoned(Engine::connect(config, options)).await {
-        None => return stopped_before_run(),
+        None => return stopped_before_run().into(),
         Some(Ok(e)) => e,
         Some(Err(e)) => {
             eprintln!("error: {e}");
-            return engine_exit(&e);
+            return engine_exit(&e).into();
         }
     };
+    let mut finished = None;
     // Every way out below ends the connectors' sessions (a 4D REST session holds a
     // licence until it idles out), but one after a signal (see the end).
     let code = async {
@@ -264,19 +341,27 @@ pub async fn start(config: Config, mut options: RunOptions, abandon: bool, outpu
             return exit::STATE;
         }
         tracing::info!(run = id, "run started");
-        execute(&store, &engine, &stopper, jobs, meta, state, started, output).await
+        execute(&store, &engine, stopper, jobs, meta, state, started, output, &mut finished).await
     }
     .await;
-    finish(&engine, code).await
+    RunOutcome { code: finish(&engine, code).await, run: finished }
 }
 
 /// `db-sync resume`: continues the newest unfinished run (or `run_id`) from its
 /// checkpoint with the same plan, or re-plans it with `replan`.
-pub async fn resume(config: Config, mut options: RunOptions, run_id: Option<u64>, replan: bool, output: Output) -> u8 {
+pub async fn resume(
+    config: Config,
+    mut options: RunOptions,
+    run_id: Option<u64>,
+    replan: bool,
+    output: Output,
+    stopper: &Stopper,
+) -> RunOutcome {
     options.create_tables = replan;
+    options.stop = Arc::clone(&stopper.stop);
     let store = match open_store(&config) {
         Ok(s) => s,
-        Err(code) => return code,
+        Err(code) => return code.into(),
     };
     let run = match run_id {
         Some(id) => store.load_run(id).map(Some),
@@ -286,11 +371,11 @@ pub async fn resume(config: Config, mut options: RunOptions, run_id: Option<u64>
         Ok(Some(run)) => run,
         Ok(None) => {
             println!("nothing to resume: no unfinished run in {}", store.dir().display());
-            return exit::OK;
+            return exit::OK.into();
         }
         Err(e) => {
             eprintln!("error: {e}");
-            return store_exit(&e);
+            return store_exit(&e).into();
         }
     };
     if !meta.status.is_unfinished() {
@@ -299,7 +384,7 @@ pub async fn resume(config: Config, mut options: RunOptions, run_id: Option<u64>
             meta.id,
             meta.status.name()
         );
-        return exit::CONFIG;
+        return exit::CONFIG.into();
     }
     let fingerprint = config.fingerprint;
     let changed_config = meta.config_fingerprint != fingerprint;
@@ -310,18 +395,18 @@ pub async fn resume(config: Config, mut options: RunOptions, run_id: Option<u64>
              `db-sync run --abandon` starts a new run",
             meta.id
         );
-        return exit::CONFIG;
+        return exit::CONFIG.into();
     }
     let (source, target) = (config.source.describe(), config.target.describe());
-    let stopper = Stopper::install(Arc::clone(&options.stop));
     let engine = match stopper.unless_abandoned(Engine::connect(config, options)).await {
-        None => return stopped_before_run(),
+        None => return stopped_before_run().into(),
         Some(Ok(e)) => e,
         Some(Err(e)) => {
             eprintln!("error: {e}");
-            return engine_exit(&e);
+            return engine_exit(&e).into();
         }
     };
+    let mut finished = None;
     // Every way out below ends the connectors' sessions (a 4D REST session holds a
     // licence until it idles out), but one after a signal (see the end).
     let code = async {
@@ -370,10 +455,10 @@ pub async fn resume(config: Config, mut options: RunOptions, run_id: Option<u64>
             return exit::STATE;
         }
         eprintln!("resuming run {} at {}", meta.id, describe_position(&state));
-        execute(&store, &engine, &stopper, jobs, meta, state, started, output).await
+        execute(&store, &engine, stopper, jobs, meta, state, started, output, &mut finished).await
     }
     .await;
-    finish(&engine, code).await
+    RunOutcome { code: finish(&engine, code).await, run: finished }
 }
 
 /// Ends the connectors' sessions and passes `code` on. After a signal it does not: a run
@@ -420,12 +505,20 @@ async fn execute(
     mut state: RunState,
     started: Instant,
     output: Output,
+    finished: &mut Option<FinishedRun>,
 ) -> u8 {
     let identities = jobs.iter().map(|j| watermark_identity(&meta.source, &meta.target, j)).collect();
     let written = state.tables.iter().map(|t| t.verified).collect();
     let active_ms_before = meta.active_ms;
-    let mut observer =
-        StoreObserver { store, meta: &mut meta, identities, watermarks_written: written, active_ms_before, started };
+    let mut observer = StoreObserver {
+        store,
+        meta: &mut meta,
+        identities,
+        watermarks_written: written,
+        active_ms_before,
+        started,
+        activity_written: None,
+    };
     let result = match stopper.unless_abandoned(engine.execute(&jobs, &mut state, &mut observer)).await {
         Some(result) => {
             engine.close().await;
@@ -482,6 +575,7 @@ async fn execute(
         Err(EngineError::Interrupted) => Some(format!("interrupted by a signal at {}", describe_position(&state))),
         Err(e) => Some(e.to_string()),
     };
+    let shown = report.clone();
     match output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&report).expect("report serializes")),
         Output::Text => {
@@ -498,5 +592,6 @@ async fn execute(
             e => eprintln!("error: {e}\nrun {} stopped; fix the cause, then `db-sync resume` continues it", meta.id),
         }
     }
+    *finished = Some(FinishedRun { id: meta.id, status: meta.status, report: shown });
     code
 }

@@ -321,13 +321,50 @@ struct FormatRecord {
     written_by: String,
 }
 
-/// Who holds the store, written to `owner.json` when a process opens it.
-#[derive(Serialize, Deserialize)]
-struct Owner {
-    pid: u32,
-    host: String,
-    run_id: Option<u64>,
-    since_ms: i64,
+/// Who holds the store, written to `owner.json` when a process opens it and, during a
+/// run, at most once a second as the run goes on: what `runs` and `show` print while the
+/// store is locked. JSON, read by other processes; fields added later default.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Owner {
+    /// Process ID of the holder.
+    pub pid: u32,
+    /// Its host.
+    pub host: String,
+    /// The run it works on, once it has one.
+    pub run_id: Option<u64>,
+    /// When it opened the store (Unix milliseconds).
+    pub since_ms: i64,
+    /// When the run was first started (Unix milliseconds).
+    #[serde(default)]
+    pub run_started_ms: Option<i64>,
+    /// What the run is doing, such as `task 3/8 (add step of customers)`, with its rows.
+    #[serde(default)]
+    pub activity: Option<String>,
+    /// When `activity` was written (Unix milliseconds).
+    #[serde(default)]
+    pub updated_ms: Option<i64>,
+}
+
+impl Owner {
+    /// One line for a user: `run 12 is in progress since 2026-12-01 03:00:01 (pid 123 on
+    /// host h): task 3/8 (...), as of 2 s ago`.
+    pub fn describe(&self) -> String {
+        let Some(run) = self.run_id else {
+            return format!(
+                "db-sync (pid {} on host {}) holds the state store since {}",
+                self.pid,
+                self.host,
+                format_ms(self.since_ms)
+            );
+        };
+        let since = format_ms(self.run_started_ms.unwrap_or(self.since_ms));
+        let mut text = format!("run {run} is in progress since {since} (pid {} on host {})", self.pid, self.host);
+        if let Some(activity) = &self.activity {
+            let age = self.updated_ms.map(|u| (now_ms() - u).max(0) / 1000).unwrap_or(0);
+            text.push_str(&format!(": {activity}, as of {age} s ago"));
+        }
+        text
+    }
 }
 
 const KEY_FORMAT: &[u8] = b"format";
@@ -431,12 +468,8 @@ impl Store {
     }
 
     fn busy_message(dir: &Path) -> String {
-        let owner: Option<Owner> =
-            std::fs::read(dir.join("owner.json")).ok().and_then(|b| serde_json::from_slice(&b).ok());
-        match owner {
-            Some(Owner { pid, host, run_id: Some(run), .. }) => {
-                format!("run {run} is in progress (pid {pid} on host {host}); wait for it to finish")
-            }
+        match Self::holder(dir) {
+            Some(owner @ Owner { run_id: Some(_), .. }) => format!("{}; wait for it to finish", owner.describe()),
             Some(Owner { pid, host, run_id: None, .. }) => {
                 format!("the state store {} is in use (pid {pid} on host {host}); try again later", dir.display())
             }
@@ -444,16 +477,52 @@ impl Store {
         }
     }
 
+    /// Who holds (or last held) the store in `dir`, from its `owner.json`.
+    pub fn holder(dir: &Path) -> Option<Owner> {
+        std::fs::read(dir.join("owner.json")).ok().and_then(|b| serde_json::from_slice(&b).ok())
+    }
+
     fn write_owner(&self, run_id: Option<u64>) -> Result<(), StoreError> {
-        let owner = Owner { pid: std::process::id(), host: host_name(), run_id, since_ms: now_ms() };
-        let path = self.dir.join("owner.json");
-        std::fs::write(&path, serde_json::to_vec(&owner).expect("owner serializes"))
-            .map_err(|e| StoreError::Io { path: self.dir.clone(), detail: format!("cannot write owner.json: {e}") })
+        let owner = Owner {
+            pid: std::process::id(),
+            host: host_name(),
+            run_id,
+            since_ms: now_ms(),
+            run_started_ms: None,
+            activity: None,
+            updated_ms: None,
+        };
+        self.put_owner(&owner)
+    }
+
+    /// Writes `owner.json` whole, through a temporary file, so a reader never sees half.
+    fn put_owner(&self, owner: &Owner) -> Result<(), StoreError> {
+        let error = |e: std::io::Error| StoreError::Io {
+            path: self.dir.clone(),
+            detail: format!("cannot write owner.json: {e}"),
+        };
+        let temporary = self.dir.join("owner.json.tmp");
+        std::fs::write(&temporary, serde_json::to_vec(owner).expect("owner serializes")).map_err(error)?;
+        std::fs::rename(&temporary, self.dir.join("owner.json")).map_err(error)
     }
 
     /// Records which run this process is working on, for `Busy` messages to others.
     pub fn set_owner_run(&self, run_id: u64) -> Result<(), StoreError> {
         self.write_owner(Some(run_id))
+    }
+
+    /// Records what the run `meta` is doing, for `runs` and `show` in other processes.
+    pub fn set_owner_activity(&self, meta: &RunMeta, activity: String) -> Result<(), StoreError> {
+        let since_ms = Self::holder(&self.dir).filter(|o| o.pid == std::process::id()).map_or(now_ms(), |o| o.since_ms);
+        self.put_owner(&Owner {
+            pid: std::process::id(),
+            host: host_name(),
+            run_id: Some(meta.id),
+            since_ms,
+            run_started_ms: Some(meta.started_ms),
+            activity: Some(activity),
+            updated_ms: Some(now_ms()),
+        })
     }
 
     fn corrupt(&self, detail: impl Into<String>) -> StoreError {
@@ -687,6 +756,8 @@ pub struct StoreObserver<'a> {
     pub active_ms_before: u64,
     /// When this process took the run over.
     pub started: std::time::Instant,
+    /// When `owner.json` last got the run's activity (written at most once a second).
+    pub activity_written: Option<std::time::Instant>,
 }
 
 impl Observer for StoreObserver<'_> {
@@ -723,6 +794,13 @@ impl Observer for StoreObserver<'_> {
             _ => write(),
         };
         result.map_err(|e| EngineError::Checkpoint(e.to_string()))?;
+        if self.activity_written.is_none_or(|at| at.elapsed() >= std::time::Duration::from_secs(1)) {
+            self.activity_written = Some(std::time::Instant::now());
+            let activity = crate::runner::describe_activity(state);
+            if let Err(e) = self.store.set_owner_activity(self.meta, activity) {
+                tracing::debug!("cannot record the run's activity: {e}");
+            }
+        }
         crate::failpoint::hit("after_checkpoint");
         Ok(())
     }

@@ -103,15 +103,21 @@ pub struct ConfigFile {
     /// When counts still differ after a binary search, fall back to a full compare.
     #[serde(default)]
     pub fallback_full_compare_on_mismatch: bool,
-    /// Daemon: seconds to sleep between runs.
+    /// Daemon: pause between the end of a run and the start of the next: seconds, or a
+    /// duration such as `"1h"`.
     #[serde(default)]
-    pub sleep_seconds: Option<u64>,
-    /// Daemon: run every day at this local time (`HH:MM`).
+    pub sleep_seconds: Option<serde_json::Value>,
+    /// Daemon: run every day at this wall-clock time (`HH:MM`) in `timezone`.
     #[serde(default)]
     pub run_at_time: Option<String>,
-    /// Daemon: longest single sleep; progress is printed between chunks.
-    #[serde(default = "default_max_sleep_chunk_seconds")]
-    pub max_sleep_chunk_seconds: u64,
+    /// Daemon: longest single sleep, progress is printed between chunks: seconds, or a
+    /// duration such as `"30m"` (default 3600).
+    #[serde(default)]
+    pub max_sleep_chunk_seconds: Option<serde_json::Value>,
+    /// Daemon: `host:port` on which to serve `/metrics` (Prometheus text format) and
+    /// `/healthz`, such as `"127.0.0.1:9187"`; absent: no listener.
+    #[serde(default)]
+    pub metrics_listen: Option<String>,
     /// Folder of the checkpoint and audit store (default `.db-sync` beside the config).
     #[serde(default)]
     pub state_dir: Option<String>,

@@ -120,12 +120,12 @@ pub struct RunSettings {
     pub continue_on_error: bool,
     /// Log SQL statements.
     pub show_sql: bool,
-    /// Daemon interval.
-    pub sleep_seconds: Option<u64>,
-    /// Daemon time of day, `(hour, minute)`.
-    pub run_at_time: Option<(u8, u8)>,
-    /// Longest single sleep.
-    pub max_sleep_chunk_seconds: u64,
+    /// The daemon's schedule (`sleep_seconds` or `run_at_time`).
+    pub schedule: crate::schedule::Schedule,
+    /// Longest single sleep of the daemon (`max_sleep_chunk_seconds`).
+    pub max_sleep_chunk: Duration,
+    /// Where the daemon serves `/metrics` and `/healthz` (`metrics_listen`).
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// State store folder.
     pub state_dir: PathBuf,
     /// Finished runs to keep.
@@ -554,7 +554,6 @@ fn validate(file: ConfigFile, path: &Path, base_dir: &Path, fingerprint: u64) ->
     positive(file.delete_batch_size, "delete_batch_size")?;
     positive(file.delete_batch_size_4d, "delete_batch_size_4d")?;
     positive(file.id_array_batch_size, "id_array_batch_size")?;
-    positive(file.max_sleep_chunk_seconds as usize, "max_sleep_chunk_seconds")?;
     check_percent(path, "max_delete_percent", file.max_delete_percent)?;
     if file.binary_search_read_batch == 0 {
         return Err(invalid(path, "binary_search_read_batch", "must be at least 1"));
@@ -596,12 +595,24 @@ fn validate(file: ConfigFile, path: &Path, base_dir: &Path, fingerprint: u64) ->
     if file.sleep_seconds.is_some() && file.run_at_time.is_some() {
         return Err(invalid(path, "run_at_time", "set either `sleep_seconds` or `run_at_time`, not both"));
     }
-    let run_at_time = match &file.run_at_time {
-        Some(text) => Some(
-            parse_hh_mm(text)
-                .ok_or_else(|| invalid(path, "run_at_time", format!("`{text}` is not a time of day like \"02:00\"")))?,
-        ),
+    let schedule = schedule(&file, path)?;
+    let max_sleep_chunk = match &file.max_sleep_chunk_seconds {
+        None => Duration::from_secs(file::default_max_sleep_chunk_seconds()),
+        Some(value) => match duration_setting(value, Duration::from_secs(1)) {
+            Ok(d) if d >= Duration::from_secs(1) => d,
+            Ok(_) => return Err(invalid(path, "max_sleep_chunk_seconds", "must be at least 1 second")),
+            Err(e) => return Err(invalid(path, "max_sleep_chunk_seconds", e)),
+        },
+    };
+    let metrics_listen = match &file.metrics_listen {
         None => None,
+        Some(text) => Some(text.trim().parse::<std::net::SocketAddr>().map_err(|_| {
+            invalid(
+                path,
+                "metrics_listen",
+                format!("`{text}` is not an address and port such as \"127.0.0.1:9187\" or \"[::1]:9187\""),
+            )
+        })?),
     };
     let state_dir = match &file.state_dir {
         Some(dir) => base_dir.join(dir),
@@ -622,9 +633,9 @@ fn validate(file: ConfigFile, path: &Path, base_dir: &Path, fingerprint: u64) ->
             max_error_loop: file.max_error_loop,
             continue_on_error: file.continue_on_error,
             show_sql: file.show_sql || file.debug_sql || file.show_save_sql,
-            sleep_seconds: file.sleep_seconds,
-            run_at_time,
-            max_sleep_chunk_seconds: file.max_sleep_chunk_seconds,
+            schedule,
+            max_sleep_chunk,
+            metrics_listen,
             state_dir,
             keep_runs: file.keep_runs,
             create_missing_tables: file.create_missing_tables,
@@ -632,6 +643,36 @@ fn validate(file: ConfigFile, path: &Path, base_dir: &Path, fingerprint: u64) ->
         },
         fingerprint,
     })
+}
+
+/// The daemon's schedule: `sleep_seconds` (seconds or a duration, at least 1 s) or
+/// `run_at_time` (`HH:MM` in `timezone`, default the machine's zone), not both.
+fn schedule(file: &ConfigFile, path: &Path) -> Result<crate::schedule::Schedule, ConfigError> {
+    use crate::schedule::Schedule;
+    if file.sleep_seconds.is_some() && file.run_at_time.is_some() {
+        return Err(invalid(path, "run_at_time", "set either `sleep_seconds` or `run_at_time`, not both"));
+    }
+    if let Some(value) = &file.sleep_seconds {
+        return match duration_setting(value, Duration::from_secs(1)) {
+            Ok(d) if d >= Duration::from_secs(1) => Ok(Schedule::Every(d)),
+            Ok(_) => Err(invalid(path, "sleep_seconds", "must be at least 1 second")),
+            Err(e) => Err(invalid(path, "sleep_seconds", e)),
+        };
+    }
+    let Some(text) = &file.run_at_time else { return Ok(Schedule::Once) };
+    let (hour, minute) = parse_hh_mm(text)
+        .ok_or_else(|| invalid(path, "run_at_time", format!("`{text}` is not a time of day like \"02:00\"")))?;
+    let zone = match &file.timezone {
+        Some(name) => jiff::tz::TimeZone::get(name).map_err(|_| {
+            invalid(
+                path,
+                "timezone",
+                format!("`{name}` is not an IANA time zone name such as \"Europe/Paris\" or \"UTC\""),
+            )
+        })?,
+        None => jiff::tz::TimeZone::system(),
+    };
+    Ok(Schedule::Daily { hour, minute, zone })
 }
 
 fn check_percent(path: &Path, location: &str, value: f64) -> Result<(), ConfigError> {

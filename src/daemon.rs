@@ -1,0 +1,279 @@
+//! `db-sync daemon`: runs the sync on the config's schedule for as long as the process
+//! lives (the manual's scheduling chapter; see [`crate::schedule`]).
+//!
+//! Each cycle first resumes an unfinished run (one a crash, a signal or a failure left),
+//! else starts a new one; a failed run (a database down) is logged and retried at the next
+//! scheduled time. Between runs the state store is closed, so `db-sync runs` and `show`
+//! work while the daemon sleeps. SIGINT or SIGTERM during a sleep ends the daemon at once
+//! (exit 0); during a run the run stops after its current batch, with its checkpoint
+//! written, and the daemon exits 130. SIGHUP reads the config again at the next wake-up;
+//! a config that does not load is reported and the old one kept.
+//!
+//! The loop ([`serve`]) neither prints nor exits: it reports through [`Events`], runs
+//! through [`Cycle`] and tells time through a [`Clock`], which the CLI, the tests and the
+//! metrics exporter each implement.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use crate::cli::exit;
+use crate::config::{Config, ConfigError};
+use crate::runner::{RunOutcome, Stopper};
+use crate::schedule::{Clock, Schedule, next_chunk, remaining_text};
+
+/// What the daemon reports. Lines are the manual's ("Sync complete. Sleeping 3600
+/// seconds until next run...").
+pub trait Events: Send + Sync {
+    /// One line for the user.
+    fn say(&self, line: &str);
+    /// A run starts at `at`.
+    fn run_started(&self, _at: Timestamp) {}
+    /// A run that started at `started` ended after `took` with `outcome`.
+    fn run_ended(&self, _outcome: &RunOutcome, _started: Timestamp, _took: Duration) {}
+    /// The next run starts at `at` (`None`: no further run).
+    fn next_run(&self, _at: Option<Timestamp>) {}
+}
+
+/// One sync cycle: resume an unfinished run, else start a new one.
+#[async_trait::async_trait(?Send)]
+pub trait Cycle {
+    /// Runs one cycle with `config`; a signal reaches it through `stopper`.
+    async fn run(&mut self, config: &Config, stopper: &Stopper) -> RunOutcome;
+}
+
+/// How the daemon is stopped and told to reload.
+#[derive(Clone)]
+pub struct Control {
+    /// SIGINT/SIGTERM handling, shared with the runs.
+    pub stopper: Stopper,
+    /// Set by SIGHUP: read the config again at the next wake-up.
+    pub reload: Arc<AtomicBool>,
+}
+
+impl Control {
+    /// A control no signal reaches (see [`Control::listen`]).
+    pub fn new() -> Control {
+        Control { stopper: Stopper::new(Arc::new(AtomicBool::new(false))), reload: Arc::new(AtomicBool::new(false)) }
+    }
+
+    /// Listens for SIGINT, SIGTERM and (on Unix) SIGHUP for the rest of the process.
+    pub fn listen(&self) {
+        self.stopper.listen();
+        #[cfg(unix)]
+        {
+            let reload = Arc::clone(&self.reload);
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+                Ok(mut hangup) => {
+                    tokio::spawn(async move {
+                        while hangup.recv().await.is_some() {
+                            reload.store(true, Ordering::SeqCst);
+                            tracing::warn!("SIGHUP: the config is read again at the next wake-up");
+                        }
+                    });
+                }
+                Err(e) => tracing::warn!("cannot listen for SIGHUP (config reloads): {e}"),
+            }
+        }
+    }
+}
+
+impl Default for Control {
+    fn default() -> Self {
+        Control::new()
+    }
+}
+
+/// Runs cycles on `config`'s schedule until a signal; `load` reads the config again after
+/// a SIGHUP. Returns the process exit code: 0 when stopped while sleeping, 130 when a run
+/// was interrupted, and with no schedule ([`Schedule::Once`]) the one run's code.
+pub async fn serve(
+    mut config: Config,
+    load: &(dyn Fn() -> Result<Config, ConfigError> + Send + Sync),
+    cycle: &mut dyn Cycle,
+    clock: &dyn Clock,
+    control: &Control,
+    events: &dyn Events,
+) -> u8 {
+    let stopper = &control.stopper;
+    loop {
+        if control.reload.swap(false, Ordering::SeqCst) {
+            match load() {
+                Ok(fresh) => {
+                    events.say(&format!("Config {} read again.", fresh.path.display()));
+                    config = fresh;
+                }
+                Err(e) => events.say(&format!("Config not reloaded, the previous one stays in effect: {e}")),
+            }
+        }
+        if stopper.stop.load(Ordering::SeqCst) {
+            return exit::OK;
+        }
+        let started = clock.now();
+        events.run_started(started);
+        stopper.running.store(true, Ordering::SeqCst);
+        let outcome = cycle.run(&config, stopper).await;
+        stopper.running.store(false, Ordering::SeqCst);
+        let took = clock.now().duration_since(started).unsigned_abs();
+        events.run_ended(&outcome, started, took);
+        let summary = summarize(&outcome, took);
+        if outcome.code == exit::INTERRUPTED {
+            events.say(&format!("{summary}. Daemon stopped."));
+            return exit::INTERRUPTED;
+        }
+        if stopper.stop.load(Ordering::SeqCst) {
+            events.say(&format!("{summary}. Daemon stopped."));
+            return exit::OK;
+        }
+        let Some(next) = config.run.schedule.next_start(clock.now()) else {
+            events.say(&format!("{summary}. No schedule (sleep_seconds or run_at_time): daemon done."));
+            events.next_run(None);
+            return outcome.code;
+        };
+        events.next_run(Some(next));
+        events.say(&format!("{summary}."));
+        let head = if matches!(outcome.code, exit::OK | exit::COMPLETED_WITH_ERRORS) {
+            "Sync complete."
+        } else {
+            "Sync failed; the next run retries it."
+        };
+        if !sleep_until(next, &config, clock, stopper, events, head).await {
+            events.say("Stopped while sleeping; no run was in progress.");
+            return exit::OK;
+        }
+    }
+}
+
+/// One line on a cycle's outcome: `run 12 completed (3 added, 1 modified, 0 deleted) in
+/// 2.1 s`, or why it failed.
+fn summarize(outcome: &RunOutcome, took: Duration) -> String {
+    let took = humantime::format_duration(Duration::from_millis(took.as_millis() as u64));
+    match &outcome.run {
+        Some(run) => {
+            let (a, m, d) =
+                run.report.tables.iter().fold((0, 0, 0), |(a, m, d), t| (a + t.added, m + t.modified, d + t.deleted));
+            format!("Run {} {} ({a} added, {m} modified, {d} deleted) in {took}", run.id, run.status.name())
+        }
+        None => {
+            format!("Run failed before it was recorded (exit {}: {})", outcome.code, exit::describe(outcome.code))
+        }
+    }
+}
+
+/// Sleeps until `next` in chunks, with the manual's lines; `false` when a signal ended
+/// the sleep.
+async fn sleep_until(
+    next: Timestamp,
+    config: &Config,
+    clock: &dyn Clock,
+    stopper: &Stopper,
+    events: &dyn Events,
+    head: &str,
+) -> bool {
+    let max_chunk = config.run.max_sleep_chunk;
+    let remaining = |now: Timestamp| if next > now { next.duration_since(now).unsigned_abs() } else { Duration::ZERO };
+    let schedule = &config.run.schedule;
+    match schedule {
+        Schedule::Daily { zone, .. } => {
+            let target = schedule.time_of_day().unwrap_or_default();
+            events.say(&format!("{head} Waiting until {target} for next run..."));
+            let now = clock.now();
+            let hhmm = |t: Timestamp| t.to_zoned_datetime(zone.clone()).strftime("%H:%M").to_string();
+            // A day whose clocks jump over the time runs at the jump (crate::schedule).
+            let shifted = if hhmm(next) == target {
+                String::new()
+            } else {
+                format!("; {target} does not exist that day, the run starts at {}", hhmm(next))
+            };
+            events.say(&format!(
+                "Current time: {}, target: {target} ({:.1} hours remaining{shifted})",
+                hhmm(now),
+                remaining(now).as_secs_f64() / 3600.0
+            ));
+        }
+        _ => {
+            let secs = remaining(clock.now()).as_secs_f64().round() as u64;
+            events.say(&format!("{head} Sleeping {secs} seconds until next run..."));
+        }
+    }
+    loop {
+        let left = remaining(clock.now());
+        if left.is_zero() {
+            break;
+        }
+        let chunk = next_chunk(left, max_chunk);
+        tokio::select! {
+            biased;
+            _ = stopper.shutdown.cancelled() => return false,
+            _ = clock.sleep(chunk) => {}
+        }
+        let left = remaining(clock.now());
+        if left >= Duration::from_millis(500) {
+            events.say(&format!("Sleep progress: {}", remaining_text(left)));
+        }
+    }
+    if stopper.shutdown.is_cancelled() {
+        return false;
+    }
+    match schedule.time_of_day() {
+        Some(target) => events.say(&format!("Target time reached. Starting sync at {target}...")),
+        None => events.say("Sleep complete. Starting next sync cycle..."),
+    }
+    true
+}
+
+/// The real cycle: the runner's `resume` for an unfinished run (re-planned when the config
+/// changed since it was planned, or when its stored plan no longer fits), else `start`.
+pub struct RunnerCycle {
+    /// `--allow-mass-delete`.
+    pub allow_mass_delete: bool,
+    /// `--skip-bad-keys`.
+    pub skip_bad_keys: bool,
+    /// Progress display.
+    pub progress: crate::report::ProgressMode,
+    /// How each run's report is printed.
+    pub output: crate::runner::Output,
+    /// Re-plan the unfinished run at the next resume (its stored plan was refused).
+    pub replan_next: bool,
+}
+
+#[async_trait::async_trait(?Send)]
+impl Cycle for RunnerCycle {
+    async fn run(&mut self, config: &Config, stopper: &Stopper) -> RunOutcome {
+        let options = crate::engine::RunOptions {
+            allow_mass_delete: self.allow_mass_delete,
+            skip_bad_keys: self.skip_bad_keys,
+            progress: self.progress,
+            stop: Arc::clone(&stopper.stop),
+            ..crate::engine::RunOptions::default()
+        };
+        let unfinished = match crate::runner::open_store(config) {
+            Ok(store) => match store.unfinished_run() {
+                Ok(run) => run.map(|r| (r.meta.id, r.meta.config_fingerprint)),
+                Err(e) => {
+                    tracing::error!("{e}");
+                    return exit::STATE.into();
+                }
+            },
+            Err(code) => return code.into(),
+        };
+        match unfinished {
+            Some((id, fingerprint)) => {
+                let replan = self.replan_next || fingerprint != config.fingerprint;
+                self.replan_next = false;
+                let outcome =
+                    crate::runner::resume(config.clone(), options, Some(id), replan, self.output, stopper).await;
+                if outcome.code == exit::CONFIG && !replan {
+                    self.replan_next = true;
+                }
+                outcome
+            }
+            None => crate::runner::start(config.clone(), options, false, self.output, stopper).await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
