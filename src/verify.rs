@@ -97,9 +97,10 @@ async fn compare_table(engine: &Engine, job: &TableJob, window: usize) -> Result
 pub async fn compare(engine: &Engine) -> Result<Vec<TableDiff>, EngineError> {
     let (mut jobs, _) = engine.prepare().await?;
     engine.check_keys(&mut jobs).await?;
+    let a_side_is_4d = engine.config().source.is_4d() || engine.config().target.is_4d();
     let mut out = Vec::with_capacity(jobs.len());
     for job in &jobs {
-        out.push(compare_table(engine, job, job.spec.settings.batch_size).await?);
+        out.push(compare_table(engine, job, job.spec.settings.rows_per_batch(a_side_is_4d)).await?);
     }
     Ok(out)
 }

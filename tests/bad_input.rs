@@ -77,6 +77,25 @@ fn unsupported_connection_type() {
     expect_error(&ws, &["run"], 2, &["`rest` is not supported yet"]);
 }
 
+/// A connection key that would have no effect for its backend (`statement_timeout_secs`
+/// on SQLite) is refused by every command, naming the key; nothing is written.
+#[test]
+fn connection_key_without_effect_is_refused() {
+    let ws = workspace();
+    ws.config(&CONFIG.replace(
+        r#"{"type": "sqlite", "path": "target.sqlite"}"#,
+        r#"{"type": "sqlite", "path": "target.sqlite", "statement_timeout_secs": "30s"}"#,
+    ));
+    for command in ["run", "check", "plan", "verify"] {
+        expect_error(
+            &ws,
+            &[command],
+            2,
+            &["`target.statement_timeout_secs`", "`statement_timeout_secs` is not supported yet for sqlite"],
+        );
+    }
+}
+
 /// `--table` with a name not in the config: exit 2 with a suggestion.
 #[test]
 fn unknown_table_argument() {

@@ -140,8 +140,9 @@ pub struct ConfigFile {
     pub timezone: Option<String>,
 }
 
-/// One side of the sync. Which keys apply depends on `type`. Its `Debug` output hides
-/// the password and the URL's secrets.
+/// One side of the sync. Which keys apply depends on `type` (and for 4D on `protocol`);
+/// `config::endpoint` refuses the others, naming them. Its `Debug` output hides the
+/// password and the URL's secrets.
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConnectionFile {
@@ -164,28 +165,29 @@ pub struct ConnectionFile {
     /// PostgreSQL: schema holding the tables.
     #[serde(default)]
     pub schema: Option<String>,
-    /// 4D: host name of the SQL server.
+    /// 4D over SQL: host name of the SQL server.
     #[serde(default)]
     pub host: Option<String>,
-    /// 4D: TCP port of the SQL server.
+    /// 4D over SQL: TCP port of the SQL server.
     #[serde(default)]
     pub port: Option<u16>,
-    /// User name.
+    /// PostgreSQL and 4D: user name.
     #[serde(default)]
     pub user: Option<String>,
-    /// Password; write `${ENV_VAR}` so the secret stays out of the file.
+    /// PostgreSQL and 4D: password; write `${ENV_VAR}` so the secret stays out of the file.
     #[serde(default)]
     pub password: Option<String>,
-    /// Database name.
+    /// PostgreSQL: database name (overrides the URL's).
     #[serde(default)]
     pub database: Option<String>,
-    /// PostgreSQL: connections in the pool.
+    /// PostgreSQL and 4D over SQL: connections in the pool.
     #[serde(default)]
     pub pool_size: Option<u32>,
-    /// Statement timeout in seconds.
+    /// PostgreSQL: the server's `statement_timeout`: seconds, or a duration such as
+    /// `"5m"`; 0 lifts it (default: `timeout`). Refused for other backends.
     #[serde(default)]
-    pub statement_timeout_secs: Option<u64>,
-    /// PostgreSQL: `disable`, `prefer`, `require`, `verify-ca` or `verify-full`.
+    pub statement_timeout_secs: Option<serde_json::Value>,
+    /// PostgreSQL: `disable`, `allow`, `prefer`, `require`, `verify-ca` or `verify-full`.
     #[serde(default)]
     pub sslmode: Option<String>,
     /// Longest one database call may take before it fails as a connection error and is
@@ -306,10 +308,11 @@ pub struct TableFile {
     #[serde(default)]
     pub exclude_fields: Vec<String>,
 
-    /// Overrides the global `batch_size`.
+    /// Overrides the global `batch_size`, and `batch_size_4d` when a side is 4D.
     #[serde(default)]
     pub batch_size: Option<usize>,
-    /// Overrides the global `delete_batch_size`.
+    /// Overrides the global `delete_batch_size`, and `delete_batch_size_4d` when the
+    /// target is 4D.
     #[serde(default)]
     pub delete_batch_size: Option<usize>,
     /// Overrides the global `id_array_batch_size`.

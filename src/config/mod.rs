@@ -147,6 +147,9 @@ pub struct Endpoint {
     pub raw: ConnectionFile,
     /// Deadline, retries and reconnection of every call on this connection.
     pub resilience: Resilience,
+    /// PostgreSQL: the server's `statement_timeout` (`statement_timeout_secs`); `None`:
+    /// the same as `resilience.timeout`; zero: no limit.
+    pub statement_timeout: Option<Duration>,
 }
 
 impl fmt::Debug for Endpoint {
@@ -235,13 +238,15 @@ pub fn redact_url(text: &str) -> String {
 /// Per-table settings after applying table overrides to the global values.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TableSettings {
-    /// Rows per batch (non-4D sides).
+    /// Rows per batch (non-4D sides); see [`TableSettings::rows_per_batch`].
     pub batch_size: usize,
-    /// Rows per batch when a side is 4D.
+    /// Rows per batch when a side is 4D: the table's own `batch_size` when it sets one,
+    /// else the global `batch_size_4d`.
     pub batch_size_4d: usize,
-    /// Keys per delete batch.
+    /// Keys per delete batch; see [`TableSettings::keys_per_delete`].
     pub delete_batch_size: usize,
-    /// Keys per delete batch on a 4D target.
+    /// Keys per delete batch on a 4D target: the table's own `delete_batch_size` when it
+    /// sets one, else the global `delete_batch_size_4d`.
     pub delete_batch_size_4d: usize,
     /// Keys per key-list read.
     pub id_array_batch_size: usize,
@@ -274,6 +279,18 @@ pub struct TableSettings {
     pub timezone: jiff::tz::TimeZone,
     /// How far below the stored watermark incremental reads start.
     pub incremental_lookback: Lookback,
+}
+
+impl TableSettings {
+    /// Rows per read and write batch: `batch_size_4d` when a side is 4D.
+    pub fn rows_per_batch(&self, a_side_is_4d: bool) -> usize {
+        if a_side_is_4d { self.batch_size_4d } else { self.batch_size }
+    }
+
+    /// Keys per delete transaction: `delete_batch_size_4d` when the target is 4D.
+    pub fn keys_per_delete(&self, target_is_4d: bool) -> usize {
+        if target_is_4d { self.delete_batch_size_4d } else { self.delete_batch_size }
+    }
 }
 
 /// `incremental_lookback`: how far below the stored watermark incremental reads start.
@@ -562,6 +579,13 @@ fn validate(file: ConfigFile, path: &Path, base_dir: &Path, fingerprint: u64) ->
 
     let source = endpoint(&file.source, "source", path, base_dir)?;
     let target = endpoint(&file.target, "target", path, base_dir)?;
+    if file.create_missing_tables && target.is_4d() {
+        return Err(invalid(
+            path,
+            "create_missing_tables",
+            "`create_missing_tables` is not supported yet for a 4d target: create the tables in 4D and leave it out",
+        ));
+    }
 
     if file.tables.is_empty() {
         return Err(invalid(path, "tables", "lists no table; add at least one entry"));
@@ -702,6 +726,8 @@ fn parse_hh_mm(text: &str) -> Option<(u8, u8)> {
 
 fn endpoint(conn: &ConnectionFile, location: &str, path: &Path, base_dir: &Path) -> Result<Endpoint, ConfigError> {
     let mut resolved = None;
+    // 4D's server: `rest` or `sql` (`None` for other backends).
+    let mut protocol = None;
     match conn.kind {
         ConnectionKind::Sqlite => {
             let file = conn
@@ -717,7 +743,7 @@ fn endpoint(conn: &ConnectionFile, location: &str, path: &Path, base_dir: &Path)
             }
         }
         ConnectionKind::FourD => {
-            let protocol = match conn.protocol.as_deref() {
+            let fourd_protocol = match conn.protocol.as_deref() {
                 None if conn.url.is_some() => "rest",
                 None if conn.host.is_some() => "sql",
                 None => {
@@ -736,7 +762,8 @@ fn endpoint(conn: &ConnectionFile, location: &str, path: &Path, base_dir: &Path)
                     ));
                 }
             };
-            if protocol == "rest" {
+            protocol = Some(fourd_protocol);
+            if fourd_protocol == "rest" {
                 let url = conn.url.as_deref().unwrap_or_default();
                 match url::Url::parse(url) {
                     Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {}
@@ -776,6 +803,35 @@ fn endpoint(conn: &ConnectionFile, location: &str, path: &Path, base_dir: &Path)
             }
         }
     }
+    let backend = match conn.kind {
+        ConnectionKind::Sqlite => Backend::Sqlite,
+        ConnectionKind::Postgres => Backend::Postgres,
+        ConnectionKind::FourD if protocol == Some("sql") => Backend::FourDSql,
+        ConnectionKind::FourD => Backend::FourDRest,
+        ConnectionKind::Rest => Backend::Rest,
+    };
+    for key in conn_keys_given(conn) {
+        if let Some(refusal) = refusal(backend, key) {
+            let message = match refusal {
+                Refusal::DoesNotApply(why) => {
+                    format!("`{key}` does not apply to {} connections: {why}; leave it out", backend.name())
+                }
+                Refusal::NotSupportedYet(instead) => {
+                    format!("`{key}` is not supported yet for {} connections; {instead}", backend.name())
+                }
+            };
+            return Err(invalid(path, format!("{location}.{key}"), message));
+        }
+    }
+    if let Some(mode) = conn.sslmode.as_deref()
+        && !SSL_MODES.contains(&mode)
+    {
+        return Err(invalid(
+            path,
+            format!("{location}.sslmode"),
+            format!("`{mode}` is not an sslmode: write one of {}", SSL_MODES.join(", ")),
+        ));
+    }
     if conn.pool_size == Some(0) {
         return Err(invalid(
             path,
@@ -784,7 +840,134 @@ fn endpoint(conn: &ConnectionFile, location: &str, path: &Path, base_dir: &Path)
         ));
     }
     let resilience = Resilience::parse(conn, location, path)?;
-    Ok(Endpoint { kind: conn.kind, path: resolved, raw: conn.clone(), resilience })
+    let statement_timeout = match &conn.statement_timeout_secs {
+        None => None,
+        Some(value) => {
+            let error = |message: String| invalid(path, format!("{location}.statement_timeout_secs"), message);
+            let d = duration_setting(value, Duration::from_secs(1)).map_err(error)?;
+            // PostgreSQL counts it in whole milliseconds, in a 32-bit integer.
+            let most = Duration::from_millis(i32::MAX as u64);
+            if (!d.is_zero() && d < Duration::from_millis(1)) || d > most {
+                return Err(error(format!(
+                    "{} is out of range: give 0 (no limit) or 1ms to {}",
+                    humantime::format_duration(d),
+                    humantime::format_duration(most)
+                )));
+            }
+            Some(d)
+        }
+    };
+    Ok(Endpoint { kind: conn.kind, path: resolved, raw: conn.clone(), resilience, statement_timeout })
+}
+
+/// The `sslmode` values PostgreSQL (and sqlx) know.
+const SSL_MODES: [&str; 6] = ["disable", "allow", "prefer", "require", "verify-ca", "verify-full"];
+
+/// A connection's backend as far as its keys go: 4D's REST and SQL servers take
+/// different keys.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Backend {
+    Sqlite,
+    Postgres,
+    FourDRest,
+    FourDSql,
+    Rest,
+}
+
+impl Backend {
+    fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+            Backend::FourDRest => "4d REST (protocol rest)",
+            Backend::FourDSql => "4d SQL (protocol sql)",
+            Backend::Rest => "rest",
+        }
+    }
+}
+
+/// Why a connection key given for a backend is refused.
+enum Refusal {
+    /// The key means nothing for the backend (why).
+    DoesNotApply(&'static str),
+    /// The key could mean something for the backend but db-sync does not do it (what to
+    /// do instead).
+    NotSupportedYet(&'static str),
+}
+
+/// The optional connection keys a connection entry sets (`type` is always there; the
+/// resilience keys apply to every backend).
+fn conn_keys_given(conn: &ConnectionFile) -> Vec<&'static str> {
+    [
+        ("path", conn.path.is_some()),
+        ("url", conn.url.is_some()),
+        ("protocol", conn.protocol.is_some()),
+        ("time_unit", conn.time_unit.is_some()),
+        ("schema", conn.schema.is_some()),
+        ("host", conn.host.is_some()),
+        ("port", conn.port.is_some()),
+        ("user", conn.user.is_some()),
+        ("password", conn.password.is_some()),
+        ("database", conn.database.is_some()),
+        ("pool_size", conn.pool_size.is_some()),
+        ("statement_timeout_secs", conn.statement_timeout_secs.is_some()),
+        ("sslmode", conn.sslmode.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(key, given)| given.then_some(key))
+    .collect()
+}
+
+/// Whether `key` is refused for `backend`: every connection key either takes effect for
+/// the backend it is given for or is refused here, so that no key is silently ignored.
+/// The reference config (`fixtures/db-sync.reference.json`) says the same per key.
+fn refusal(backend: Backend, key: &str) -> Option<Refusal> {
+    use Backend::*;
+    use Refusal::*;
+    // `rest` is refused as a whole when it connects ("not supported yet").
+    if backend == Rest {
+        return None;
+    }
+    let no_login = "a sqlite file has no login";
+    match (key, backend) {
+        ("path", Sqlite) => None,
+        ("path", _) => Some(DoesNotApply("`path` is the file of a sqlite connection")),
+        ("url", Sqlite) => Some(DoesNotApply("a sqlite connection is the file at `path`")),
+        ("url", FourDSql) => Some(DoesNotApply(
+            "4D's SQL server is reached at `host` and `port`; `url` is 4D's REST server (\"protocol\": \"rest\")",
+        )),
+        ("protocol", Sqlite | Postgres) => {
+            Some(DoesNotApply("`protocol` chooses between a 4D server's REST and SQL servers"))
+        }
+        ("time_unit", FourDRest) => None,
+        ("time_unit", FourDSql) => Some(DoesNotApply("4D's SQL server sends Time values in milliseconds")),
+        ("time_unit", _) => Some(DoesNotApply("`time_unit` is the unit of Time values on 4D's REST wire")),
+        ("schema", Postgres) => None,
+        ("schema", Sqlite) => Some(DoesNotApply("a sqlite file holds its tables in one schema")),
+        ("schema", _) => Some(NotSupportedYet("db-sync reads the tables 4D shows by default; leave it out")),
+        ("host" | "port", FourDSql) => None,
+        ("host" | "port", Sqlite) => Some(DoesNotApply("a sqlite connection is the file at `path`")),
+        ("host" | "port", Postgres) => Some(NotSupportedYet("write the host and port in `url`")),
+        ("host" | "port", _) => Some(DoesNotApply(
+            "4D's REST server is reached at `url`; `host` and `port` are 4D's SQL server (\"protocol\": \"sql\")",
+        )),
+        ("user" | "password", Sqlite) => Some(DoesNotApply(no_login)),
+        ("database", Postgres) => None,
+        ("database", Sqlite) => Some(DoesNotApply("a sqlite connection is the file at `path`")),
+        ("database", _) => Some(NotSupportedYet("db-sync syncs the database the 4D server serves; leave it out")),
+        ("pool_size", Postgres | FourDSql) => None,
+        ("pool_size", Sqlite) => Some(NotSupportedYet("db-sync uses one connection per sqlite file; leave it out")),
+        ("pool_size", _) => Some(NotSupportedYet("4D over REST uses one session per run; leave it out")),
+        ("statement_timeout_secs", Postgres) => None,
+        ("statement_timeout_secs", _) => {
+            Some(NotSupportedYet("`timeout` bounds every call of this connection; use it instead"))
+        }
+        ("sslmode", Postgres) => None,
+        ("sslmode", Sqlite) => Some(DoesNotApply("a sqlite file is not reached over a network")),
+        ("sslmode", FourDRest) => Some(DoesNotApply("TLS follows the `url`: write https:// for it")),
+        ("sslmode", _) => Some(NotSupportedYet("db-sync reaches 4D's SQL server without TLS; leave it out")),
+        _ => None,
+    }
 }
 
 /// Deadline, retries and reconnection of one connection (keys `timeout`, `retry_count`,
@@ -1018,9 +1201,9 @@ fn table_spec(file: &ConfigFile, table: &TableFile, location: &str, path: &Path)
         timezone,
         incremental_lookback,
         batch_size: table.batch_size.unwrap_or(file.batch_size),
-        batch_size_4d: file.batch_size_4d,
+        batch_size_4d: table.batch_size.unwrap_or(file.batch_size_4d),
         delete_batch_size: table.delete_batch_size.unwrap_or(file.delete_batch_size),
-        delete_batch_size_4d: file.delete_batch_size_4d,
+        delete_batch_size_4d: table.delete_batch_size.unwrap_or(file.delete_batch_size_4d),
         id_array_batch_size: table.id_array_batch_size.unwrap_or(file.id_array_batch_size),
         trust_modify_id: table.trust_modify_id.unwrap_or(file.trust_modify_id),
         min_rows_to_sync: table.min_rows_to_sync.unwrap_or(file.min_rows_to_sync),

@@ -211,8 +211,18 @@ fn reference_config_documents_every_key() {
         &json["target"],
         &json["// examples"]["postgres"],
         &json["// examples"]["4d"],
+        &json["// examples"]["4d_sql"],
         &json["// examples"]["rest"],
     ];
+    // Each example connection is one a config may hold: none sets a key its backend
+    // refuses.
+    for (name, example) in json["// examples"].as_object().unwrap() {
+        let mut config: Json = serde_json::from_str(MINIMAL).unwrap();
+        config["source"] = example.clone();
+        if let Err(e) = Config::from_str_at(&config.to_string(), &path, &env) {
+            panic!("reference example `{name}` is refused: {e}");
+        }
+    }
     for key in &conn {
         assert!(
             connections.iter().any(|c| c.is_object() && documented(c, key)),
@@ -333,7 +343,7 @@ fn resilience_durations() {
     let plain = parse(MINIMAL).unwrap().fingerprint;
     let patient = with(r#""timeout": "10m", "retry_count": 20, "retry_delay": "10s", "reconnect_delay": 60"#);
     assert_eq!(patient.unwrap().fingerprint, plain);
-    assert_ne!(with(r#""pool_size": 3"#).unwrap().fingerprint, plain);
+    assert_ne!(parse(&MINIMAL.replace("target.sqlite", "other.sqlite")).unwrap().fingerprint, plain);
 }
 
 #[test]
@@ -341,4 +351,131 @@ fn closest_prefers_the_same_name_in_another_case() {
     assert_eq!(super::closest("id", &["name", "ID", "idx"]), Some("ID".to_string()));
     assert_eq!(super::closest("nmae", &["name", "ID"]), Some("name".to_string()));
     assert_eq!(super::closest("zzz", &["name", "ID"]), None);
+}
+
+/// `MINIMAL` with `connection` as its target.
+fn with_target(connection: &str) -> Result<Config, ConfigError> {
+    parse(&MINIMAL.replace(r#"{"type": "sqlite", "path": "target.sqlite"}"#, connection))
+}
+
+const POSTGRES: &str = r#""type": "postgres", "url": "postgres://u@h/db""#;
+const FOURD_REST: &str = r#""type": "4d", "url": "http://4d.example:8080""#;
+const FOURD_SQL: &str = r#""type": "4d", "host": "4d.example""#;
+const SQLITE: &str = r#""type": "sqlite", "path": "target.sqlite""#;
+
+/// No silent connection keys: a key given for a backend where it would have no effect is
+/// refused when the config loads, naming the key, the backend and whether it is merely
+/// not implemented ("not supported yet") or meaningless there ("does not apply").
+#[test]
+fn connection_keys_without_effect_are_refused() {
+    let not_yet = "is not supported yet for";
+    let no_use = "does not apply to";
+    for (connection, key, value, backend, why) in [
+        (SQLITE, "statement_timeout_secs", "30", "sqlite", not_yet),
+        (FOURD_REST, "statement_timeout_secs", "30", "4d REST", not_yet),
+        (FOURD_SQL, "statement_timeout_secs", "\"30s\"", "4d SQL", not_yet),
+        (SQLITE, "pool_size", "2", "sqlite", not_yet),
+        (FOURD_REST, "pool_size", "2", "4d REST", not_yet),
+        (FOURD_REST, "database", "\"erp\"", "4d REST", not_yet),
+        (FOURD_SQL, "database", "\"erp\"", "4d SQL", not_yet),
+        (FOURD_REST, "schema", "\"s\"", "4d REST", not_yet),
+        (FOURD_SQL, "schema", "\"s\"", "4d SQL", not_yet),
+        (FOURD_SQL, "sslmode", "\"require\"", "4d SQL", not_yet),
+        (POSTGRES, "host", "\"db2\"", "postgres", not_yet),
+        (POSTGRES, "port", "5433", "postgres", not_yet),
+        (POSTGRES, "path", "\"x.sqlite\"", "postgres", no_use),
+        (POSTGRES, "protocol", "\"sql\"", "postgres", no_use),
+        (POSTGRES, "time_unit", "\"s\"", "postgres", no_use),
+        (FOURD_SQL, "time_unit", "\"s\"", "4d SQL", no_use),
+        (FOURD_REST, "host", "\"4d.example\"", "4d REST", no_use),
+        (FOURD_REST, "port", "19812", "4d REST", no_use),
+        (FOURD_REST, "sslmode", "\"require\"", "4d REST", no_use),
+        (FOURD_REST, "path", "\"x.sqlite\"", "4d REST", no_use),
+        (SQLITE, "url", "\"postgres://h/db\"", "sqlite", no_use),
+        (SQLITE, "user", "\"u\"", "sqlite", no_use),
+        (SQLITE, "password", "\"p\"", "sqlite", no_use),
+        (SQLITE, "database", "\"main\"", "sqlite", no_use),
+        (SQLITE, "schema", "\"main\"", "sqlite", no_use),
+        (SQLITE, "sslmode", "\"disable\"", "sqlite", no_use),
+        (SQLITE, "host", "\"h\"", "sqlite", no_use),
+    ] {
+        let err = with_target(&format!("{{{connection}, \"{key}\": {value}}}")).unwrap_err().to_string();
+        assert!(err.contains(&format!("`target.{key}`")), "{key} for {backend}: {err}");
+        assert!(err.contains(&format!("`{key}` {why} {backend}")), "{key} for {backend}: {err}");
+    }
+    // `url` with 4D's SQL protocol is refused the same way.
+    let err = with_target(&format!("{{{FOURD_SQL}, \"protocol\": \"sql\", \"url\": \"http://4d.example\"}}"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("`url` does not apply to 4d SQL"), "{err}");
+}
+
+/// The keys refused elsewhere are accepted where they take effect (so the refusals above
+/// are about the backend, not the key).
+#[test]
+fn connection_keys_are_accepted_where_they_take_effect() {
+    for (connection, keys) in [
+        (
+            POSTGRES,
+            r#""user": "u", "password": "p", "database": "erp", "schema": "s", "pool_size": 2,
+               "statement_timeout_secs": 30, "sslmode": "require""#,
+        ),
+        (FOURD_REST, r#""protocol": "rest", "user": "u", "password": "p", "time_unit": "s""#),
+        (FOURD_SQL, r#""protocol": "sql", "port": 19813, "user": "u", "password": "p", "pool_size": 3"#),
+        (SQLITE, r#""timeout": 5, "retry_count": 1, "retry_delay": 10, "reconnect_delay": 1"#),
+    ] {
+        if let Err(e) = with_target(&format!("{{{connection}, {keys}}}")) {
+            panic!("{connection}: {e}");
+        }
+    }
+    let err = with_target(&format!("{{{POSTGRES}, \"sslmode\": \"required\"}}")).unwrap_err().to_string();
+    assert!(err.contains("target.sslmode") && err.contains("`required` is not an sslmode"), "{err}");
+}
+
+/// `create_missing_tables` cannot create 4D tables: with a 4D target it is refused rather
+/// than ignored; with other targets it is accepted.
+#[test]
+fn create_missing_tables_is_refused_for_a_4d_target() {
+    let text = MINIMAL
+        .replace(r#"{"type": "sqlite", "path": "target.sqlite"}"#, &format!("{{{FOURD_REST}}}"))
+        .replace("\"batch_size\": 5000", "\"create_missing_tables\": true");
+    let err = parse(&text).unwrap_err().to_string();
+    assert!(err.contains("`create_missing_tables` is not supported yet for a 4d target"), "{err}");
+    let text = MINIMAL.replace("\"batch_size\": 5000", "\"create_missing_tables\": true");
+    assert!(parse(&text).unwrap().run.create_missing_tables);
+}
+
+/// `statement_timeout_secs` takes seconds or a humantime duration, meaning the same; 0
+/// lifts the limit; values PostgreSQL cannot hold are refused naming the key.
+#[test]
+fn statement_timeout_takes_seconds_or_a_duration() {
+    let timeout = |value: &str| {
+        with_target(&format!("{{{POSTGRES}, \"statement_timeout_secs\": {value}}}")).map(|c| c.target.statement_timeout)
+    };
+    let five_minutes = Some(Duration::from_secs(300));
+    assert_eq!(timeout("300").unwrap(), five_minutes);
+    assert_eq!(timeout("\"5m\"").unwrap(), five_minutes);
+    assert_eq!(timeout("\"4m 60s\"").unwrap(), five_minutes);
+    assert_eq!(timeout("1.5").unwrap(), Some(Duration::from_millis(1500)));
+    assert_eq!(timeout("0").unwrap(), Some(Duration::ZERO));
+    assert_eq!(with_target(&format!("{{{POSTGRES}}}")).unwrap().target.statement_timeout, None);
+    for bad in ["\"soon\"", "-1", "\"30 days\"", "\"10us\"", "true"] {
+        let err = timeout(bad).unwrap_err().to_string();
+        assert!(err.contains("target.statement_timeout_secs"), "{bad}: {err}");
+    }
+}
+
+/// A table's own `batch_size` and `delete_batch_size` apply when a side is 4D too (they
+/// override the 4D defaults rather than being ignored); other tables keep the 4D keys.
+#[test]
+fn table_batch_sizes_override_the_4d_ones() {
+    let text = MINIMAL
+        .replace("\"batch_size\": 5000", "\"batch_size\": 5000, \"batch_size_4d\": 700, \"delete_batch_size_4d\": 300")
+        .replace("\"primary_key_field\": \"id\"", "\"batch_size\": 40, \"delete_batch_size\": 20");
+    let config = parse(&text).unwrap();
+    let (own, other) = (&config.tables[0].settings, &config.tables[1].settings);
+    assert_eq!((own.rows_per_batch(true), own.rows_per_batch(false)), (40, 40));
+    assert_eq!((own.keys_per_delete(true), own.keys_per_delete(false)), (20, 20));
+    assert_eq!((other.rows_per_batch(true), other.rows_per_batch(false)), (700, 5000));
+    assert_eq!((other.keys_per_delete(true), other.keys_per_delete(false)), (300, 1000));
 }

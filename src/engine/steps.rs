@@ -176,13 +176,11 @@ impl StepContext<'_> {
     }
 
     fn batch_size(&self) -> usize {
-        let s = &self.job.spec.settings;
-        if self.source_is_4d || self.target_is_4d { s.batch_size_4d } else { s.batch_size }
+        self.job.spec.settings.rows_per_batch(self.source_is_4d || self.target_is_4d)
     }
 
     fn delete_batch_size(&self) -> usize {
-        let s = &self.job.spec.settings;
-        if self.target_is_4d { s.delete_batch_size_4d } else { s.delete_batch_size }
+        self.job.spec.settings.keys_per_delete(self.target_is_4d)
     }
 
     fn check_stop(&self) -> Result<(), EngineError> {

@@ -185,12 +185,9 @@ impl PostgresConnector {
         // behind a retry; `statement_timeout_secs` overrides it. An abandoned transaction is
         // ended the same way.
         let deadline = endpoint.resilience.timeout;
-        let statement_timeout = match raw.statement_timeout_secs {
-            Some(secs) => format!("{secs}s"),
-            None => format!("{}ms", deadline.as_millis()),
-        };
+        let statement_timeout = endpoint.statement_timeout.unwrap_or(deadline);
         connect = connect.options([
-            ("statement_timeout", statement_timeout),
+            ("statement_timeout", format!("{}ms", statement_timeout.as_millis())),
             ("idle_in_transaction_session_timeout", format!("{}ms", deadline.as_millis())),
         ]);
         // sqlx's own warnings would repeat each failure the resilience layer reports, and
