@@ -54,7 +54,15 @@ fn sync(
     let options = RunOptions { progress: ProgressMode::Off, ..RunOptions::default() };
     let code = runtime.block_on(async {
         let stopper = db_sync::runner::Stopper::install(std::sync::Arc::clone(&options.stop));
-        db_sync::runner::start(config, options, false, db_sync::runner::Output::Quiet, &stopper).await.code
+        db_sync::runner::start(
+            config,
+            options,
+            false,
+            &db_sync::cli::Terminal(db_sync::runner::Output::Quiet),
+            &stopper,
+        )
+        .await
+        .code
     });
     assert_eq!(code, 0);
     let seconds = started.elapsed().as_secs_f64();

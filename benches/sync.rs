@@ -38,8 +38,15 @@ async fn durable_copy(name: &str, config_path: &Path, rows: u64) -> f64 {
     let started = Instant::now();
     let options = RunOptions { progress: ProgressMode::Off, ..RunOptions::default() };
     let stopper = db_sync::runner::Stopper::install(std::sync::Arc::clone(&options.stop));
-    let code =
-        db_sync::runner::start(config.clone(), options, false, db_sync::runner::Output::Quiet, &stopper).await.code;
+    let code = db_sync::runner::start(
+        config.clone(),
+        options,
+        false,
+        &db_sync::cli::Terminal(db_sync::runner::Output::Quiet),
+        &stopper,
+    )
+    .await
+    .code;
     let seconds = started.elapsed().as_secs_f64();
     assert_eq!(code, 0);
     let store = db_sync::checkpoint::Store::open(&config.run.state_dir).unwrap();
@@ -103,7 +110,14 @@ async fn store_after_100_runs(dir: &Path) {
         let config = Config::load(&config_path).unwrap();
         let options = RunOptions { progress: ProgressMode::Off, ..RunOptions::default() };
         let stopper = db_sync::runner::Stopper::install(std::sync::Arc::clone(&options.stop));
-        let outcome = db_sync::runner::start(config, options, false, db_sync::runner::Output::Quiet, &stopper).await;
+        let outcome = db_sync::runner::start(
+            config,
+            options,
+            false,
+            &db_sync::cli::Terminal(db_sync::runner::Output::Quiet),
+            &stopper,
+        )
+        .await;
         assert_eq!(outcome.code, 0);
     }
     let store = db_sync::checkpoint::Store::open(&dir.join("small-state")).unwrap();

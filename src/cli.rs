@@ -293,6 +293,33 @@ pub async fn run(cli: Cli) -> ExitCode {
     ExitCode::from(code)
 }
 
+/// The runner's messages on a terminal (or whatever stdout and stderr are): notices to
+/// stderr, results and reports to stdout, reports in the chosen format.
+pub struct Terminal(pub crate::runner::Output);
+
+impl crate::runner::RunSink for Terminal {
+    fn notice(&self, text: &str) {
+        eprintln!("{text}");
+    }
+
+    fn result(&self, text: &str) {
+        println!("{text}");
+    }
+
+    fn finished(&self, run: &crate::runner::FinishedRun) {
+        match self.0 {
+            crate::runner::Output::Json => {
+                println!("{}", serde_json::to_string_pretty(&run.report).expect("report serializes"))
+            }
+            crate::runner::Output::Text => {
+                print!("{}", run.report.render());
+                println!("run {}: {}", run.id, run.status.name());
+            }
+            crate::runner::Output::Quiet => {}
+        }
+    }
+}
+
 fn output(json: bool) -> crate::runner::Output {
     if json { crate::runner::Output::Json } else { crate::runner::Output::Text }
 }
@@ -364,7 +391,7 @@ async fn cmd_run(args: RunArgs) -> u8 {
         return plan(config, options).await;
     }
     let stopper = crate::runner::Stopper::install(std::sync::Arc::clone(&options.stop));
-    crate::runner::start(config, options, args.abandon, output(args.sync.json), &stopper).await.code
+    crate::runner::start(config, options, args.abandon, &Terminal(output(args.sync.json)), &stopper).await.code
 }
 
 async fn cmd_resume(args: ResumeArgs) -> u8 {
@@ -379,7 +406,9 @@ async fn cmd_resume(args: ResumeArgs) -> u8 {
         ..RunOptions::default()
     };
     let stopper = crate::runner::Stopper::install(std::sync::Arc::clone(&options.stop));
-    crate::runner::resume(config, options, args.run_id, args.replan, output(args.sync.json), &stopper).await.code
+    crate::runner::resume(config, options, args.run_id, args.replan, &Terminal(output(args.sync.json)), &stopper)
+        .await
+        .code
 }
 
 /// The run in progress that holds the store in `dir`, when the store is busy.
@@ -410,7 +439,7 @@ fn cmd_runs(args: ListArgs) -> u8 {
         }
         return exit::OK;
     }
-    let store = match crate::runner::open_store_at(&dir) {
+    let store = match crate::runner::open_store_at(&dir, &Terminal(crate::runner::Output::Text)) {
         Ok(s) => s,
         Err(code) => return code,
     };
@@ -451,7 +480,7 @@ fn cmd_show(args: ShowArgs) -> u8 {
         eprintln!("error: {}; `db-sync show {}` can read the store once it ends", owner.describe(), args.run_id);
         return exit::STATE;
     }
-    let store = match crate::runner::open_store_at(&dir) {
+    let store = match crate::runner::open_store_at(&dir, &Terminal(crate::runner::Output::Text)) {
         Ok(s) => s,
         Err(code) => return code,
     };
@@ -647,7 +676,7 @@ async fn cmd_daemon(args: DaemonArgs) -> u8 {
         allow_mass_delete: args.allow_mass_delete,
         skip_bad_keys: args.skip_bad_keys,
         progress: args.progress.into(),
-        output: crate::runner::Output::Text,
+        sink: std::sync::Arc::new(Terminal(crate::runner::Output::Text)),
         replan_next: false,
     };
     let config_args = &args.config;

@@ -233,8 +233,8 @@ pub struct RunnerCycle {
     pub skip_bad_keys: bool,
     /// Progress display.
     pub progress: crate::report::ProgressMode,
-    /// How each run's report is printed.
-    pub output: crate::runner::Output,
+    /// Where each run's messages and report go.
+    pub sink: Arc<dyn crate::runner::RunSink>,
     /// Re-plan the unfinished run at the next resume (its stored plan was refused).
     pub replan_next: bool,
 }
@@ -249,7 +249,7 @@ impl Cycle for RunnerCycle {
             stop: Arc::clone(&stopper.stop),
             ..crate::engine::RunOptions::default()
         };
-        let unfinished = match crate::runner::open_store(config) {
+        let unfinished = match crate::runner::open_store(config, &*self.sink) {
             Ok(store) => match store.unfinished_run() {
                 Ok(run) => run.map(|r| (r.meta.id, r.meta.config_fingerprint)),
                 Err(e) => {
@@ -264,13 +264,13 @@ impl Cycle for RunnerCycle {
                 let replan = self.replan_next || fingerprint != config.fingerprint;
                 self.replan_next = false;
                 let outcome =
-                    crate::runner::resume(config.clone(), options, Some(id), replan, self.output, stopper).await;
+                    crate::runner::resume(config.clone(), options, Some(id), replan, &*self.sink, stopper).await;
                 if outcome.code == exit::CONFIG && !replan {
                     self.replan_next = true;
                 }
                 outcome
             }
-            None => crate::runner::start(config.clone(), options, false, self.output, stopper).await,
+            None => crate::runner::start(config.clone(), options, false, &*self.sink, stopper).await,
         }
     }
 }

@@ -440,7 +440,9 @@ pub async fn run(args: DemoArgs) -> u8 {
             println!();
             let options = RunOptions::default();
             let stopper = crate::runner::Stopper::install(std::sync::Arc::clone(&options.stop));
-            crate::runner::start(config, options, false, crate::runner::Output::Text, &stopper).await.code
+            crate::runner::start(config, options, false, &crate::cli::Terminal(crate::runner::Output::Text), &stopper)
+                .await
+                .code
         }
     };
     let code = sync("first sync: empty target").await;

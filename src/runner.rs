@@ -28,19 +28,32 @@ pub enum Output {
     Quiet,
 }
 
-/// Opens the state store of a config, printing the problem on failure.
-pub fn open_store(config: &Config) -> Result<Store, u8> {
-    open_store_at(&config.run.state_dir)
+/// Where the runner's messages go. The library prints nothing itself: the CLI's
+/// implementation writes notices to stderr and results to stdout, the daemon's does the
+/// same through its own lines, and tests collect them.
+pub trait RunSink: Send + Sync {
+    /// A message on the run's life or a problem: `resuming run 3 at task 2/5 (...)`,
+    /// `error: ...` (the CLI writes it to stderr).
+    fn notice(&self, text: &str);
+    /// A result line of a command (the CLI writes it to stdout).
+    fn result(&self, text: &str);
+    /// A run ended or stopped: its report (the CLI prints it as a table or JSON).
+    fn finished(&self, run: &FinishedRun);
+}
+
+/// Opens the state store of a config, reporting the problem to `sink` on failure.
+pub fn open_store(config: &Config, sink: &dyn RunSink) -> Result<Store, u8> {
+    open_store_at(&config.run.state_dir, sink)
 }
 
 /// Opens the state store in `dir`, printing the problem on failure.
-pub fn open_store_at(dir: &std::path::Path) -> Result<Store, u8> {
+pub fn open_store_at(dir: &std::path::Path, sink: &dyn RunSink) -> Result<Store, u8> {
     let store = Store::open(dir).map_err(|e| {
-        eprintln!("error: {e}");
+        sink.notice(&format!("error: {e}"));
         store_exit(&e)
     })?;
     store.recover_dead_runs().map_err(|e| {
-        eprintln!("error: {e}");
+        sink.notice(&format!("error: {e}"));
         store_exit(&e)
     })?;
     Ok(store)
@@ -110,16 +123,16 @@ impl Stopper {
     pub fn signal(&self, signal: &str) {
         self.shutdown.cancel();
         if self.stop.swap(true, Ordering::SeqCst) {
-            eprintln!("{signal} again: stopping now");
+            tracing::warn!("{signal} again: stopping now");
             self.abandon.cancel();
             return;
         }
         if !self.running.load(Ordering::SeqCst) {
-            eprintln!("{signal}: stopping (no run in progress)");
+            tracing::warn!("{signal}: stopping (no run in progress)");
             self.abandon.cancel();
             return;
         }
-        eprintln!(
+        tracing::warn!(
             "{signal}: stopping after the current batch (within {}; send it again to stop at once)",
             humantime::format_duration(STOP_GRACE)
         );
@@ -206,8 +219,8 @@ pub struct FinishedRun {
 }
 
 /// Exit for a signal that came before the run was recorded: nothing was written.
-fn stopped_before_run() -> u8 {
-    eprintln!("interrupted before the run started; nothing was written");
+fn stopped_before_run(sink: &dyn RunSink) -> u8 {
+    sink.notice("interrupted before the run started; nothing was written");
     exit::INTERRUPTED
 }
 
@@ -245,40 +258,40 @@ pub async fn start(
     config: Config,
     mut options: RunOptions,
     abandon: bool,
-    output: Output,
+    sink: &dyn RunSink,
     stopper: &Stopper,
 ) -> RunOutcome {
     options.create_tables = true;
     options.stop = Arc::clone(&stopper.stop);
-    let store = match open_store(&config) {
+    let store = match open_store(&config, sink) {
         Ok(s) => s,
         Err(code) => return code.into(),
     };
     match store.unfinished_run() {
         Ok(Some(mut run)) => {
             if !abandon {
-                eprintln!(
+                sink.notice(&format!(
                     "error: run {} is unfinished ({}, started {}, stopped at {}); continue it with `db-sync resume`, \
                      or give it up and start over with `db-sync run --abandon`",
                     run.meta.id,
                     run.meta.status.name(),
                     format_ms(run.meta.started_ms),
                     describe_position(&run.state)
-                );
+                ));
                 return exit::STATE.into();
             }
             run.meta.status = RunStatus::Abandoned;
             run.meta.ended_ms = Some(now_ms());
             run.meta.event(EventKind::Abandoned, "abandoned by `db-sync run --abandon`");
             if let Err(e) = store.save_run(&run.meta, &run.state) {
-                eprintln!("error: {e}");
+                sink.notice(&format!("error: {e}"));
                 return exit::STATE.into();
             }
-            eprintln!("run {} abandoned", run.meta.id);
+            sink.notice(&format!("run {} abandoned", run.meta.id));
         }
         Ok(None) => {}
         Err(e) => {
-            eprintln!("error: {e}");
+            sink.notice(&format!("error: {e}"));
             return store_exit(&e).into();
         }
     }
@@ -286,10 +299,10 @@ pub async fn start(
     let config_path = config.path.display().to_string();
     let fingerprint = config.fingerprint;
     let engine = match stopper.unless_abandoned(Engine::connect(config, options)).await {
-        None => return stopped_before_run().into(),
+        None => return stopped_before_run(sink).into(),
         Some(Ok(e)) => e,
         Some(Err(e)) => {
-            eprintln!("error: {e}");
+            sink.notice(&format!("error: {e}"));
             return engine_exit(&e).into();
         }
     };
@@ -300,15 +313,13 @@ pub async fn start(
         let started = Instant::now();
         let watermarks = StoreWatermarks { store: &store, source: source.clone(), target: target.clone() };
         let (jobs, state) = match stopper.unless_abandoned(engine.plan_run(&watermarks)).await {
-            None => return stopped_before_run(),
+            None => return stopped_before_run(sink),
             Some(Ok(v)) => v,
             Some(Err(e)) => {
                 let code = engine_exit(&e);
-                eprintln!("error: {e}");
+                sink.notice(&format!("error: {e}"));
                 if code == exit::NETWORK {
-                    eprintln!(
-                        "no run was recorded (planning did not finish); `db-sync run` starts again once the link is back"
-                    );
+                    sink.notice("no run was recorded (planning did not finish); `db-sync run` starts again once the link is back");
                 }
                 return code;
             }
@@ -316,7 +327,7 @@ pub async fn start(
         let id = match store.next_run_id() {
             Ok(id) => id,
             Err(e) => {
-                eprintln!("error: {e}");
+                sink.notice(&format!("error: {e}"));
                 return exit::STATE;
             }
         };
@@ -337,11 +348,11 @@ pub async fn start(
         };
         meta.event(EventKind::Started, format!("{} tables, {} tasks", state.tables.len(), state.tasks.len()));
         if let Err(e) = store.save_run(&meta, &state).and_then(|_| store.set_owner_run(id)) {
-            eprintln!("error: {e}");
+            sink.notice(&format!("error: {e}"));
             return exit::STATE;
         }
         tracing::info!(run = id, "run started");
-        execute(&store, &engine, stopper, jobs, meta, state, started, output, &mut finished).await
+        execute(&store, &engine, stopper, jobs, meta, state, started, sink, &mut finished).await
     }
     .await;
     RunOutcome { code: finish(&engine, code).await, run: finished }
@@ -354,12 +365,12 @@ pub async fn resume(
     mut options: RunOptions,
     run_id: Option<u64>,
     replan: bool,
-    output: Output,
+    sink: &dyn RunSink,
     stopper: &Stopper,
 ) -> RunOutcome {
     options.create_tables = replan;
     options.stop = Arc::clone(&stopper.stop);
-    let store = match open_store(&config) {
+    let store = match open_store(&config, sink) {
         Ok(s) => s,
         Err(code) => return code.into(),
     };
@@ -370,39 +381,39 @@ pub async fn resume(
     let RunRecord { mut meta, mut state } = match run {
         Ok(Some(run)) => run,
         Ok(None) => {
-            println!("nothing to resume: no unfinished run in {}", store.dir().display());
+            sink.result(&format!("nothing to resume: no unfinished run in {}", store.dir().display()));
             return exit::OK.into();
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            sink.notice(&format!("error: {e}"));
             return store_exit(&e).into();
         }
     };
     if !meta.status.is_unfinished() {
-        eprintln!(
+        sink.notice(&format!(
             "error: run {} is {} and cannot be resumed; `db-sync run` starts a new run",
             meta.id,
             meta.status.name()
-        );
+        ));
         return exit::CONFIG.into();
     }
     let fingerprint = config.fingerprint;
     let changed_config = meta.config_fingerprint != fingerprint;
     if changed_config && !replan {
-        eprintln!(
+        sink.notice(&format!(
             "error: the config changed since run {} was planned; its plan may not fit any more. \
              `db-sync resume --replan` re-plans the run with the new config (keeping its history and counters), \
              `db-sync run --abandon` starts a new run",
             meta.id
-        );
+        ));
         return exit::CONFIG.into();
     }
     let (source, target) = (config.source.describe(), config.target.describe());
     let engine = match stopper.unless_abandoned(Engine::connect(config, options)).await {
-        None => return stopped_before_run().into(),
+        None => return stopped_before_run(sink).into(),
         Some(Ok(e)) => e,
         Some(Err(e)) => {
-            eprintln!("error: {e}");
+            sink.notice(&format!("error: {e}"));
             return engine_exit(&e).into();
         }
     };
@@ -414,7 +425,7 @@ pub async fn resume(
         let jobs = if replan {
             let watermarks = StoreWatermarks { store: &store, source, target };
             match stopper.unless_abandoned(engine.plan_run(&watermarks)).await {
-                None => return stopped_before_run(),
+                None => return stopped_before_run(sink),
                 Some(Ok((jobs, fresh))) => {
                     let detail = format!("re-planned at {}", describe_position(&state));
                     state = carry_over(state, fresh);
@@ -423,24 +434,24 @@ pub async fn resume(
                     jobs
                 }
                 Some(Err(e)) => {
-                    eprintln!("error: {e}");
+                    sink.notice(&format!("error: {e}"));
                     return engine_exit(&e);
                 }
             }
         } else {
             match stopper.unless_abandoned(engine.jobs_for(&state)).await {
-                None => return stopped_before_run(),
+                None => return stopped_before_run(sink),
                 Some(Ok(jobs)) => jobs,
                 Some(Err(EngineError::PlanInvalid(why))) => {
-                    eprintln!(
+                    sink.notice(&format!(
                         "error: cannot resume run {} with its stored plan: {why}; `db-sync resume --replan` re-plans it, \
                          `db-sync run --abandon` starts over",
                         meta.id
-                    );
+                    ));
                     return exit::CONFIG;
                 }
                 Some(Err(e)) => {
-                    eprintln!("error: {e}");
+                    sink.notice(&format!("error: {e}"));
                     return engine_exit(&e);
                 }
             }
@@ -451,11 +462,11 @@ pub async fn resume(
         meta.last_error = None;
         meta.event(EventKind::Resumed, format!("resumed at {}", describe_position(&state)));
         if let Err(e) = store.save_run(&meta, &state).and_then(|_| store.set_owner_run(meta.id)) {
-            eprintln!("error: {e}");
+            sink.notice(&format!("error: {e}"));
             return exit::STATE;
         }
-        eprintln!("resuming run {} at {}", meta.id, describe_position(&state));
-        execute(&store, &engine, stopper, jobs, meta, state, started, output, &mut finished).await
+        sink.notice(&format!("resuming run {} at {}", meta.id, describe_position(&state)));
+        execute(&store, &engine, stopper, jobs, meta, state, started, sink, &mut finished).await
     }
     .await;
     RunOutcome { code: finish(&engine, code).await, run: finished }
@@ -504,7 +515,7 @@ async fn execute(
     mut meta: RunMeta,
     mut state: RunState,
     started: Instant,
-    output: Output,
+    sink: &dyn RunSink,
     finished: &mut Option<FinishedRun>,
 ) -> u8 {
     let identities = jobs.iter().map(|j| watermark_identity(&meta.source, &meta.target, j)).collect();
@@ -530,7 +541,7 @@ async fn execute(
             match store.load_run(meta.id) {
                 Ok(stored) => state = stored.state,
                 Err(e) => {
-                    eprintln!("error: {e}");
+                    sink.notice(&format!("error: {e}"));
                     return exit::STATE;
                 }
             }
@@ -559,7 +570,7 @@ async fn execute(
         }
     };
     if let Err(e) = store.save_run(&meta, &state) {
-        eprintln!("error: {e}");
+        sink.notice(&format!("error: {e}"));
     }
     if !meta.status.is_unfinished() {
         let keep = engine.config().run.keep_runs;
@@ -575,23 +586,20 @@ async fn execute(
         Err(EngineError::Interrupted) => Some(format!("interrupted by a signal at {}", describe_position(&state))),
         Err(e) => Some(e.to_string()),
     };
-    let shown = report.clone();
-    match output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&report).expect("report serializes")),
-        Output::Text => {
-            print!("{}", report.render());
-            println!("run {}: {}", meta.id, meta.status.name());
+    let stopped_note = match &result {
+        Ok(()) => None,
+        Err(EngineError::Interrupted) => {
+            Some(format!("run {} interrupted; `db-sync resume` continues it from its last checkpoint", meta.id))
         }
-        Output::Quiet => {}
-    }
-    if let Err(e) = result {
-        match e {
-            EngineError::Interrupted => {
-                eprintln!("run {} interrupted; `db-sync resume` continues it from its last checkpoint", meta.id)
-            }
-            e => eprintln!("error: {e}\nrun {} stopped; fix the cause, then `db-sync resume` continues it", meta.id),
+        Err(e) => {
+            Some(format!("error: {e}\nrun {} stopped; fix the cause, then `db-sync resume` continues it", meta.id))
         }
+    };
+    let run = FinishedRun { id: meta.id, status: meta.status, report };
+    sink.finished(&run);
+    if let Some(note) = stopped_note {
+        sink.notice(&note);
     }
-    *finished = Some(FinishedRun { id: meta.id, status: meta.status, report: shown });
+    *finished = Some(run);
     code
 }
