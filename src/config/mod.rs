@@ -118,8 +118,8 @@ pub struct RunSettings {
     pub max_error_loop: usize,
     /// Keep going after data errors.
     pub continue_on_error: bool,
-    /// Log SQL statements.
-    pub show_sql: bool,
+    /// Which statements and connection changes the connectors log.
+    pub sql_log: crate::connector::sql_log::SqlLog,
     /// Daemon interval.
     pub sleep_seconds: Option<u64>,
     /// Daemon time of day, `(hour, minute)`.
@@ -621,7 +621,13 @@ fn validate(file: ConfigFile, path: &Path, base_dir: &Path, fingerprint: u64) ->
             max_error_count: file.max_error_count,
             max_error_loop: file.max_error_loop,
             continue_on_error: file.continue_on_error,
-            show_sql: file.show_sql || file.debug_sql || file.show_save_sql,
+            sql_log: crate::connector::sql_log::SqlLog {
+                show_sql: file.show_sql,
+                debug_sql: file.debug_sql,
+                show_save_sql: file.show_save_sql,
+                show_sql_values: file.show_sql_values,
+                debug_connection_change: file.debug_connection_change,
+            },
             sleep_seconds: file.sleep_seconds,
             run_at_time,
             max_sleep_chunk_seconds: file.max_sleep_chunk_seconds,
