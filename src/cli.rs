@@ -72,9 +72,23 @@ pub struct Cli {
     /// Only errors on stderr.
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// Log format on stderr: `text` for people, or `json`, one object per line
+    /// (timestamp, level, message, fields) for log collectors; `json` turns progress
+    /// display off so that it cannot break the lines.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "DB_SYNC_LOG_FORMAT")]
+    pub log_format: LogFormat,
     /// The command.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// `--log-format` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One readable line per event (coloured only on a terminal without NO_COLOR).
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// Commands.

@@ -16,18 +16,25 @@ fn main() -> ExitCode {
     };
     // sqlx's pool repeats at warn level each lost connection the resilience layer already
     // reports, and sled's debug lines are its own internals.
+    // The debug switches' lines (show_sql and the like, debug_connection_change) are
+    // emitted only when the config asks for them, so they show at the default level;
+    // `--quiet` still means errors only.
     let filter = EnvFilter::try_from_env("DB_SYNC_LOG").unwrap_or_else(|_| {
         let sled = if default_level == "debug" { ",sled=info" } else { "" };
-        EnvFilter::new(format!("{default_level},sqlx::pool=error{sled}"))
+        let switches = if cli.quiet { "" } else { ",db_sync::sql=info,db_sync::connection=info" };
+        EnvFilter::new(format!("{default_level},sqlx::pool=error{sled}{switches}"))
     });
     // Colour only on a terminal, and never with NO_COLOR set (https://no-color.org).
     let colour = std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none();
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .with_ansi(colour)
-        .init();
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match cli.log_format {
+        db_sync::cli::LogFormat::Text => logs.with_target(false).with_ansi(colour).init(),
+        db_sync::cli::LogFormat::Json => {
+            // Progress bars and lines are not JSON: the same news is in the info events.
+            db_sync::report::disable_progress();
+            logs.json().flatten_event(true).with_current_span(false).with_span_list(false).with_ansi(false).init()
+        }
+    }
 
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,

@@ -236,6 +236,25 @@ pub struct RunReport {
     pub network: Vec<NetworkEvent>,
 }
 
+/// `text` with its control characters other than newline and tab written as `\x1b`-style
+/// escapes, so text that came from a database (an error message, a key, a value) cannot
+/// put terminal escape codes into the summary, a log file or a terminal.
+pub fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
+    let is_control = |c: char| c.is_control() && c != '\n' && c != '\t';
+    if !text.chars().any(is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if is_control(c) {
+            let _ = write!(out, "\\x{:02x}", c as u32);
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// How many of the last network events the text summary lists (JSON has them all).
 const NETWORK_EVENTS_SHOWN: usize = 20;
 
@@ -290,7 +309,7 @@ impl RunReport {
                 e.kind.name(),
                 e.side,
                 e.operation,
-                e.cause
+                escape_controls(&e.cause)
             );
         }
     }
@@ -364,10 +383,10 @@ impl RunReport {
         self.render_network(&mut out);
         match (&self.stopped, self.errors.len()) {
             (Some(reason), 0) => {
-                let _ = writeln!(out, "Sync stopped: {reason}");
+                let _ = writeln!(out, "Sync stopped: {}", escape_controls(reason));
             }
             (Some(reason), n) => {
-                let _ = writeln!(out, "Sync stopped: {reason}");
+                let _ = writeln!(out, "Sync stopped: {}", escape_controls(reason));
                 let _ = writeln!(out, "{} before it stopped:", errors_text(n));
             }
             (None, 0) => {
@@ -379,7 +398,14 @@ impl RunReport {
         }
         for (i, e) in self.errors.iter().enumerate() {
             let table = e.table.as_deref().map(|t| format!("{t}: ")).unwrap_or_default();
-            let _ = writeln!(out, "  {}. [{}] {table}{}", i + 1, e.kind.name(), e.message);
+            let _ = writeln!(
+                out,
+                "  {}. [{}] {}{}",
+                i + 1,
+                e.kind.name(),
+                escape_controls(&table),
+                escape_controls(&e.message)
+            );
         }
         out
     }
@@ -394,6 +420,23 @@ pub enum ProgressMode {
     Lines,
     /// Nothing.
     Off,
+}
+
+/// Whether progress may be shown at all; `--log-format json` turns it off, so that every
+/// stderr line of a run is a JSON log object (the same news is in the `info` log events).
+static PROGRESS_ALLOWED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Turns every progress display (bars, plain lines, the binary-search line, step notes)
+/// off for the rest of the process, whatever `--progress` says.
+pub fn disable_progress() {
+    PROGRESS_ALLOWED.store(false, std::sync::atomic::Ordering::Relaxed);
+}
+
+impl ProgressMode {
+    /// This mode, or [`ProgressMode::Off`] after [`disable_progress`].
+    pub fn effective(self) -> ProgressMode {
+        if PROGRESS_ALLOWED.load(std::sync::atomic::Ordering::Relaxed) { self } else { ProgressMode::Off }
+    }
 }
 
 /// Progress of one step of one table.
@@ -413,6 +456,7 @@ const LINE_INTERVAL: Duration = Duration::from_secs(5);
 impl StepProgress {
     /// Starts progress for `label` with an expected `total` (rows or keys).
     pub fn start(mode: ProgressMode, label: String, total: u64) -> StepProgress {
+        let mode = mode.effective();
         let terminal = std::io::stderr().is_terminal();
         let bar = (mode == ProgressMode::Auto && terminal).then(|| {
             let bar = ProgressBar::new(total);
@@ -521,6 +565,17 @@ mod tests {
         assert_eq!(json["tables"][1]["counts_match"], true);
         assert_eq!(json["tables"][1]["rows_compared"], false);
         assert!(json["tables"][1].get("verified").is_none(), "{json}");
+    }
+
+    /// Control characters from a database (an ESC in an error message) are written as
+    /// visible escapes, never as raw bytes; newlines and tabs stay.
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(escape_controls("plain\ttext\n"), "plain\ttext\n");
+        assert_eq!(escape_controls("key \u{1b}[31mred\u{7}"), "key \\x1b[31mred\\x07");
+        let report = RunReport { errors: vec![error("bad \u{1b}[2J row")], ..RunReport::default() };
+        let text = report.render();
+        assert!(!text.contains('\u{1b}') && text.contains("bad \\x1b[2J row"), "{text}");
     }
 
     /// The last line matches the outcome: a clean finish, a finish with errors (listed), or

@@ -948,3 +948,32 @@ fn demo_into_postgres() {
     let config = std::fs::read_to_string(ws.path("demo/db-sync.json")).unwrap();
     assert!(config.contains("${DB_SYNC_DEMO_TARGET_URL}"), "no URL in the file: {config}");
 }
+
+/// With every debug switch on (`debug_sql`, `show_sql_values`, `debug_connection_change`),
+/// SQLite → PostgreSQL at the default log level: the PostgreSQL statements (COPY or upsert)
+/// and its connection lines appear, and the password, in each form a config can hold it,
+/// appears in no log line.
+#[test]
+fn debug_switches_show_statements_and_hide_the_password() {
+    let pg = need_pg!();
+    pg.password_role(PW_ROLE, PW_SECRET);
+    for form in 0..4 {
+        let db = pg.create_database();
+        pg.psql(&db, &format!("{PG_ITEMS}; ALTER TABLE items OWNER TO {PW_ROLE}"));
+        let target = password_endpoints(pg, &db, PW_ROLE, PW_SECRET).swap_remove(form);
+        let ws = Workspace::new();
+        sqlite_fill(&ws, "source.sqlite", 50);
+        let switches = r#", "debug_sql": true, "show_sql_values": true, "debug_connection_change": true"#;
+        write_config(&ws, SQLITE_SOURCE, &target, switches);
+        let out = ws.run_env(&["run", "--progress", "off"], &[("DB_SYNC_TEST_PGPW", PW_SECRET)]);
+        assert_eq!(out.status.code(), Some(0), "{target}:\n{}", text(&out));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let target_lines: Vec<&str> = stderr.lines().filter(|l| l.contains("side=\"target\"")).collect();
+        assert!(target_lines.iter().any(|l| l.contains("COPY ") || l.contains("INSERT INTO ")), "{stderr}");
+        assert!(target_lines.iter().any(|l| l.contains("SELECT ")), "{stderr}");
+        assert!(stderr.lines().any(|l| l.contains("statement done") && l.contains("pool")), "{stderr}");
+        assert!(target_lines.iter().any(|l| l.contains(" connected ") && l.contains("127.0.0.1")), "{stderr}");
+        assert!(!out.stderr.contains(&0x1b), "{stderr}");
+        assert_secret_absent(PW_SECRET, &[&out], &ws.path(".db-sync"));
+    }
+}

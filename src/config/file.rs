@@ -68,16 +68,19 @@ pub struct ConfigFile {
     /// neither compared nor overwritten); `true` makes the target's document the source's.
     #[serde(default)]
     pub copy_all_json_keys: bool,
-    /// Log every SQL statement (values are never logged).
+    /// Log every SQL statement and 4D REST request (values only with `show_sql_values`).
     #[serde(default)]
     pub show_sql: bool,
-    /// Log SQL execution details.
+    /// Log every statement as `show_sql` does, then its duration, rows and connection.
     #[serde(default)]
     pub debug_sql: bool,
-    /// Log write statements.
+    /// Log write statements only (INSERT, UPDATE, DELETE, upserts, 4D REST writes).
     #[serde(default)]
     pub show_save_sql: bool,
-    /// Log connection changes.
+    /// Log the bound values (row values included) with each logged statement.
+    #[serde(default)]
+    pub show_sql_values: bool,
+    /// Log each connect, disconnect, reconnect and session change (endpoints redacted).
     #[serde(default)]
     pub debug_connection_change: bool,
     /// Largest share (percent) of a target table a run may delete without `--allow-mass-delete`.

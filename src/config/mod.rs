@@ -118,8 +118,8 @@ pub struct RunSettings {
     pub max_error_loop: usize,
     /// Keep going after data errors.
     pub continue_on_error: bool,
-    /// Log SQL statements.
-    pub show_sql: bool,
+    /// Which statements and connection changes the connectors log.
+    pub sql_log: crate::connector::sql_log::SqlLog,
     /// The daemon's schedule (`sleep_seconds` or `run_at_time`).
     pub schedule: crate::schedule::Schedule,
     /// Longest single sleep of the daemon (`max_sleep_chunk_seconds`).
@@ -616,9 +616,6 @@ fn validate(file: ConfigFile, path: &Path, base_dir: &Path, fingerprint: u64) ->
         }
     }
 
-    if file.sleep_seconds.is_some() && file.run_at_time.is_some() {
-        return Err(invalid(path, "run_at_time", "set either `sleep_seconds` or `run_at_time`, not both"));
-    }
     let schedule = schedule(&file, path)?;
     let max_sleep_chunk = match &file.max_sleep_chunk_seconds {
         None => Duration::from_secs(file::default_max_sleep_chunk_seconds()),
@@ -656,7 +653,13 @@ fn validate(file: ConfigFile, path: &Path, base_dir: &Path, fingerprint: u64) ->
             max_error_count: file.max_error_count,
             max_error_loop: file.max_error_loop,
             continue_on_error: file.continue_on_error,
-            show_sql: file.show_sql || file.debug_sql || file.show_save_sql,
+            sql_log: crate::connector::sql_log::SqlLog {
+                show_sql: file.show_sql,
+                debug_sql: file.debug_sql,
+                show_save_sql: file.show_save_sql,
+                show_sql_values: file.show_sql_values,
+                debug_connection_change: file.debug_connection_change,
+            },
             schedule,
             max_sleep_chunk,
             metrics_listen,

@@ -10,6 +10,7 @@ pub mod link;
 pub mod memory;
 pub mod postgres;
 pub mod resilient;
+pub mod sql_log;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -398,8 +399,8 @@ impl Side {
 /// Options that change how a connector behaves but not what it returns.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ConnectOptions {
-    /// Log each statement (never values).
-    pub show_sql: bool,
+    /// Which statements and connection changes to log (the config's debug switches).
+    pub sql: sql_log::SqlLog,
 }
 
 /// Opens the connector for an endpoint, behind the resilience layer (its first connection
@@ -437,6 +438,9 @@ pub async fn open(
         };
         Ok(connector)
     };
-    let resilient = resilient::Resilient::open(endpoint.resilience, side, &endpoint.describe(), journal, open).await?;
-    Ok(Arc::new(resilient))
+    let described = endpoint.describe();
+    options.sql.connection(side, &described, "connecting");
+    let resilient = resilient::Resilient::open(endpoint.resilience, side, &described, journal, open).await?;
+    options.sql.connection(side, &described, "connected");
+    Ok(Arc::new(resilient.with_log(options.sql)))
 }

@@ -143,6 +143,8 @@ pub struct Resilient {
     lost: AtomicBool,
     /// Serializes reconnections: concurrent calls on a lost session share one.
     reconnecting: tokio::sync::Mutex<()>,
+    /// `debug_connection_change`: logs reconnections and the close.
+    log: super::sql_log::SqlLog,
 }
 
 impl Resilient {
@@ -157,7 +159,14 @@ impl Resilient {
             session: Mutex::new(Session::default()),
             lost: AtomicBool::new(false),
             reconnecting: tokio::sync::Mutex::new(()),
+            log: super::sql_log::SqlLog::default(),
         }
+    }
+
+    /// Logs connection changes as `log` asks (`debug_connection_change`).
+    pub fn with_log(mut self, log: super::sql_log::SqlLog) -> Resilient {
+        self.log = log;
+        self
     }
 
     /// Opens a connector with `open`, retrying a refused or lost first connection as any
@@ -215,7 +224,13 @@ impl Resilient {
             wait,
         ));
         tokio::time::sleep(self.settings.reconnect_delay).await;
+        self.log.connection(self.side, &self.endpoint, &format!("reconnecting (session {generation} lost)"));
         deadline(self.settings.timeout, &self.endpoint, "connecting again", self.inner.connect()).await?;
+        self.log.connection(
+            self.side,
+            &self.endpoint,
+            &format!("reconnected: session {} replaces {generation}", generation + 1),
+        );
         let mut session = self.session();
         session.generation += 1;
         session.lost = None;
@@ -342,6 +357,7 @@ impl Connector for Resilient {
         self.call("checking the connection", None, || self.inner.health_check()).await
     }
     async fn close(&self) {
+        self.log.connection(self.side, &self.endpoint, "disconnecting");
         let closing = async {
             self.inner.close().await;
             Ok(())

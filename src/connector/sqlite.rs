@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, ErrorCode, OpenFlags, ToSql, params_from_iter};
 
+use super::sql_log::{Logged, Rows, StatementKind, rows_text, values_text};
 use super::{
     Capabilities, ConnectOptions, Connector, ConnectorError, IoCounters, KeyProblems, ModifyCursor, Page, Side,
 };
@@ -81,10 +82,9 @@ impl SqliteConnector {
         .map_err(|e| classify(&endpoint, e))
     }
 
-    fn log_sql(&self, sql: &str) {
-        if self.options.show_sql {
-            tracing::info!(target: "db_sync::sql", side = self.side.name(), "{sql}");
-        }
+    /// Logs `sql` as the debug switches ask (with `values()` under `show_sql_values`).
+    fn log_sql(&self, kind: StatementKind, sql: &str, values: impl FnOnce() -> String) -> Logged {
+        self.options.sql.statement(self.side, &self.endpoint(), kind, sql, values)
     }
 }
 
@@ -460,8 +460,10 @@ impl Connector for SqliteConnector {
         };
         let sql =
             format!("CREATE TABLE {} ({})", quote_ident(name), super::column_definitions(columns, keys, type_name));
-        self.log_sql(&sql);
-        self.with_conn(move |conn| conn.execute_batch(&sql)).await
+        let logged = self.log_sql(StatementKind::Write, &sql, String::new);
+        self.with_conn(move |conn| conn.execute_batch(&sql)).await?;
+        logged.done(Rows::Affected(0));
+        Ok(())
     }
 
     async fn foreign_keys(&self, tables: &[String]) -> Result<Vec<(String, String)>, ConnectorError> {
@@ -502,38 +504,46 @@ impl Connector for SqliteConnector {
             key.order(),
             key.order()
         );
-        self.log_sql(&nulls_sql);
-        if duplicates {
-            self.log_sql(&dups_sql);
-        }
+        let logged_nulls = self.log_sql(StatementKind::Read, &nulls_sql, || values_text(&nulls.params));
+        let logged_dups =
+            duplicates.then(|| self.log_sql(StatementKind::Read, &dups_sql, || values_text(&dups.params)));
         self.counters.record_read(1, 8);
-        self.with_conn(move |conn| {
-            let mut stmt = conn.prepare_cached(&nulls_sql)?;
-            let null_rows: i64 = stmt.query_row(params_from_iter(nulls.params.iter().map(Bind)), |r| r.get(0))?;
-            let mut found = Vec::new();
-            if duplicates {
-                let mut stmt = conn.prepare_cached(&dups_sql)?;
-                let mut rows = stmt.query(params_from_iter(dups.params.iter().map(Bind)))?;
-                while let Some(row) = rows.next()? {
-                    found.push((read_key(row, width)?, row.get::<_, i64>(width)? as u64));
+        let problems = self
+            .with_conn(move |conn| {
+                let mut stmt = conn.prepare_cached(&nulls_sql)?;
+                let null_rows: i64 = stmt.query_row(params_from_iter(nulls.params.iter().map(Bind)), |r| r.get(0))?;
+                let mut found = Vec::new();
+                if duplicates {
+                    let mut stmt = conn.prepare_cached(&dups_sql)?;
+                    let mut rows = stmt.query(params_from_iter(dups.params.iter().map(Bind)))?;
+                    while let Some(row) = rows.next()? {
+                        found.push((read_key(row, width)?, row.get::<_, i64>(width)? as u64));
+                    }
                 }
-            }
-            Ok(KeyProblems { null_rows: null_rows as u64, duplicates: found })
-        })
-        .await
+                Ok(KeyProblems { null_rows: null_rows as u64, duplicates: found })
+            })
+            .await?;
+        logged_nulls.done(Rows::Returned(1));
+        if let Some(logged) = logged_dups {
+            logged.done(Rows::Returned(problems.duplicates.len() as u64));
+        }
+        Ok(problems)
     }
 
     async fn count(&self, scope: &TableScope, range: &KeyRange) -> Result<u64, ConnectorError> {
         let w = Where::new(scope, range);
         let sql = format!("SELECT count(*) FROM {}{}", quote_ident(&scope.table), w.sql);
-        self.log_sql(&sql);
+        let logged = self.log_sql(StatementKind::Read, &sql, || values_text(&w.params));
         self.counters.record_read(1, 8);
-        self.with_conn(move |conn| {
-            let mut stmt = conn.prepare_cached(&sql)?;
-            let n: i64 = stmt.query_row(params_from_iter(w.params.iter().map(Bind)), |r| r.get(0))?;
-            Ok(n as u64)
-        })
-        .await
+        let n = self
+            .with_conn(move |conn| {
+                let mut stmt = conn.prepare_cached(&sql)?;
+                let n: i64 = stmt.query_row(params_from_iter(w.params.iter().map(Bind)), |r| r.get(0))?;
+                Ok(n as u64)
+            })
+            .await?;
+        logged.done(Rows::Returned(1));
+        Ok(n)
     }
 
     async fn key_at(&self, scope: &TableScope, range: &KeyRange, offset: u64) -> Result<Option<Key>, ConnectorError> {
@@ -562,32 +572,37 @@ impl Connector for SqliteConnector {
             );
             (sql, w.params, key.width())
         };
-        self.log_sql(&sql(&scope, &range, offsets.first().copied().unwrap_or(0)).0);
-        self.with_conn(move |conn| {
-            let mut out: Vec<Option<Key>> = Vec::with_capacity(offsets.len());
-            // The last key found and its offset in `range`.
-            let mut last: Option<(u64, Key)> = None;
-            for offset in offsets {
-                let (from, skip) = match &last {
-                    Some((at, key)) if offset == *at => {
-                        out.push(Some(key.clone()));
-                        continue;
+        let (first_sql, first_params, _) = sql(&scope, &range, offsets.first().copied().unwrap_or(0));
+        let logged = self.log_sql(StatementKind::Read, &first_sql, || values_text(&first_params));
+        let found = offsets.len() as u64;
+        let keys = self
+            .with_conn(move |conn| {
+                let mut out: Vec<Option<Key>> = Vec::with_capacity(offsets.len());
+                // The last key found and its offset in `range`.
+                let mut last: Option<(u64, Key)> = None;
+                for offset in offsets {
+                    let (from, skip) = match &last {
+                        Some((at, key)) if offset == *at => {
+                            out.push(Some(key.clone()));
+                            continue;
+                        }
+                        Some((at, key)) if offset > *at => {
+                            (KeyRange { after: Some(key.clone()), upto: range.upto.clone() }, offset - at - 1)
+                        }
+                        _ => (range.clone(), offset),
+                    };
+                    let (text, params, width) = sql(&scope, &from, skip);
+                    let found = query_keys(conn, &text, &params, width)?.into_iter().next();
+                    if let Some(key) = &found {
+                        last = Some((offset, key.clone()));
                     }
-                    Some((at, key)) if offset > *at => {
-                        (KeyRange { after: Some(key.clone()), upto: range.upto.clone() }, offset - at - 1)
-                    }
-                    _ => (range.clone(), offset),
-                };
-                let (text, params, width) = sql(&scope, &from, skip);
-                let found = query_keys(conn, &text, &params, width)?.into_iter().next();
-                if let Some(key) = &found {
-                    last = Some((offset, key.clone()));
+                    out.push(found);
                 }
-                out.push(found);
-            }
-            Ok(out)
-        })
-        .await
+                Ok(out)
+            })
+            .await?;
+        logged.done(Rows::Returned(found));
+        Ok(keys)
     }
 
     async fn read_keys(&self, scope: &TableScope, range: &KeyRange, limit: usize) -> Result<Page<Key>, ConnectorError> {
@@ -600,9 +615,10 @@ impl Connector for SqliteConnector {
             w.sql,
             key.order()
         );
-        self.log_sql(&sql);
+        let logged = self.log_sql(StatementKind::Read, &sql, || values_text(&w.params));
         let width = key.width();
         let keys = self.with_conn(move |conn| query_keys(conn, &sql, &w.params, width)).await?;
+        logged.done(Rows::Returned(keys.len() as u64));
         self.counters.record_read(keys.len(), keys.len() * 8);
         Ok(Page::up_to(keys, limit))
     }
@@ -616,9 +632,10 @@ impl Connector for SqliteConnector {
             w.sql,
             KeySql::of(scope).order()
         );
-        self.log_sql(&sql);
+        let logged = self.log_sql(StatementKind::Read, &sql, || values_text(&w.params));
         let width = scope.columns.len();
         let (rows, bytes) = self.with_conn(move |conn| query_rows(conn, &sql, &w.params, width)).await?;
+        logged.done(Rows::Returned(rows.len() as u64));
         self.counters.record_read(rows.len(), bytes);
         Ok(Page::up_to(rows, limit))
     }
@@ -631,16 +648,20 @@ impl Connector for SqliteConnector {
             let w = Where::new(scope, &KeyRange::all())
                 .and(format!("{} IN {}", key.tuple(), key.list(chunk.len())), chunk.iter().flat_map(Key::values));
             let sql = format!("SELECT {} FROM {}{}", column_list(scope), quote_ident(&scope.table), w.sql);
-            if self.options.show_sql {
-                self.log_sql(&format!(
+            let logged = if self.options.sql.wants(StatementKind::Read) {
+                let shown = format!(
                     "SELECT {} FROM {} WHERE ... IN ({} keys)",
                     column_list(scope),
                     quote_ident(&scope.table),
                     chunk.len()
-                ));
-            }
+                );
+                self.log_sql(StatementKind::Read, &shown, || values_text(&w.params))
+            } else {
+                Logged::none()
+            };
             let width = scope.columns.len();
             let (rows, bytes) = self.with_conn(move |conn| query_rows(conn, &sql, &w.params, width)).await?;
+            logged.done(Rows::Returned(rows.len() as u64));
             self.counters.record_read(rows.len(), bytes);
             out.extend(rows);
         }
@@ -678,9 +699,10 @@ impl Connector for SqliteConnector {
             w.sql,
             key.order()
         );
-        self.log_sql(&sql);
+        let logged = self.log_sql(StatementKind::Read, &sql, || values_text(&w.params));
         let width = scope.columns.len();
         let (rows, bytes) = self.with_conn(move |conn| query_rows(conn, &sql, &w.params, width)).await?;
+        logged.done(Rows::Returned(rows.len() as u64));
         self.counters.record_read(rows.len(), bytes);
         Ok(Page::up_to(rows, limit))
     }
@@ -694,42 +716,52 @@ impl Connector for SqliteConnector {
             None => w.and(format!("{modify} IS NOT NULL"), []),
         };
         let sql = format!("SELECT count(*) FROM {}{}", quote_ident(&scope.table), w.sql);
-        self.log_sql(&sql);
+        let logged = self.log_sql(StatementKind::Read, &sql, || values_text(&w.params));
         self.counters.record_read(1, 8);
-        self.with_conn(move |conn| {
-            let mut stmt = conn.prepare_cached(&sql)?;
-            let n: i64 = stmt.query_row(params_from_iter(w.params.iter().map(Bind)), |r| r.get(0))?;
-            Ok(n as u64)
-        })
-        .await
+        let n = self
+            .with_conn(move |conn| {
+                let mut stmt = conn.prepare_cached(&sql)?;
+                let n: i64 = stmt.query_row(params_from_iter(w.params.iter().map(Bind)), |r| r.get(0))?;
+                Ok(n as u64)
+            })
+            .await?;
+        logged.done(Rows::Returned(1));
+        Ok(n)
     }
 
     async fn count_null_modify(&self, scope: &TableScope) -> Result<u64, ConnectorError> {
         let Some(column) = scope.modify_column() else { return Ok(0) };
         let w = Where::new(scope, &KeyRange::all()).and(format!("{} IS NULL", quote_ident(column)), []);
         let sql = format!("SELECT count(*) FROM {}{}", quote_ident(&scope.table), w.sql);
-        self.log_sql(&sql);
+        let logged = self.log_sql(StatementKind::Read, &sql, || values_text(&w.params));
         self.counters.record_read(1, 8);
-        self.with_conn(move |conn| {
-            let mut stmt = conn.prepare_cached(&sql)?;
-            let n: i64 = stmt.query_row(params_from_iter(w.params.iter().map(Bind)), |r| r.get(0))?;
-            Ok(n as u64)
-        })
-        .await
+        let n = self
+            .with_conn(move |conn| {
+                let mut stmt = conn.prepare_cached(&sql)?;
+                let n: i64 = stmt.query_row(params_from_iter(w.params.iter().map(Bind)), |r| r.get(0))?;
+                Ok(n as u64)
+            })
+            .await?;
+        logged.done(Rows::Returned(1));
+        Ok(n)
     }
 
     async fn max_modify(&self, scope: &TableScope) -> Result<Option<Value>, ConnectorError> {
         let Some(column) = scope.modify_column() else { return Ok(None) };
         let w = Where::new(scope, &KeyRange::all());
         let sql = format!("SELECT max({}) FROM {}{}", quote_ident(column), quote_ident(&scope.table), w.sql);
-        self.log_sql(&sql);
+        let logged = self.log_sql(StatementKind::Read, &sql, || values_text(&w.params));
         self.counters.record_read(1, 8);
-        self.with_conn(move |conn| {
-            let mut stmt = conn.prepare_cached(&sql)?;
-            let v = stmt.query_row(params_from_iter(w.params.iter().map(Bind)), |r| Ok(read_value(r.get_ref(0)?)))?;
-            Ok(if v.is_null() { None } else { Some(v) })
-        })
-        .await
+        let max = self
+            .with_conn(move |conn| {
+                let mut stmt = conn.prepare_cached(&sql)?;
+                let v =
+                    stmt.query_row(params_from_iter(w.params.iter().map(Bind)), |r| Ok(read_value(r.get_ref(0)?)))?;
+                Ok(if v.is_null() { None } else { Some(v) })
+            })
+            .await?;
+        logged.done(Rows::Returned(1));
+        Ok(max)
     }
 
     async fn upsert(&self, scope: &TableScope, rows: &[Row]) -> Result<u64, ConnectorError> {
@@ -755,7 +787,7 @@ impl Connector for SqliteConnector {
             quote_ident(&scope.table),
             column_list(scope),
         );
-        self.log_sql(&sql);
+        let logged = self.log_sql(StatementKind::Write, &sql, || rows_text(rows));
         let rows = rows.to_vec();
         let n = rows.len() as u64;
         self.counters.queries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -773,6 +805,7 @@ impl Connector for SqliteConnector {
             tx.commit()
         })
         .await?;
+        logged.done(Rows::Affected(n));
         self.counters.rows_written.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
         Ok(n)
     }
@@ -787,28 +820,34 @@ impl Connector for SqliteConnector {
         let key = KeySql::of(scope);
         let chunk_size = (MAX_PARAMS - scope.filter.len() - scope.skip_keys.len() * key.width()) / key.width();
         let mut statements = Vec::new();
+        let mut logged = Vec::new();
         for chunk in keys.chunks(chunk_size) {
             let w = Where::new(scope, &KeyRange::all())
                 .and(format!("{} IN {}", key.tuple(), key.list(chunk.len())), chunk.iter().flat_map(Key::values));
             let sql = format!("DELETE FROM {}{}", quote_ident(&scope.table), w.sql);
-            if self.options.show_sql {
-                self.log_sql(&format!("DELETE FROM {} WHERE ... IN ({} keys)", quote_ident(&scope.table), chunk.len()));
-            }
+            let shown = format!("DELETE FROM {} WHERE ... IN ({} keys)", quote_ident(&scope.table), chunk.len());
             statements.push((sql, w.params));
+            logged.push(self.log_sql(StatementKind::Write, &shown, || {
+                values_text(statements.last().map(|(_, params)| params.as_slice()).unwrap_or_default())
+            }));
         }
         self.counters.queries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let deleted = self
+        let per_statement = self
             .with_conn(move |conn| {
                 let tx = conn.transaction()?;
-                let mut deleted = 0;
+                let mut per_statement = Vec::with_capacity(statements.len());
                 for (sql, params) in &statements {
-                    deleted += tx.execute(sql, params_from_iter(params.iter().map(Bind)))?;
+                    per_statement.push(tx.execute(sql, params_from_iter(params.iter().map(Bind)))? as u64);
                     crate::failpoint::hit("mid_write");
                 }
                 tx.commit()?;
-                Ok(deleted as u64)
+                Ok(per_statement)
             })
             .await?;
+        for (logged, n) in logged.into_iter().zip(&per_statement) {
+            logged.done(Rows::Affected(*n));
+        }
+        let deleted: u64 = per_statement.iter().sum();
         self.counters.rows_written.fetch_add(deleted, std::sync::atomic::Ordering::Relaxed);
         Ok(deleted)
     }

@@ -476,7 +476,15 @@ pub const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 impl Engine {
     /// Opens both sides.
     pub async fn connect(config: Config, options: RunOptions) -> Result<Engine, EngineError> {
-        let connect_options = ConnectOptions { show_sql: config.run.show_sql };
+        let sql_log = config.run.sql_log;
+        if sql_log.show_sql_values {
+            if sql_log.any_statement() {
+                tracing::warn!("show_sql_values is on: row values are being logged with the SQL statements");
+            } else {
+                tracing::warn!("show_sql_values logs nothing without show_sql, debug_sql or show_save_sql");
+            }
+        }
+        let connect_options = ConnectOptions { sql: sql_log };
         let journal = Arc::new(NetworkJournal::default());
         let source = connector::open(&config.source, Side::Source, connect_options, journal.clone())
             .await

@@ -462,7 +462,7 @@ pub async fn run_step(
 /// Prints a line of the step's progress display (and logs it).
 fn note(ctx: &StepContext<'_>, line: &str) {
     tracing::info!(table = %ctx.job.spec.name, "{line}");
-    if ctx.options.progress != ProgressMode::Off {
+    if ctx.options.progress.effective() != ProgressMode::Off {
         eprintln!("{}: {line}", ctx.job.spec.name);
     }
 }
@@ -685,6 +685,7 @@ struct BisectLine {
 
 impl BisectLine {
     fn new(mode: ProgressMode, header: String) -> BisectLine {
+        let mode = mode.effective();
         let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
         if mode != ProgressMode::Off {
             eprintln!("{header}");

@@ -43,6 +43,7 @@ use self::filter::Filter;
 use self::session::{Session, describe_errors, errors_of};
 use self::values::{AttributeType, TimeUnit};
 use super::http::{HttpClient, Query, encode_path_segment};
+use super::sql_log::{Logged, Rows, StatementKind};
 use super::{
     Capabilities, ConnectOptions, Connector, ConnectorError, IoCounters, KeyProblems, ModifyCursor, Page, Side,
 };
@@ -128,14 +129,27 @@ impl FourDRest {
         self.session.http().counters()
     }
 
-    fn log_request(&self, path: &str, query: &Query) {
-        if self.options.show_sql {
-            let shown = match query.as_str().split_once("$params=") {
-                Some((before, _)) => format!("{before}$params=…"),
-                None => query.as_str().to_string(),
-            };
-            tracing::info!(target: "db_sync::sql", side = self.side.name(), "GET {path}?{shown}");
+    /// Logs a REST request as the debug switches ask: `$params` (the filter's values) are
+    /// shown as `…`, and go with the write's `body` into the values under `show_sql_values`.
+    /// The session cookie is never part of what is logged.
+    fn log_request(&self, kind: StatementKind, method: &str, path: &str, query: &Query, body: Option<&Json>) -> Logged {
+        if !self.options.sql.wants(kind) {
+            return Logged::none();
         }
+        let (shown, params) = match query.as_str().split_once("$params=") {
+            Some((before, params)) => (format!("{before}$params=…"), Some(params)),
+            None => (query.as_str().to_string(), None),
+        };
+        let values = || {
+            let params = params.map(|p| percent_encoding::percent_decode_str(p).decode_utf8_lossy().into_owned());
+            match (params, body) {
+                (Some(p), Some(b)) => format!("$params={p} body={b}"),
+                (Some(p), None) => format!("$params={p}"),
+                (None, Some(b)) => format!("body={b}"),
+                (None, None) => String::new(),
+            }
+        };
+        self.options.sql.statement(self.side, &self.endpoint, kind, &format!("{method} {path}?{shown}"), values)
     }
 
     /// The dataclass of `table`, described once per connector.
@@ -243,10 +257,11 @@ impl FourDRest {
             query = query.param("$skip", skip.to_string());
         }
         query = query.param("$top", top.max(1).to_string());
-        self.log_request(&path, &query);
+        let logged = self.log_request(StatementKind::Read, "GET", &path, &query, None);
         let (json, bytes) = self.session.call_sized(Method::GET, &path, &query, None, what).await?;
         let envelope =
             Envelope::of(json, bytes).map_err(|e| ConnectorError::Other(format!("{}: {what}: {e}", self.endpoint)))?;
+        logged.done(Rows::Returned(envelope.entities.len() as u64));
         self.counters.record_read(envelope.entities.len(), envelope.bytes);
         Ok(envelope)
     }
@@ -472,12 +487,13 @@ impl FourDRest {
                 .zip(&keys)
                 .map(|(row, key)| self.entity_body(&class, scope, row, key, existing.contains(key), stamps.get(key)))
                 .collect::<Result<_, _>>()?;
-            self.log_request(&path, &query);
+            let body = Json::Array(body);
+            let logged = self.log_request(StatementKind::Write, "POST", &path, &query, Some(&body));
             // A crash here leaves the batch unsent: nothing of it is saved.
             crate::failpoint::hit("mid_write");
-            let answer =
-                self.session.call(Method::POST, &path, &query, Some(&Json::Array(body)), "writing rows").await?;
+            let answer = self.session.call(Method::POST, &path, &query, Some(&body), "writing rows").await?;
             let answers = entity_answers(&answer);
+            logged.done(Rows::Affected(answers.len() as u64));
             let (mut missing, mut stale, mut duplicate, mut refused) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
             for (key, entity) in keys.iter().zip(&answers) {
                 let errors = errors_of(entity);
@@ -913,12 +929,14 @@ impl Connector for FourDRest {
         let mut deleted = 0;
         for chunk in self.chunks(&json_keys) {
             let mut filter = self.scope_filter(&class, scope, key_type, false)?;
+            let chunk_len = chunk.len() as u64;
             filter.any_of(key, chunk);
             deleted += self.get(scope, &[key], &filter, None, (0, 1), "counting rows to delete").await?.count;
             let path = format!("/rest/{}/", encode_path_segment(&scope.table));
             let query = filter.apply(Query::new()).param("$method", "delete");
-            self.log_request(&path, &query);
+            let logged = self.log_request(StatementKind::Write, "POST", &path, &query, None);
             let answer = self.session.call(Method::POST, &path, &query, None, "deleting rows").await?;
+            logged.done(Rows::Affected(chunk_len));
             let errors = errors_of(&answer);
             if answer.get("ok").and_then(Json::as_bool) != Some(true) || !errors.is_empty() {
                 return Err(ConnectorError::Busy {

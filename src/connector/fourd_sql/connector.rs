@@ -31,6 +31,7 @@ use super::values::{self, COLUMNS_SQL, KEY_SQL, SqlType, quote};
 use super::wire::{Cell, VkType};
 use crate::config::Endpoint;
 use crate::connector::key_list::{self, KeyLists};
+use crate::connector::sql_log::{Logged, Rows, StatementKind, values_text};
 use crate::connector::{
     Capabilities, ConnectOptions, Connector, ConnectorError, IoCounters, KeyProblems, ModifyCursor, Page, Side,
 };
@@ -222,15 +223,14 @@ impl FourDSql {
         page: u64,
         what: &str,
     ) -> Result<Vec<Answer>, ConnectorError> {
-        if self.options.show_sql {
-            for (sql, _) in &statements {
-                tracing::info!(endpoint = %self.endpoint, "{sql}");
-            }
-        }
+        let logged: Vec<Logged> = statements.iter().map(|(sql, params)| self.log_sql(sql, params)).collect();
         let mut lease = self.lease().await?;
         let answers = lease.session().run_batch(statements, page, what).await;
         lease.finished = true;
         let answers = answers?.into_iter().collect::<Result<Vec<_>, _>>()?;
+        for (logged, answer) in logged.into_iter().zip(&answers) {
+            logged.done(rows_of(answer));
+        }
         for answer in &answers {
             match answer {
                 Answer::Rows { rows, .. } => self.counters.record_read(rows.len(), rows.len() * 16),
@@ -238,6 +238,15 @@ impl FourDSql {
             }
         }
         Ok(answers)
+    }
+
+    /// Logs a statement as the debug switches ask (its parameters under `show_sql_values`).
+    fn log_sql(&self, sql: &str, params: &[(VkType, Cell)]) -> Logged {
+        let first = sql.split_whitespace().next().unwrap_or("").to_ascii_uppercase();
+        let kind = if first == "SELECT" { StatementKind::Read } else { StatementKind::Write };
+        self.options
+            .sql
+            .statement(self.side, &self.endpoint, kind, sql, || values_text(params.iter().map(|(_, cell)| cell)))
     }
 
     async fn types(&self, table: &str) -> Result<Types, ConnectorError> {
@@ -467,13 +476,13 @@ impl FourDSql {
         let mut failed = None;
         while statements.peek().is_some() && failed.is_none() {
             let chunk: Vec<_> = statements.by_ref().take(PIPELINE).collect();
-            if this.options.show_sql {
-                for (sql, _) in &chunk {
-                    tracing::info!(endpoint = %this.endpoint, "{sql}");
-                }
-            }
+            let mut logged: std::collections::VecDeque<Logged> =
+                chunk.iter().map(|(sql, params)| this.log_sql(sql, params)).collect();
             let n = chunk.len() as u64;
             for answer in session.run_batch(chunk, 1, what).await? {
+                if let (Some(logged), Ok(answer)) = (logged.pop_front(), &answer) {
+                    logged.done(rows_of(answer));
+                }
                 match answer {
                     Ok(Answer::Count(n)) => counts.push(n),
                     Ok(Answer::Rows { .. }) => counts.push(0),
@@ -953,5 +962,13 @@ fn key_error(e: ConnectorError, table: &str, key: &Key) -> ConnectorError {
     match e {
         ConnectorError::Data(message) => ConnectorError::Data(format!("{message} (table `{table}`, key {key:?})")),
         other => other,
+    }
+}
+
+/// What `debug_sql` reports of a 4D SQL answer.
+fn rows_of(answer: &Answer) -> Rows {
+    match answer {
+        Answer::Rows { rows, .. } => Rows::Returned(rows.len() as u64),
+        Answer::Count(n) => Rows::Affected((*n).max(0) as u64),
     }
 }

@@ -145,7 +145,8 @@ impl PostgresConnector {
         let columns = scope.columns.iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(", ");
         let format = if binary.is_some() { " (FORMAT binary)" } else { "" };
         let copy = format!("COPY {} ({columns}) FROM STDIN{format}", self.table_ref(&scope.table));
-        self.log_sql(&copy);
+        let logged =
+            self.log_sql(super::super::sql_log::StatementKind::Write, &copy, || super::super::sql_log::rows_text(rows));
         self.counters.queries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut conn = self.pool().acquire().await?;
         let mut copy_in = conn.copy_in_raw(&copy).await?;
@@ -179,7 +180,8 @@ impl PostgresConnector {
             }
         }
         crate::failpoint::hit("mid_write");
-        copy_in.finish().await?;
+        let copied = copy_in.finish().await?;
+        logged.done(super::super::sql_log::Rows::Affected(copied));
         Ok(true)
     }
 }

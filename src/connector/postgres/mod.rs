@@ -19,6 +19,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use super::sql_log::{Logged, Rows, StatementKind, rows_text, values_text};
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgSslMode};
 use sqlx::{AssertSqlSafe, Row as _};
@@ -231,10 +232,10 @@ impl PostgresConnector {
         format!("{}.{}", quote_ident(&self.schema), quote_ident(table))
     }
 
-    fn log_sql(&self, sql: &str) {
-        if self.options.show_sql {
-            tracing::info!(target: "db_sync::sql", side = self.side.name(), "{sql}");
-        }
+    /// Logs `sql` as the debug switches ask; `values()` (under `show_sql_values`) names the
+    /// bound values where this connector still has them (rows and keys of writes).
+    fn log_sql(&self, kind: StatementKind, sql: &str, values: impl FnOnce() -> String) -> Logged {
+        self.options.sql.statement(self.side, &format!("{} pool", self.endpoint), kind, sql, values)
     }
 
     /// The table's schema, described once.
@@ -262,9 +263,10 @@ impl PostgresConnector {
     }
 
     async fn fetch_keys(&self, sql: Sql, width: usize) -> Result<Vec<Key>, ConnectorError> {
-        self.log_sql(&sql.text);
+        let logged = self.log_sql(StatementKind::Read, &sql.text, || NOT_KEPT.to_string());
         let rows =
             sqlx::query_with(AssertSqlSafe(sql.text), sql.args).fetch_all(&self.pool()).await.map_err(self.err())?;
+        logged.done(Rows::Returned(rows.len() as u64));
         let mut keys = Vec::with_capacity(rows.len());
         for row in &rows {
             keys.push(key_from_row(row, width).map_err(self.err())?);
@@ -274,9 +276,10 @@ impl PostgresConnector {
     }
 
     async fn fetch_rows(&self, sql: Sql, wires: &[Wire]) -> Result<Vec<Row>, ConnectorError> {
-        self.log_sql(&sql.text);
+        let logged = self.log_sql(StatementKind::Read, &sql.text, || NOT_KEPT.to_string());
         let rows =
             sqlx::query_with(AssertSqlSafe(sql.text), sql.args).fetch_all(&self.pool()).await.map_err(self.err())?;
+        logged.done(Rows::Returned(rows.len() as u64));
         let mut out = Vec::with_capacity(rows.len());
         let mut bytes = 0;
         for row in &rows {
@@ -293,12 +296,13 @@ impl PostgresConnector {
     }
 
     async fn fetch_count(&self, sql: Sql) -> Result<u64, ConnectorError> {
-        self.log_sql(&sql.text);
+        let logged = self.log_sql(StatementKind::Read, &sql.text, || NOT_KEPT.to_string());
         self.counters.record_read(1, 8);
         let n: i64 = sqlx::query_scalar_with(AssertSqlSafe(sql.text), sql.args)
             .fetch_one(&self.pool())
             .await
             .map_err(self.err())?;
+        logged.done(Rows::Returned(1));
         Ok(n as u64)
     }
 
@@ -425,8 +429,9 @@ impl Connector for PostgresConnector {
         };
         let sql =
             format!("CREATE TABLE {} ({})", self.table_ref(name), super::column_definitions(columns, keys, type_name));
-        self.log_sql(&sql);
+        let logged = self.log_sql(StatementKind::Write, &sql, String::new);
         sqlx::query(AssertSqlSafe(sql)).execute(&self.pool()).await.map_err(self.err())?;
+        logged.done(Rows::Affected(0));
         Ok(())
     }
 
@@ -474,11 +479,12 @@ impl Connector for PostgresConnector {
                 key.list(),
                 key.order()
             );
-            self.log_sql(&sql.text);
+            let logged = self.log_sql(StatementKind::Read, &sql.text, || NOT_KEPT.to_string());
             let rows = sqlx::query_with(AssertSqlSafe(sql.text), sql.args)
                 .fetch_all(&self.pool())
                 .await
                 .map_err(self.err())?;
+            logged.done(Rows::Returned(rows.len() as u64));
             for row in &rows {
                 let found_key = key_from_row(row, width).map_err(self.err())?;
                 found.push((found_key, row.try_get::<i64, _>(width).map_err(self.err())? as u64));
@@ -664,10 +670,12 @@ impl Connector for PostgresConnector {
             names.join(", "),
             scope.key_columns().into_iter().map(quote_ident).collect::<Vec<_>>().join(", ")
         );
-        self.log_sql(&sql.text);
+        let logged = self.log_sql(StatementKind::Write, &sql.text, || rows_text(rows));
         self.counters.queries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         crate::failpoint::hit("mid_write");
-        sqlx::query_with(AssertSqlSafe(sql.text), sql.args).execute(&self.pool()).await.map_err(self.err())?;
+        let result =
+            sqlx::query_with(AssertSqlSafe(sql.text), sql.args).execute(&self.pool()).await.map_err(self.err())?;
+        logged.done(Rows::Affected(result.rows_affected()));
         self.counters.rows_written.fetch_add(rows.len() as u64, std::sync::atomic::Ordering::Relaxed);
         Ok(rows.len() as u64)
     }
@@ -716,14 +724,19 @@ impl Connector for PostgresConnector {
         let one_of = self.key_sql(scope).await?.one_of(&mut sql, keys);
         let and = if w.is_empty() { " WHERE" } else { " AND" };
         sql.text = format!("DELETE FROM {}{w}{and} {one_of}", self.table_ref(&scope.table));
-        self.log_sql(&sql.text);
+        let logged = self.log_sql(StatementKind::Write, &sql.text, || values_text(keys));
         self.counters.queries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut tx = self.pool().begin().await.map_err(self.err())?;
         let result = sqlx::query_with(AssertSqlSafe(sql.text), sql.args).execute(&mut *tx).await.map_err(self.err())?;
         crate::failpoint::hit("mid_write");
         tx.commit().await.map_err(self.err())?;
+        logged.done(Rows::Affected(result.rows_affected()));
         let n = result.rows_affected();
         self.counters.rows_written.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
         Ok(n)
     }
 }
+
+/// What `show_sql_values` shows for a read: its bound values live only in sqlx's encoded
+/// arguments, which this connector does not keep.
+const NOT_KEPT: &str = "(bound values of reads are not kept by the PostgreSQL connector)";
