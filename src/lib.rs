@@ -12,6 +12,7 @@
 //! - [`checkpoint`] the sled state store: run records, checkpoints, watermarks, audit
 //! - [`report`]    per-table statistics, the manual's metrics, progress display
 //! - [`failpoint`] crash points used by the crash tests
+//! - [`metrics_export`] the daemon's `/metrics` (Prometheus/OpenMetrics text) and `/healthz` endpoint
 //! - [`runner`]    durable runs: start, resume, signals, outcome (engine + checkpoint store)
 //! - [`schedule`]  the daemon's schedule: next start, chunked sleeps, the clock
 //! - [`daemon`]    `db-sync daemon`: runs on a schedule, signals, reloads, status
@@ -30,6 +31,7 @@ pub mod demo;
 pub mod diff;
 pub mod engine;
 pub mod failpoint;
+pub mod metrics_export;
 pub mod model;
 pub mod plan;
 pub mod report;
