@@ -42,9 +42,11 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let (config, rows) = db_sync::demo::build(dir.path(), scale).unwrap();
     let text = std::fs::read_to_string(&config).unwrap();
-    let text = text
-        .replace("\"max_delete_percent\": 10", "\"max_delete_percent\": 100")
-        .replacen('{', "{\n  \"sleep_seconds\": 1, \"keep_runs\": 50,", 1);
+    let text = text.replace("\"max_delete_percent\": 10", "\"max_delete_percent\": 100").replacen(
+        '{',
+        "{\n  \"sleep_seconds\": 1, \"keep_runs\": 50,",
+        1,
+    );
     std::fs::write(&config, text).unwrap();
     println!("daemon soak: demo scale {scale} ({rows} source rows), {cycles} cycles, sleep_seconds 1, keep_runs 50");
 
@@ -99,10 +101,7 @@ fn main() {
         .arg(&config)
         .output()
         .unwrap();
-    let verify = Command::new(env!("CARGO_BIN_EXE_db-sync")).args(["verify", "--config"]).arg(&config).output().unwrap();
-    println!(
-        "final run exit {:?}, verify exit {:?} (0 = every row equal)",
-        run.status.code(),
-        verify.status.code()
-    );
+    let verify =
+        Command::new(env!("CARGO_BIN_EXE_db-sync")).args(["verify", "--config"]).arg(&config).output().unwrap();
+    println!("final run exit {:?}, verify exit {:?} (0 = every row equal)", run.status.code(), verify.status.code());
 }

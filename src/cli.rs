@@ -659,8 +659,10 @@ async fn cmd_check(args: ConfigArgs) -> u8 {
 }
 
 /// The daemon's lines go to stdout, each flushed at once (a log file sees them as they
-/// happen).
-struct DaemonOutput;
+/// happen); runs and the schedule go to the metrics exporter when there is one.
+struct DaemonOutput {
+    exporter: Option<std::sync::Arc<crate::metrics_export::Exporter>>,
+}
 
 impl crate::daemon::Events for DaemonOutput {
     fn say(&self, line: &str) {
@@ -668,6 +670,34 @@ impl crate::daemon::Events for DaemonOutput {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "{line}");
         let _ = out.flush();
+    }
+
+    fn run_started(&self, at: jiff::Timestamp) {
+        if let Some(exporter) = &self.exporter {
+            exporter.set_in_progress(Some(at.as_millisecond()));
+        }
+    }
+
+    fn run_ended(&self, outcome: &crate::runner::RunOutcome, started: jiff::Timestamp, took: std::time::Duration) {
+        let Some(exporter) = &self.exporter else { return };
+        exporter.set_in_progress(None);
+        let status = match &outcome.run {
+            Some(run) => run.status.name().replace(' ', "_"),
+            None => "failed".to_string(),
+        };
+        exporter.record_run(&crate::metrics_export::RunSample {
+            run_id: outcome.run.as_ref().map(|r| r.id),
+            status: &status,
+            started_unix_ms: started.as_millisecond(),
+            duration_ms: took.as_millis() as u64,
+            report: outcome.run.as_ref().map(|r| &r.report),
+        });
+    }
+
+    fn next_run(&self, at: Option<jiff::Timestamp>) {
+        if let Some(exporter) = &self.exporter {
+            exporter.set_next_run(at.map(|t| t.as_millisecond()));
+        }
     }
 }
 
@@ -686,6 +716,29 @@ async fn cmd_daemon(args: DaemonArgs) -> u8 {
     }
     let control = crate::daemon::Control::new();
     control.listen();
+    let exporter = match config.run.metrics_listen {
+        None => None,
+        Some(address) => match tokio::net::TcpListener::bind(address).await {
+            Ok(listener) => {
+                let exporter = std::sync::Arc::new(crate::metrics_export::Exporter::new());
+                let (serving, shutdown) = (std::sync::Arc::clone(&exporter), control.stopper.shutdown.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = crate::metrics_export::serve(listener, serving, shutdown).await {
+                        tracing::error!("metrics_listen {address}: {e}");
+                    }
+                });
+                eprintln!("serving /metrics and /healthz on http://{address}");
+                Some(exporter)
+            }
+            Err(e) => {
+                eprintln!(
+                    "error: {}: metrics_listen {address}: cannot listen there ({e}); choose a free address and port",
+                    config.path.display()
+                );
+                return exit::CONFIG;
+            }
+        },
+    };
     let mut cycle = crate::daemon::RunnerCycle {
         allow_mass_delete: args.allow_mass_delete,
         skip_bad_keys: args.skip_bad_keys,
@@ -702,5 +755,5 @@ async fn cmd_daemon(args: DaemonArgs) -> u8 {
         Ok(config)
     };
     let clock = crate::schedule::SystemClock;
-    crate::daemon::serve(config, &reload, &mut cycle, &clock, &control, &DaemonOutput).await
+    crate::daemon::serve(config, &reload, &mut cycle, &clock, &control, &DaemonOutput { exporter }).await
 }

@@ -213,3 +213,80 @@ fn a_daemon_needs_a_schedule() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("sleep_seconds"), "{}", text(&out));
 }
+
+/// `/metrics` after two runs (the second after a SIGHUP that lengthened the sleep): the
+/// counters equal the sums of `show --json` of both runs; `/healthz` answers.
+#[test]
+fn metrics_after_two_runs_match_show() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let ws = workspace(&format!(r#", "metrics_listen": "127.0.0.1:{port}""#));
+    let config = std::fs::read_to_string(ws.path("db-sync.json")).unwrap();
+    ws.config(&config.replace(r#""sleep_seconds": "1h""#, r#""sleep_seconds": 2"#));
+    let mut daemon = Daemon::start(&ws, "m", &[]);
+    daemon.wait_for("Sync complete. Sleeping 2 seconds until next run...");
+    // Change the source for the second run, and make the sleep after it long.
+    let source = common::open(&ws.path("source.sqlite"));
+    source
+        .execute_batch(&format!(
+            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 50)
+             INSERT INTO items SELECT {ROWS} + x, 'new ' || x, x, {ROWS} + x FROM c;
+             UPDATE items SET name = 'changed', modify_id = modify_id + 10000 WHERE id <= 10;
+             DELETE FROM items WHERE id BETWEEN 100 AND 104;"
+        ))
+        .unwrap();
+    ws.config(&config);
+    daemon.signal("HUP");
+    daemon.wait_for("Sync complete. Sleeping 3600 seconds until next run...");
+    let (out, _) = daemon.output();
+    assert!(out.contains("Config ") && out.contains(" read again."), "{out}");
+
+    let shows: Vec<serde_json::Value> = (1..=2)
+        .map(|id| {
+            let show = ws.run(&["show", &id.to_string(), "--json"]);
+            assert_eq!(show.status.code(), Some(0), "{}", text(&show));
+            serde_json::from_slice(&show.stdout).unwrap()
+        })
+        .collect();
+    let table = |i: usize, key: &str| shows[i]["tables"][0][key].as_u64().unwrap();
+    assert_eq!((table(1, "added"), table(1, "modified"), table(1, "deleted")), (50, 10, 5), "{}", shows[1]);
+
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let get = |path: &str| {
+        runtime.block_on(async {
+            let response = reqwest::get(format!("http://127.0.0.1:{port}{path}")).await.unwrap();
+            (response.status().as_u16(), response.text().await.unwrap())
+        })
+    };
+    let (status, metrics) = get("/metrics");
+    assert_eq!(status, 200, "{metrics}");
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+            .unwrap_or_else(|| panic!("no {name} in:\n{metrics}"))
+            .parse()
+            .unwrap()
+    };
+    for (metric, key) in [("added", "added"), ("modified", "modified"), ("deleted", "deleted"), ("skipped", "skipped")]
+    {
+        assert_eq!(
+            value(&format!("db_sync_record_count_{metric}_total{{table=\"items\"}}")) as u64,
+            table(0, key) + table(1, key),
+            "{metric}"
+        );
+    }
+    let queries: u64 = shows.iter().map(|s| s["metrics"]["queryCountAll"].as_u64().unwrap()).sum();
+    assert_eq!(value("db_sync_queries_total") as u64, queries);
+    assert_eq!(value("db_sync_runs_total{status=\"completed\"}") as u64, 2);
+    assert_eq!(value("db_sync_last_run_id") as u64, 2);
+    assert_eq!(value("db_sync_run_in_progress") as u64, 0);
+    let next = value("db_sync_next_run_start_timestamp_seconds");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    assert!((next - now - 3600.0).abs() < 120.0, "the next run in an hour: {next} vs now {now}");
+    let (status, health) = get("/healthz");
+    assert_eq!(status, 200);
+    let health: serde_json::Value = serde_json::from_str(&health).unwrap();
+    assert_eq!(health["last_run_status"], "completed", "{health}");
+    daemon.signal("TERM");
+    assert_eq!(daemon.exit_within(Duration::from_secs(5)), Some(0));
+}

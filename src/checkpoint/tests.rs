@@ -113,7 +113,7 @@ fn second_opener_is_told_who_holds_the_store() {
     let err = Store::open(dir.path()).err().expect("busy");
     let message = err.to_string();
     assert!(matches!(err, StoreError::Busy(_)), "{message}");
-    assert!(message.contains("run 4 is in progress (pid"), "{message}");
+    assert!(message.contains("run 4 is in progress since") && message.contains("(pid"), "{message}");
     assert!(message.contains(&host_name()), "{message}");
 }
 
