@@ -4,7 +4,9 @@
 //! resident memory (VmRSS and VmHWM from /proc) and the state store's size on disk; the
 //! goal is flat figures. At the end the daemon gets SIGTERM (exit 0 expected) and
 //! `db-sync verify` compares every row. Run with `cargo bench --bench daemon_soak`
-//! (BENCH_CYCLES sets the cycle count, BENCH_SCALE the demo's scale, default 0.1).
+//! (BENCH_CYCLES sets the cycle count, BENCH_SCALE the demo's scale, default 0.1;
+//! BENCH_MUTATE=0 leaves the source unchanged, to tell growth of the data from growth of
+//! the process).
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -24,6 +26,21 @@ fn status_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Rows of every table of the demo source.
+fn source_rows(conn: &rusqlite::Connection) -> u64 {
+    let tables: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    tables
+        .iter()
+        .map(|t| conn.query_row(&format!("SELECT COUNT(*) FROM \"{t}\""), [], |r| r.get::<_, i64>(0)).unwrap() as u64)
+        .sum()
+}
+
 fn dir_bytes(dir: &Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
     entries
@@ -39,6 +56,7 @@ fn dir_bytes(dir: &Path) -> u64 {
 fn main() {
     let cycles: usize = env_or("BENCH_CYCLES", 100);
     let scale: f64 = env_or("BENCH_SCALE", 0.1);
+    let mutate: u8 = env_or("BENCH_MUTATE", 1);
     let dir = tempfile::tempdir().unwrap();
     let (config, rows) = db_sync::demo::build(dir.path(), scale).unwrap();
     let text = std::fs::read_to_string(&config).unwrap();
@@ -66,7 +84,10 @@ fn main() {
     source.busy_timeout(Duration::from_secs(30)).unwrap();
     let started = Instant::now();
     let mut done = 0;
-    println!("{:>6} {:>10} {:>10} {:>12} {:>9}", "cycle", "rss KiB", "hwm KiB", "store bytes", "elapsed");
+    println!(
+        "{:>6} {:>12} {:>10} {:>10} {:>12} {:>9}",
+        "cycle", "source rows", "rss KiB", "hwm KiB", "store bytes", "elapsed"
+    );
     while done < cycles {
         let out = std::fs::read_to_string(&out_path).unwrap_or_default();
         let completed = out.matches("Sync complete.").count();
@@ -76,10 +97,13 @@ fn main() {
         if completed > done {
             done = completed;
             // The daemon sleeps a second now: change the source for the next run.
-            db_sync::demo::mutate_source(&mut source, done as u64).unwrap();
+            if mutate != 0 {
+                db_sync::demo::mutate_source(&mut source, done as u64).unwrap();
+            }
             if done % 10 == 0 {
                 println!(
-                    "{done:>6} {:>10} {:>10} {:>12} {:>8.1}s",
+                    "{done:>6} {:>12} {:>10} {:>10} {:>12} {:>8.1}s",
+                    source_rows(&source),
                     status_kib(pid, "VmRSS:"),
                     status_kib(pid, "VmHWM:"),
                     dir_bytes(&store),

@@ -334,6 +334,32 @@ impl crate::runner::RunSink for Terminal {
     }
 }
 
+/// Progress on stderr: lines as they come, tokens of the binary-search line flushed at
+/// once.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StderrProgress;
+
+impl crate::report::ProgressOutput for StderrProgress {
+    fn line(&self, text: &str) {
+        eprintln!("{text}");
+    }
+
+    fn token(&self, text: &str) {
+        use std::io::Write;
+        let mut err = std::io::stderr().lock();
+        let _ = write!(err, "{text}");
+        let _ = err.flush();
+    }
+
+    fn end_tokens(&self) {
+        eprintln!();
+    }
+
+    fn is_terminal(&self) -> bool {
+        std::io::IsTerminal::is_terminal(&std::io::stderr())
+    }
+}
+
 fn output(json: bool) -> crate::runner::Output {
     if json { crate::runner::Output::Json } else { crate::runner::Output::Text }
 }
@@ -399,6 +425,7 @@ async fn cmd_run(args: RunArgs) -> u8 {
         skip_bad_keys: args.sync.skip_bad_keys,
         plan_only: false,
         progress: args.sync.progress.into(),
+        progress_output: std::sync::Arc::new(StderrProgress),
         ..RunOptions::default()
     };
     if config.run.only_sync_plan {
@@ -417,6 +444,7 @@ async fn cmd_resume(args: ResumeArgs) -> u8 {
         allow_mass_delete: args.sync.allow_mass_delete,
         skip_bad_keys: args.sync.skip_bad_keys,
         progress: args.sync.progress.into(),
+        progress_output: std::sync::Arc::new(StderrProgress),
         ..RunOptions::default()
     };
     let stopper = crate::runner::Stopper::install(std::sync::Arc::clone(&options.stop));
@@ -743,6 +771,7 @@ async fn cmd_daemon(args: DaemonArgs) -> u8 {
         allow_mass_delete: args.allow_mass_delete,
         skip_bad_keys: args.skip_bad_keys,
         progress: args.progress.into(),
+        progress_output: std::sync::Arc::new(StderrProgress),
         sink: std::sync::Arc::new(Terminal(crate::runner::Output::Text)),
         replan_next: false,
     };

@@ -233,6 +233,8 @@ pub struct RunnerCycle {
     pub skip_bad_keys: bool,
     /// Progress display.
     pub progress: crate::report::ProgressMode,
+    /// Where progress is shown.
+    pub progress_output: Arc<dyn crate::report::ProgressOutput>,
     /// Where each run's messages and report go.
     pub sink: Arc<dyn crate::runner::RunSink>,
     /// Re-plan the unfinished run at the next resume (its stored plan was refused).
@@ -246,6 +248,7 @@ impl Cycle for RunnerCycle {
             allow_mass_delete: self.allow_mass_delete,
             skip_bad_keys: self.skip_bad_keys,
             progress: self.progress,
+            progress_output: Arc::clone(&self.progress_output),
             stop: Arc::clone(&stopper.stop),
             ..crate::engine::RunOptions::default()
         };

@@ -438,7 +438,10 @@ pub async fn run(args: DemoArgs) -> u8 {
                 return code;
             }
             println!();
-            let options = RunOptions::default();
+            let options = RunOptions {
+                progress_output: std::sync::Arc::new(crate::cli::StderrProgress),
+                ..RunOptions::default()
+            };
             let stopper = crate::runner::Stopper::install(std::sync::Arc::clone(&options.stop));
             crate::runner::start(config, options, false, &crate::cli::Terminal(crate::runner::Output::Text), &stopper)
                 .await

@@ -3,7 +3,6 @@
 //! seconds otherwise); the final summary goes to stdout.
 
 use std::fmt::Write as _;
-use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -439,8 +438,38 @@ impl ProgressMode {
     }
 }
 
+/// Where a run's live progress goes: plain progress lines, step notes ("using binary
+/// search for adds ..."), the binary-search line. The library writes none of it itself:
+/// the CLI passes a display that writes to stderr, everything else gets [`NoProgress`].
+/// Bars (a terminal with `--progress auto`) are drawn by `indicatif` when
+/// [`ProgressOutput::is_terminal`] says the output is a terminal.
+pub trait ProgressOutput: Send + Sync + std::fmt::Debug {
+    /// A whole line.
+    fn line(&self, text: &str);
+    /// A token of a line being built, shown at once (a range of the binary-search line).
+    fn token(&self, text: &str);
+    /// Ends a line of tokens.
+    fn end_tokens(&self);
+    /// Whether the output is an interactive terminal (bars, one-line binary search).
+    fn is_terminal(&self) -> bool;
+}
+
+/// Progress shown nowhere (benchmarks, tests, embedding).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoProgress;
+
+impl ProgressOutput for NoProgress {
+    fn line(&self, _text: &str) {}
+    fn token(&self, _text: &str) {}
+    fn end_tokens(&self) {}
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
 /// Progress of one step of one table.
 pub struct StepProgress {
+    output: std::sync::Arc<dyn ProgressOutput>,
     bar: Option<ProgressBar>,
     label: String,
     total: u64,
@@ -455,9 +484,14 @@ const LINE_INTERVAL: Duration = Duration::from_secs(5);
 
 impl StepProgress {
     /// Starts progress for `label` with an expected `total` (rows or keys).
-    pub fn start(mode: ProgressMode, label: String, total: u64) -> StepProgress {
+    pub fn start(
+        mode: ProgressMode,
+        output: std::sync::Arc<dyn ProgressOutput>,
+        label: String,
+        total: u64,
+    ) -> StepProgress {
         let mode = mode.effective();
-        let terminal = std::io::stderr().is_terminal();
+        let terminal = output.is_terminal();
         let bar = (mode == ProgressMode::Auto && terminal).then(|| {
             let bar = ProgressBar::new(total);
             bar.set_style(
@@ -470,6 +504,7 @@ impl StepProgress {
         });
         let now = Instant::now();
         StepProgress {
+            output,
             lines: bar.is_none() && mode != ProgressMode::Off,
             bar,
             label,
@@ -490,7 +525,7 @@ impl StepProgress {
             bar.set_position(self.done);
         } else if self.lines && self.last_line.elapsed() >= LINE_INTERVAL {
             self.last_line = Instant::now();
-            eprintln!("{}", self.line());
+            self.output.line(&self.line());
         }
     }
 

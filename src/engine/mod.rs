@@ -80,6 +80,8 @@ pub struct RunOptions {
     pub plan_only: bool,
     /// Progress display.
     pub progress: ProgressMode,
+    /// Where progress is shown (the CLI's stderr display; default nowhere).
+    pub progress_output: std::sync::Arc<dyn crate::report::ProgressOutput>,
     /// Set to stop between batches.
     pub stop: Arc<AtomicBool>,
     /// Create missing target tables when the config allows it (runs only; `plan` and
@@ -95,6 +97,7 @@ impl Default for RunOptions {
             skip_bad_keys: false,
             plan_only: false,
             progress: ProgressMode::Auto,
+            progress_output: std::sync::Arc::new(crate::report::NoProgress),
             stop: Arc::new(AtomicBool::new(false)),
             create_tables: false,
         }

@@ -428,7 +428,12 @@ pub async fn run_step(
         StepKind::Add | StepKind::Changed => survey.source_count,
         StepKind::Incremental => survey.changed.unwrap_or(0),
     };
-    let mut progress = StepProgress::start(ctx.options.progress, format!("{} {}", ctx.job.spec.name, kind), total);
+    let mut progress = StepProgress::start(
+        ctx.options.progress,
+        std::sync::Arc::clone(&ctx.options.progress_output),
+        format!("{} {}", ctx.job.spec.name, kind),
+        total,
+    );
     tracing::info!(table = %ctx.job.spec.name, step = %kind, "step start");
     let direction = match kind {
         StepKind::Add => Some(Direction::Add),
@@ -463,7 +468,7 @@ pub async fn run_step(
 fn note(ctx: &StepContext<'_>, line: &str) {
     tracing::info!(table = %ctx.job.spec.name, "{line}");
     if ctx.options.progress.effective() != ProgressMode::Off {
-        eprintln!("{}: {line}", ctx.job.spec.name);
+        ctx.options.progress_output.line(&format!("{}: {line}", ctx.job.spec.name));
     }
 }
 
@@ -583,7 +588,8 @@ async fn bisect_step(
             search.total,
             search.expected
         );
-        let mut line = BisectLine::new(ctx.options.progress, header);
+        let mut line =
+            BisectLine::new(ctx.options.progress, std::sync::Arc::clone(&ctx.options.progress_output), header);
         while !search.is_done() {
             ctx.check_stop()?;
             let started = Instant::now();
@@ -679,18 +685,23 @@ async fn bisect_step(
 /// on one line on a terminal, in lines of a dozen tokens otherwise.
 struct BisectLine {
     mode: ProgressMode,
+    output: std::sync::Arc<dyn crate::report::ProgressOutput>,
     terminal: bool,
     pending: Vec<String>,
 }
 
 impl BisectLine {
-    fn new(mode: ProgressMode, header: String) -> BisectLine {
+    fn new(
+        mode: ProgressMode,
+        output: std::sync::Arc<dyn crate::report::ProgressOutput>,
+        header: String,
+    ) -> BisectLine {
         let mode = mode.effective();
-        let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        let terminal = output.is_terminal();
         if mode != ProgressMode::Off {
-            eprintln!("{header}");
+            output.line(&header);
         }
-        BisectLine { mode, terminal: terminal && mode == ProgressMode::Auto, pending: Vec::new() }
+        BisectLine { mode, output, terminal: terminal && mode == ProgressMode::Auto, pending: Vec::new() }
     }
 
     fn push(&mut self, token: String) {
@@ -698,12 +709,11 @@ impl BisectLine {
             return;
         }
         if self.terminal {
-            eprint!("{token} ");
-            let _ = std::io::Write::flush(&mut std::io::stderr());
+            self.output.token(&format!("{token} "));
         } else {
             self.pending.push(token);
             if self.pending.len() == 12 {
-                eprintln!("{}", self.pending.join(" "));
+                self.output.line(&self.pending.join(" "));
                 self.pending.clear();
             }
         }
@@ -714,11 +724,11 @@ impl BisectLine {
             return;
         }
         if self.terminal {
-            eprintln!();
+            self.output.end_tokens();
         } else if !self.pending.is_empty() {
-            eprintln!("{}", self.pending.join(" "));
+            self.output.line(&self.pending.join(" "));
         }
-        eprintln!("{summary}");
+        self.output.line(summary);
     }
 }
 
