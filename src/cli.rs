@@ -285,7 +285,7 @@ async fn read_only(command: impl std::future::Future<Output = u8>) -> u8 {
     tokio::select! {
         code = command => code,
         signal = signals.next() => {
-            eprintln!("{signal}: stopped; nothing was written");
+            notice(&format!("{signal}: stopped; nothing was written"));
             exit::INTERRUPTED
         }
     }
@@ -313,7 +313,7 @@ pub struct Terminal(pub crate::runner::Output);
 
 impl crate::runner::RunSink for Terminal {
     fn notice(&self, text: &str) {
-        eprintln!("{text}");
+        notice(text);
     }
 
     fn result(&self, text: &str) {
@@ -331,6 +331,29 @@ impl crate::runner::RunSink for Terminal {
             }
             crate::runner::Output::Quiet => {}
         }
+    }
+}
+
+/// Set when logs are JSON (`--log-format json`): notices become log events too.
+static NOTICES_AS_LOGS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Makes every notice (`error: ...`, `resuming run 3 ...`) a log event, for JSON logs.
+pub fn notices_as_logs() {
+    NOTICES_AS_LOGS.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// A message for the user on stderr: a line of text, or with JSON logs a log event (an
+/// error event when it starts with `error:`). Control characters a database may have put
+/// in it (an ESC in a value named by an error) are shown escaped, never sent raw.
+pub fn notice(text: &str) {
+    let text = crate::report::escape_controls(text);
+    if NOTICES_AS_LOGS.load(std::sync::atomic::Ordering::Relaxed) {
+        match text.strip_prefix("error: ") {
+            Some(error) => tracing::error!(target: "db_sync::notice", "{error}"),
+            None => tracing::warn!(target: "db_sync::notice", "{text}"),
+        }
+    } else {
+        eprintln!("{text}");
     }
 }
 
@@ -366,7 +389,7 @@ fn output(json: bool) -> crate::runner::Output {
 
 fn load(args: &ConfigArgs) -> Result<Config, u8> {
     let mut config = Config::load(&args.config).map_err(|e: ConfigError| {
-        eprintln!("error: {e}");
+        notice(&format!("error: {e}"));
         exit::CONFIG
     })?;
     if let Some(dir) = &args.state_dir {
@@ -380,7 +403,7 @@ fn state_dir(args: &ConfigArgs) -> Result<PathBuf, u8> {
     match &args.state_dir {
         Some(dir) => Ok(dir.clone()),
         None => Config::state_dir_of(&args.config).map_err(|e| {
-            eprintln!("error: {e}");
+            notice(&format!("error: {e}"));
             exit::CONFIG
         }),
     }
@@ -391,7 +414,7 @@ fn check_tables(config: &Config, tables: &[String]) -> Result<(), u8> {
     for t in tables {
         if !known.contains(&t.as_str()) {
             let hint = crate::config::closest(t, &known).map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default();
-            eprintln!("error: --table {t}: no table entry with that name in {}{hint}", config.path.display());
+            notice(&format!("error: --table {t}: no table entry with that name in {}{hint}", config.path.display()));
             return Err(exit::CONFIG);
         }
     }
@@ -496,7 +519,7 @@ fn cmd_runs(args: ListArgs) -> u8 {
             exit::OK
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            notice(&format!("error: {e}"));
             exit::STATE
         }
     }
@@ -519,7 +542,7 @@ fn cmd_show(args: ShowArgs) -> u8 {
             }
             return exit::OK;
         }
-        eprintln!("error: {}; `db-sync show {}` can read the store once it ends", owner.describe(), args.run_id);
+        notice(&format!("error: {}; `db-sync show {}` can read the store once it ends", owner.describe(), args.run_id));
         return exit::STATE;
     }
     let store = match crate::runner::open_store_at(&dir, &Terminal(crate::runner::Output::Text)) {
@@ -537,11 +560,11 @@ fn cmd_show(args: ShowArgs) -> u8 {
             exit::OK
         }
         Err(e @ crate::checkpoint::StoreError::NoSuchRun(_)) => {
-            eprintln!("error: {e}; `db-sync runs` lists them");
+            notice(&format!("error: {e}; `db-sync runs` lists them"));
             exit::CONFIG
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            notice(&format!("error: {e}"));
             exit::STATE
         }
     }
@@ -561,7 +584,7 @@ pub async fn plan(config: Config, options: RunOptions) -> u8 {
     let engine = match Engine::connect(config, options).await {
         Ok(e) => e,
         Err(e) => {
-            eprintln!("error: {e}");
+            notice(&format!("error: {e}"));
             return engine_exit(&e);
         }
     };
@@ -577,7 +600,7 @@ pub async fn plan(config: Config, options: RunOptions) -> u8 {
                 exit::OK
             }
             Err(e) => {
-                eprintln!("error: {e}");
+                notice(&format!("error: {e}"));
                 engine_exit(&e)
             }
         }
@@ -610,7 +633,7 @@ async fn cmd_verify(args: VerifyArgs) -> u8 {
     let engine = match Engine::connect(config, options).await {
         Ok(e) => e,
         Err(e) => {
-            eprintln!("error: {e}");
+            notice(&format!("error: {e}"));
             return engine_exit(&e);
         }
     };
@@ -629,7 +652,7 @@ async fn cmd_verify(args: VerifyArgs) -> u8 {
                 }
             }
             Err(e) => {
-                eprintln!("error: {e}");
+                notice(&format!("error: {e}"));
                 engine_exit(&e)
             }
         }
@@ -649,7 +672,7 @@ async fn cmd_check(args: ConfigArgs) -> u8 {
     let engine = match Engine::connect(config, RunOptions::default()).await {
         Ok(e) => e,
         Err(e) => {
-            eprintln!("error: {e}");
+            notice(&format!("error: {e}"));
             return engine_exit(&e);
         }
     };
@@ -677,7 +700,7 @@ async fn cmd_check(args: ConfigArgs) -> u8 {
                 exit::OK
             }
             Err(e) => {
-                eprintln!("error: {e}");
+                notice(&format!("error: {e}"));
                 engine_exit(&e)
             }
         }
@@ -735,11 +758,11 @@ async fn cmd_daemon(args: DaemonArgs) -> u8 {
         Err(code) => return code,
     };
     if matches!(config.run.schedule, crate::schedule::Schedule::Once) {
-        eprintln!(
+        notice(&format!(
             "error: {}: the daemon needs a schedule: set `sleep_seconds` (such as 3600 or \"1h\") or `run_at_time` \
              (such as \"02:00\"); `db-sync run` syncs once",
             config.path.display()
-        );
+        ));
         return exit::CONFIG;
     }
     let control = crate::daemon::Control::new();
@@ -755,14 +778,14 @@ async fn cmd_daemon(args: DaemonArgs) -> u8 {
                         tracing::error!("metrics_listen {address}: {e}");
                     }
                 });
-                eprintln!("serving /metrics and /healthz on http://{address}");
+                notice(&format!("serving /metrics and /healthz on http://{address}"));
                 Some(exporter)
             }
             Err(e) => {
-                eprintln!(
+                notice(&format!(
                     "error: {}: metrics_listen {address}: cannot listen there ({e}); choose a free address and port",
                     config.path.display()
-                );
+                ));
                 return exit::CONFIG;
             }
         },

@@ -32,6 +32,7 @@ fn main() -> ExitCode {
         db_sync::cli::LogFormat::Json => {
             // Progress bars and lines are not JSON: the same news is in the info events.
             db_sync::report::disable_progress();
+            db_sync::cli::notices_as_logs();
             logs.json().flatten_event(true).with_current_span(false).with_span_list(false).with_ansi(false).init()
         }
     }

@@ -181,3 +181,29 @@ fn redirected_output_has_no_escape_codes() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("[data]"), "{}", text(&out));
     assert_no_escape_byte(&out);
 }
+
+/// With JSON logs, the command's own messages are JSON log events too: a second `run`
+/// refused while a run is unfinished says so as an error event, and `resume` announces
+/// itself as an event.
+#[test]
+fn json_log_format_makes_notices_events() {
+    let ws = workspace("");
+    let stopped = ws.run_env(&["run", "--progress", "off"], &[("DB_SYNC_FAILPOINT", "after_checkpoint:1")]);
+    assert_ne!(stopped.status.code(), Some(0), "{}", text(&stopped));
+    for (args, level, needle) in
+        [(&["run"][..], "ERROR", "is unfinished"), (&["resume", "--progress", "off"][..], "WARN", "resuming run 1")]
+    {
+        let mut all = vec!["--log-format", "json"];
+        all.extend_from_slice(args);
+        let out = ws.run(&all);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let events: Vec<serde_json::Value> = stderr
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}\n{stderr}")))
+            .collect();
+        assert!(
+            events.iter().any(|e| e["level"] == level && e["message"].as_str().is_some_and(|m| m.contains(needle))),
+            "{level} {needle:?} in {stderr}"
+        );
+    }
+}
