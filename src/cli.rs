@@ -721,6 +721,8 @@ impl crate::daemon::Events for DaemonOutput {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "{line}");
         let _ = out.flush();
+        // The same news as a log event, for log collectors (`-v`, `--log-format json`).
+        tracing::info!(target: "db_sync::daemon", "{line}");
     }
 
     fn run_started(&self, at: jiff::Timestamp) {
@@ -765,12 +767,21 @@ async fn cmd_daemon(args: DaemonArgs) -> u8 {
         ));
         return exit::CONFIG;
     }
+    // One daemon per state store: the store itself is closed while the daemon sleeps.
+    let _daemon_lock = match lock_daemon(&config.run.state_dir) {
+        Ok(lock) => lock,
+        Err(message) => {
+            notice(&format!("error: {message}"));
+            return exit::STATE;
+        }
+    };
     let control = crate::daemon::Control::new();
     control.listen();
     let exporter = match config.run.metrics_listen {
         None => None,
         Some(address) => match tokio::net::TcpListener::bind(address).await {
             Ok(listener) => {
+                let bound = listener.local_addr().map_or_else(|_| address.to_string(), |a| a.to_string());
                 let exporter = std::sync::Arc::new(crate::metrics_export::Exporter::new());
                 let (serving, shutdown) = (std::sync::Arc::clone(&exporter), control.stopper.shutdown.clone());
                 tokio::spawn(async move {
@@ -778,7 +789,7 @@ async fn cmd_daemon(args: DaemonArgs) -> u8 {
                         tracing::error!("metrics_listen {address}: {e}");
                     }
                 });
-                notice(&format!("serving /metrics and /healthz on http://{address}"));
+                notice(&format!("serving /metrics and /healthz on http://{bound}"));
                 Some(exporter)
             }
             Err(e) => {
@@ -808,4 +819,39 @@ async fn cmd_daemon(args: DaemonArgs) -> u8 {
     };
     let clock = crate::schedule::SystemClock;
     crate::daemon::serve(config, &reload, &mut cycle, &clock, &control, &DaemonOutput { exporter }).await
+}
+
+/// Takes `daemon.lock` in the state store's folder for the daemon's lifetime (an OS file
+/// lock, released when the process ends however it ends); the error names the holder.
+fn lock_daemon(state_dir: &std::path::Path) -> Result<std::fs::File, String> {
+    use std::io::{Read, Seek, Write};
+    std::fs::create_dir_all(state_dir)
+        .map_err(|e| format!("cannot create the state folder {}: {e}", state_dir.display()))?;
+    let path = state_dir.join("daemon.lock");
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {
+            let _ = file.set_len(0);
+            let _ = file.rewind();
+            let _ = write!(file, "{}", std::process::id());
+            Ok(file)
+        }
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            Err(format!(
+                "another db-sync daemon (pid {}) uses the state store {}; stop it first, or give this one another \
+                 state_dir",
+                holder.trim(),
+                state_dir.display()
+            ))
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(format!("cannot lock {}: {e}", path.display())),
+    }
 }

@@ -98,16 +98,9 @@ pub async fn serve(
     events: &dyn Events,
 ) -> u8 {
     let stopper = &control.stopper;
+    let mut first = true;
     loop {
-        if control.reload.swap(false, Ordering::SeqCst) {
-            match load() {
-                Ok(fresh) => {
-                    events.say(&format!("Config {} read again.", fresh.path.display()));
-                    config = fresh;
-                }
-                Err(e) => events.say(&format!("Config not reloaded, the previous one stays in effect: {e}")),
-            }
-        }
+        reload_if_asked(&mut config, load, control, events);
         if stopper.stop.load(Ordering::SeqCst) {
             return exit::OK;
         }
@@ -116,7 +109,8 @@ pub async fn serve(
         stopper.running.store(true, Ordering::SeqCst);
         let outcome = cycle.run(&config, stopper).await;
         stopper.running.store(false, Ordering::SeqCst);
-        let took = clock.now().duration_since(started).unsigned_abs();
+        let ended = clock.now();
+        let took = ended.duration_since(started).unsigned_abs();
         events.run_ended(&outcome, started, took);
         let summary = summarize(&outcome, took);
         if outcome.code == exit::INTERRUPTED {
@@ -127,23 +121,78 @@ pub async fn serve(
             events.say(&format!("{summary}. Daemon stopped."));
             return exit::OK;
         }
-        let Some(next) = config.run.schedule.next_start(clock.now()) else {
-            events.say(&format!("{summary}. No schedule (sleep_seconds or run_at_time): daemon done."));
-            events.next_run(None);
+        // A config or schema the first run refuses will not mend by waiting: say so and
+        // stop, as `db-sync run` would. Later, the same errors (a table dropped, a config
+        // edited badly and reloaded) are retried like any failure.
+        if first && outcome.run.is_none() && matches!(outcome.code, exit::CONFIG | exit::SCHEMA) {
+            events.say(&format!("{summary}. Fix it and start the daemon again."));
             return outcome.code;
-        };
-        events.next_run(Some(next));
+        }
+        first = false;
         events.say(&format!("{summary}."));
         let head = if matches!(outcome.code, exit::OK | exit::COMPLETED_WITH_ERRORS) {
             "Sync complete."
         } else {
             "Sync failed; the next run retries it."
         };
-        if !sleep_until(next, &config, clock, stopper, events, head).await {
-            events.say("Stopped while sleeping; no run was in progress.");
-            return exit::OK;
+        // Sleep until the next start; a SIGHUP during the sleep reloads the config at the
+        // next chunk's end and the next start follows the new schedule.
+        loop {
+            let Some(next) = config.run.schedule.next_start(ended) else {
+                // Only a config loaded before the daemon checked it can lack a schedule.
+                events.say(&format!("{head} No schedule (sleep_seconds or run_at_time): daemon done."));
+                events.next_run(None);
+                return outcome.code;
+            };
+            events.next_run(Some(next));
+            match sleep_until(next, &config, clock, control, events, head).await {
+                Woke::Due => break,
+                Woke::Stopped => {
+                    events.say("Stopped while sleeping; no run was in progress.");
+                    return exit::OK;
+                }
+                Woke::Reload => reload_if_asked(&mut config, load, control, events),
+            }
         }
     }
+}
+
+/// Reads the config again when a SIGHUP asked for it. A config that does not load, or
+/// has no schedule, is reported and the old one kept.
+fn reload_if_asked(
+    config: &mut Config,
+    load: &(dyn Fn() -> Result<Config, ConfigError> + Send + Sync),
+    control: &Control,
+    events: &dyn Events,
+) {
+    if !control.reload.swap(false, Ordering::SeqCst) {
+        return;
+    }
+    match load() {
+        Ok(fresh) if matches!(fresh.run.schedule, Schedule::Once) => events.say(&format!(
+            "Config not reloaded, the previous one stays in effect: {} sets neither sleep_seconds nor run_at_time; \
+             the daemon needs one",
+            fresh.path.display()
+        )),
+        Ok(fresh) => {
+            if fresh.run.metrics_listen != config.run.metrics_listen {
+                events.say("metrics_listen changed: the listener moves when the daemon starts again.");
+            }
+            events.say(&format!("Config {} read again.", fresh.path.display()));
+            *config = fresh;
+        }
+        Err(e) => events.say(&format!("Config not reloaded, the previous one stays in effect: {e}")),
+    }
+}
+
+/// Why a sleep ended.
+enum Woke {
+    /// The next start is due.
+    Due,
+    /// A signal asked the daemon to stop.
+    Stopped,
+    /// A SIGHUP asked for the config to be read again.
+    Reload,
 }
 
 /// One line on a cycle's outcome: `run 12 completed (3 added, 1 modified, 0 deleted) in
@@ -162,16 +211,17 @@ fn summarize(outcome: &RunOutcome, took: Duration) -> String {
     }
 }
 
-/// Sleeps until `next` in chunks, with the manual's lines; `false` when a signal ended
-/// the sleep.
+/// Sleeps until `next` in chunks, with the manual's lines; ends early for a signal or,
+/// at the end of a chunk, for a SIGHUP.
 async fn sleep_until(
     next: Timestamp,
     config: &Config,
     clock: &dyn Clock,
-    stopper: &Stopper,
+    control: &Control,
     events: &dyn Events,
     head: &str,
-) -> bool {
+) -> Woke {
+    let stopper = &control.stopper;
     let max_chunk = config.run.max_sleep_chunk;
     let remaining = |now: Timestamp| if next > now { next.duration_since(now).unsigned_abs() } else { Duration::ZERO };
     let schedule = &config.run.schedule;
@@ -206,22 +256,25 @@ async fn sleep_until(
         let chunk = next_chunk(left, max_chunk);
         tokio::select! {
             biased;
-            _ = stopper.shutdown.cancelled() => return false,
+            _ = stopper.shutdown.cancelled() => return Woke::Stopped,
             _ = clock.sleep(chunk) => {}
         }
         let left = remaining(clock.now());
         if left >= Duration::from_millis(500) {
             events.say(&format!("Sleep progress: {}", remaining_text(left)));
+            if control.reload.load(Ordering::SeqCst) {
+                return Woke::Reload;
+            }
         }
     }
     if stopper.shutdown.is_cancelled() {
-        return false;
+        return Woke::Stopped;
     }
     match schedule.time_of_day() {
         Some(target) => events.say(&format!("Target time reached. Starting sync at {target}...")),
         None => events.say("Sleep complete. Starting next sync cycle..."),
     }
-    true
+    Woke::Due
 }
 
 /// The real cycle: the runner's `resume` for an unfinished run (re-planned when the config

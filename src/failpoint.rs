@@ -37,17 +37,18 @@ fn target() -> &'static Option<(String, u64, Action)> {
 
 /// Passes the crash point `name`.
 pub fn hit(name: &str) {
-    if let Some((point, n, action)) = target() {
-        if point == name && HITS.fetch_add(1, Ordering::SeqCst) + 1 == *n {
-            match action {
-                Action::Abort => {
-                    eprintln!("db-sync: failpoint {name}:{n} reached, aborting");
-                    std::process::abort();
-                }
-                Action::Pause(d) => {
-                    eprintln!("db-sync: failpoint {name}:{n} reached, pausing {} ms", d.as_millis());
-                    std::thread::sleep(*d);
-                }
+    if let Some((point, n, action)) = target()
+        && point == name
+        && HITS.fetch_add(1, Ordering::SeqCst) + 1 == *n
+    {
+        match action {
+            Action::Abort => {
+                eprintln!("db-sync: failpoint {name}:{n} reached, aborting");
+                std::process::abort();
+            }
+            Action::Pause(d) => {
+                eprintln!("db-sync: failpoint {name}:{n} reached, pausing {} ms", d.as_millis());
+                std::thread::sleep(*d);
             }
         }
     }

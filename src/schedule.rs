@@ -97,14 +97,20 @@ pub fn daily_instant(date: Date, hour: u8, minute: u8, zone: &TimeZone) -> Times
 }
 
 /// The length of the next sleep chunk when `remaining` is left and chunks are at most
-/// `max_chunk`: the remainder of whole chunks first, then whole chunks.
+/// `max_chunk`: the remainder of whole chunks first, then whole chunks. Counted in whole
+/// seconds, rounded: 4.99 s with 2 s chunks sleeps 0.99 s, then 2 s and 2 s.
 pub fn next_chunk(remaining: Duration, max_chunk: Duration) -> Duration {
-    if max_chunk.is_zero() || remaining <= max_chunk {
+    let chunk = max_chunk.as_secs();
+    if chunk == 0 || remaining <= max_chunk {
         return remaining;
     }
-    let whole = Duration::from_secs(remaining.as_secs() / max_chunk.as_secs().max(1) * max_chunk.as_secs().max(1));
-    let rest = remaining.saturating_sub(whole);
-    if rest >= Duration::from_secs(1) { rest } else { max_chunk }
+    let whole = (remaining.as_millis() as u64 + 500) / 1000;
+    if whole <= chunk {
+        return remaining;
+    }
+    let rest = whole % chunk;
+    let after = if rest == 0 { whole - chunk } else { whole - rest };
+    remaining.saturating_sub(Duration::from_secs(after))
 }
 
 /// `n` seconds as the manual's progress shows them: `"82800 seconds remaining (23.0 hours)"`.
@@ -261,7 +267,11 @@ mod tests {
         assert_eq!(next_chunk(Duration::from_secs(86_400), hour), hour);
         assert_eq!(next_chunk(Duration::from_secs(12_600), hour), Duration::from_secs(1800));
         assert_eq!(next_chunk(Duration::from_secs(90), hour), Duration::from_secs(90));
-        assert_eq!(next_chunk(Duration::from_millis(3_600_400), hour), hour, "a fraction of a second is not a chunk");
+        assert_eq!(next_chunk(Duration::from_millis(3_600_400), hour), Duration::from_millis(3_600_400), "rounded");
+        let two = Duration::from_secs(2);
+        assert_eq!(next_chunk(Duration::from_millis(4_990), two), Duration::from_millis(990), "the odd second first");
+        assert_eq!(next_chunk(Duration::from_millis(4_000), two), two);
+        assert_eq!(next_chunk(Duration::from_millis(5_010), two), Duration::from_millis(1_010));
         assert_eq!(remaining_text(Duration::from_secs(82_800)), "82800 seconds remaining (23.0 hours)");
         assert_eq!(remaining_text(Duration::from_millis(10_799_600)), "10800 seconds remaining (3.0 hours)");
     }

@@ -140,6 +140,10 @@ fn sleeping_daemon_leaves_the_store_readable_and_stops_at_once() {
     let show = ws.run(&["show", "1", "--json"]);
     assert_eq!(show.status.code(), Some(0), "{}", text(&show));
     assert_eq!(items(&ws, "target.sqlite"), items(&ws, "source.sqlite"));
+    // A second daemon on the same state store is refused, naming the first.
+    let second = ws.run(&["daemon"]);
+    assert_eq!(second.status.code(), Some(6), "{}", text(&second));
+    assert!(text(&second).contains(&format!("another db-sync daemon (pid {})", daemon.child.id())), "{}", text(&second));
 
     let asked = Instant::now();
     daemon.signal("TERM");

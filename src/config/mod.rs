@@ -405,11 +405,29 @@ fn strip_position(message: &str) -> String {
 /// plans: changing them (after a run stopped on a flaky link) keeps the run resumable.
 const RESILIENCE_KEYS: [&str; 4] = ["timeout", "retry_count", "retry_delay", "reconnect_delay"];
 
-/// FNV-1a over the canonical JSON text, without the connections' [`RESILIENCE_KEYS`].
-/// Secrets are hashed as written (`${VAR}`), so a rotated password does not count as a
-/// changed config.
+/// Top-level keys that change when and how visibly runs happen, not what a run plans or
+/// writes: the daemon's schedule and listener, the debug switches, retention.
+const UNPLANNED_KEYS: [&str; 10] = [
+    "sleep_seconds",
+    "run_at_time",
+    "max_sleep_chunk_seconds",
+    "metrics_listen",
+    "show_sql",
+    "debug_sql",
+    "show_save_sql",
+    "show_sql_values",
+    "debug_connection_change",
+    "keep_runs",
+];
+
+/// FNV-1a over the canonical JSON text, without the connections' [`RESILIENCE_KEYS`] and
+/// the [`UNPLANNED_KEYS`]. Secrets are hashed as written (`${VAR}`), so a rotated
+/// password does not count as a changed config.
 fn fingerprint(json: &Json) -> u64 {
     let mut json = json.clone();
+    if let Some(top) = json.as_object_mut() {
+        top.retain(|key, _| !UNPLANNED_KEYS.contains(&key.as_str()));
+    }
     for side in ["source", "target"] {
         if let Some(connection) = json.get_mut(side).and_then(Json::as_object_mut) {
             connection.retain(|key, _| !RESILIENCE_KEYS.contains(&key.as_str()));
@@ -723,6 +741,10 @@ fn check_fanout(path: &Path, location: String, value: Option<u64>) -> Result<(),
 
 fn parse_hh_mm(text: &str) -> Option<(u8, u8)> {
     let (h, m) = text.split_once(':')?;
+    let two_digits = |part: &str| part.len() == 2 && part.bytes().all(|b| b.is_ascii_digit());
+    if !two_digits(h) || !two_digits(m) {
+        return None;
+    }
     let (h, m): (u8, u8) = (h.parse().ok()?, m.parse().ok()?);
     (h < 24 && m < 60).then_some((h, m))
 }
@@ -1060,14 +1082,9 @@ impl Resilience {
 pub fn duration_setting(value: &Json, unit: Duration) -> Result<Duration, String> {
     const LONGEST: Duration = Duration::from_secs(366 * 24 * 3600);
     let duration = match value {
-        Json::Number(n) => match n.as_f64() {
-            Some(x) if (0.0..=LONGEST.as_secs_f64() * 1000.0).contains(&x) => unit.mul_f64(x),
-            _ => {
-                return Err(format!(
-                    "`{n}` is not a duration: give a number of at least 0 or a string such as \"90s\""
-                ));
-            }
-        },
+        Json::Number(n) => number_duration(&n.to_string(), unit)?,
+        // A number written as text means the same as the number.
+        Json::String(text) if text.trim().parse::<f64>().is_ok() => number_duration(text.trim(), unit)?,
         Json::String(text) => humantime::parse_duration(text.trim())
             .map_err(|e| format!("`{text}` is not a duration such as \"90s\", \"1h 30m\" or \"250ms\" ({e})"))?,
         _ => return Err("must be a number or a duration such as \"90s\"".into()),
@@ -1076,6 +1093,17 @@ pub fn duration_setting(value: &Json, unit: Duration) -> Result<Duration, String
         return Err(format!("{} is longer than the longest allowed, 366 days", humantime::format_duration(duration)));
     }
     Ok(duration)
+}
+
+/// `text` (a number) of `unit`s, at most 366 days.
+fn number_duration(text: &str, unit: Duration) -> Result<Duration, String> {
+    const LONGEST: Duration = Duration::from_secs(366 * 24 * 3600);
+    match text.parse::<f64>() {
+        Ok(x) if x < 0.0 => Err(format!("`{text}` is negative; give a duration of 0 or more")),
+        Ok(x) if x.is_finite() && unit.as_secs_f64() * x <= LONGEST.as_secs_f64() => Ok(unit.mul_f64(x)),
+        Ok(_) => Err(format!("`{text}` is longer than the longest allowed, 366 days")),
+        Err(_) => Err(format!("`{text}` is not a duration: give a number or a string such as \"90s\"")),
+    }
 }
 
 fn table_spec(file: &ConfigFile, table: &TableFile, location: &str, path: &Path) -> Result<TableSpec, ConfigError> {

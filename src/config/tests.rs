@@ -479,3 +479,53 @@ fn table_batch_sizes_override_the_4d_ones() {
     assert_eq!((other.rows_per_batch(true), other.rows_per_batch(false)), (700, 5000));
     assert_eq!((other.keys_per_delete(true), other.keys_per_delete(false)), (300, 1000));
 }
+
+/// The daemon's keys, the debug switches and keep_runs do not change the fingerprint (an
+/// unfinished run stays resumable as planned); a table key does.
+#[test]
+fn daemon_and_debug_keys_leave_the_fingerprint() {
+    let base = parse(MINIMAL).unwrap().fingerprint;
+    for extra in [
+        r#""sleep_seconds": "1h","#,
+        r#""run_at_time": "02:00", "max_sleep_chunk_seconds": 60, "metrics_listen": "127.0.0.1:9187","#,
+        r#""show_sql": true, "debug_sql": true, "show_save_sql": true, "debug_connection_change": true, "keep_runs": 5,"#,
+    ] {
+        let text = MINIMAL.replacen('{', &format!("{{ {extra}"), 1);
+        assert_eq!(parse(&text).unwrap().fingerprint, base, "{extra}");
+    }
+    let text = MINIMAL.replace("\"batch_size\": 5000", "\"batch_size\": 4000");
+    assert_ne!(parse(&text).unwrap().fingerprint, base);
+}
+
+/// Schedule values: durations as numbers, numbers in text and humantime text; run_at_time
+/// strictly HH:MM; clear refusals.
+#[test]
+fn schedule_values() {
+    use crate::schedule::Schedule;
+    let with = |extra: &str| parse(&MINIMAL.replacen('{', &format!("{{ {extra},"), 1));
+    for value in ["5400", "\"5400\"", "\"1h 30m\"", "\"90m\""] {
+        let config = with(&format!("\"sleep_seconds\": {value}")).unwrap();
+        assert!(matches!(config.run.schedule, Schedule::Every(d) if d.as_secs() == 5400), "{value}");
+    }
+    for (value, says) in [
+        ("-5", "negative"),
+        ("0", "at least 1 second"),
+        ("1e30", "longer than the longest allowed"),
+        ("\"soon\"", "is not a duration"),
+    ] {
+        let err = with(&format!("\"sleep_seconds\": {value}")).unwrap_err().to_string();
+        assert!(err.contains("sleep_seconds") && err.contains(says), "{value}: {err}");
+    }
+    assert!(matches!(
+        with("\"run_at_time\": \"02:05\"").unwrap().run.schedule,
+        Schedule::Daily { hour: 2, minute: 5, .. }
+    ));
+    for value in ["2:5", "+2:00", "24:00", "12:60", "02:00:30", " 02:00"] {
+        let err = with(&format!("\"run_at_time\": \"{value}\"")).unwrap_err().to_string();
+        assert!(err.contains("run_at_time"), "{value}: {err}");
+    }
+    let err = with("\"sleep_seconds\": 60, \"run_at_time\": \"02:00\"").unwrap_err().to_string();
+    assert!(err.contains("not both"), "{err}");
+    let err = with("\"metrics_listen\": \"localhost\"").unwrap_err().to_string();
+    assert!(err.contains("metrics_listen"), "{err}");
+}

@@ -259,10 +259,10 @@ impl Resilient {
             async move {
                 let generation = self.usable_session(table).await?;
                 let result = deadline(self.settings.timeout, &self.endpoint, what, call).await;
-                if let Err(e) = &result {
-                    if e.is_connection_loss() {
-                        self.lose(generation, e);
-                    }
+                if let Err(e) = &result
+                    && e.is_connection_loss()
+                {
+                    self.lose(generation, e);
                 }
                 result
             }

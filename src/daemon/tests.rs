@@ -301,3 +301,55 @@ async fn sighup_reloads_at_the_next_wake_up() {
     assert!(lines.iter().any(|l| l == "Config /cfg/db-sync.json read again."), "{lines:?}");
     assert!(lines.iter().any(|l| l.starts_with("Config not reloaded, the previous one stays in effect:")), "{lines:?}");
 }
+
+/// A SIGHUP during a long sleep takes effect at the end of the current chunk: the next
+/// start follows the new schedule, counted from the end of the last run. A reloaded
+/// config without a schedule is refused and the old one kept.
+#[tokio::test]
+async fn sighup_during_a_sleep_reschedules_at_the_chunk_end() {
+    let clock = ManualClock::new(at("2026-06-01T22:30:00+02:00[Europe/Paris]"));
+    let mut script = Script::new(&clock, 3);
+    let control = Control::new();
+    let reload = Arc::clone(&control.reload);
+    let events = Recorder {
+        on_line: Some(Box::new(move |line: &str| {
+            if line.starts_with("Sleep progress: 10800") || line.starts_with("Run 2 completed") {
+                reload.store(true, Ordering::SeqCst);
+            }
+        })),
+        ..Recorder::default()
+    };
+    let attempts = std::sync::atomic::AtomicUsize::new(0);
+    let load = || match attempts.fetch_add(1, Ordering::SeqCst) {
+        0 => Ok(config(r#", "sleep_seconds": "2h""#)),
+        _ => Ok(config("")),
+    };
+    serve(config(r#", "run_at_time": "02:00""#), &load, &mut script, &clock, &control, &events).await;
+    // Ran at 22:30; the reload at 23:00 made the next start 00:30 (22:30 + 2 h).
+    assert_eq!(script.starts[1], at("2026-06-02T00:30:00+02:00[Europe/Paris]"));
+    let lines = events.lines();
+    assert!(lines.contains(&"Config /cfg/db-sync.json read again.".to_string()), "{lines:?}");
+    assert!(lines.iter().any(|l| l.contains("sets neither sleep_seconds nor run_at_time")), "{lines:?}");
+    // The schedule-less config was refused: the third run is 2 h after the second.
+    assert_eq!(script.starts[2], at("2026-06-02T02:30:00+02:00[Europe/Paris]"));
+}
+
+/// A config or schema error on the first cycle ends the daemon with its code (it will not
+/// mend by waiting); the same error later is retried like any failure.
+#[tokio::test]
+async fn a_first_run_refused_by_config_or_schema_ends_the_daemon() {
+    let clock = ManualClock::new(at("2026-06-01T10:00:00+02:00[Europe/Paris]"));
+    let mut script = Script::new(&clock, 100);
+    script.codes = vec![exit::SCHEMA];
+    let events = Recorder::default();
+    let code = serve_with(config(r#", "sleep_seconds": 60"#), &mut script, &clock, &events).await;
+    assert_eq!(code, exit::SCHEMA);
+    assert_eq!(script.starts.len(), 1);
+    assert!(events.lines()[0].ends_with("Fix it and start the daemon again."), "{:?}", events.lines());
+
+    let mut script = Script::new(&clock, 3);
+    script.codes = vec![exit::OK, exit::CONFIG, exit::OK];
+    let events = Recorder::default();
+    let code = serve_with(config(r#", "sleep_seconds": 60"#), &mut script, &clock, &events).await;
+    assert_eq!((code, script.starts.len()), (exit::OK, 3));
+}

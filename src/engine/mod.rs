@@ -850,7 +850,7 @@ impl Engine {
                 table = %job.spec.name,
                 source = survey.source_count,
                 target = survey.target_count,
-                changed = ?survey.changed,
+                changed = survey.changed.map_or_else(|| "unknown".to_string(), |n| n.to_string()),
                 plan = %survey.plan.steps_text(),
                 "plan: {}",
                 survey.plan.reason

@@ -584,13 +584,13 @@ impl Conn {
                 }
                 Ok(n) => {
                     if dir == Dir::ToUpstream {
-                        if let Some(action) = self.shared.faults.fire(&buf[..n]) {
-                            if !self.act(action) {
-                                if self.held.load(Relaxed) {
-                                    continue;
-                                }
-                                break;
+                        if let Some(action) = self.shared.faults.fire(&buf[..n])
+                            && !self.act(action)
+                        {
+                            if self.held.load(Relaxed) {
+                                continue;
                             }
+                            break;
                         }
                     } else if self.lose_replies.load(Relaxed) {
                         self.kill(true);
