@@ -301,7 +301,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Plan(args) => read_only(cmd_plan(args)).await,
         Command::Check(args) => read_only(cmd_check(args)).await,
         Command::Verify(args) => read_only(cmd_verify(args)).await,
-        Command::Demo(args) => crate::demo::run(args).await,
+        Command::Demo(args) => cmd_demo(args).await,
         Command::Daemon(args) => cmd_daemon(args).await,
     };
     ExitCode::from(code)
@@ -853,5 +853,126 @@ fn lock_daemon(state_dir: &std::path::Path) -> Result<std::fs::File, String> {
             ))
         }
         Err(std::fs::TryLockError::Error(e)) => Err(format!("cannot lock {}: {e}", path.display())),
+    }
+}
+
+/// `db-sync demo`: builds the demo data set (crate::demo), syncs it, changes the source,
+/// syncs again and compares every row.
+async fn cmd_demo(args: DemoArgs) -> u8 {
+    use crate::demo::DEMO_URL_VAR;
+    println!("== building demo databases in {} ==", args.dir.display());
+    let (config_path, rows) = match crate::demo::build(&args.dir, args.scale) {
+        Ok(v) => v,
+        Err(e) => {
+            notice(&format!("error: {e}"));
+            return exit::ABORTED;
+        }
+    };
+    let target_url = args.target_url.clone();
+    if let Some(url) = &target_url {
+        if let Err(e) = crate::demo::prepare_postgres(url).await {
+            notice(&format!("error: {e}"));
+            return exit::CONNECTION;
+        }
+        let text = crate::demo::DEMO_CONFIG.replace(
+            r#""target": {"type": "sqlite", "path": "target.sqlite"}"#,
+            &format!(r#""target": {{"type": "postgres", "url": "${{{DEMO_URL_VAR}}}"}}"#),
+        );
+        if let Err(e) = std::fs::write(&config_path, text) {
+            notice(&format!("error: cannot write {}: {e}", config_path.display()));
+            return exit::ABORTED;
+        }
+        println!(
+            "source.sqlite: {rows} rows in 8 tables; target: PostgreSQL {} (schema from migrations/); config: {} \
+             (export {DEMO_URL_VAR} to use it)",
+            crate::config::redact_url(url),
+            config_path.display()
+        );
+    } else {
+        println!("source.sqlite: {rows} rows in 8 tables; target.sqlite: empty; config: {}", config_path.display());
+    }
+    let load = || {
+        let text = std::fs::read_to_string(&config_path).map_err(|e| e.to_string())?;
+        let env = |name: &str| {
+            if name == DEMO_URL_VAR { target_url.clone() } else { std::env::var(name).ok() }
+        };
+        Config::from_str_at(&text, &config_path, &env).map_err(|e| e.to_string())
+    };
+
+    let sync = |title: &str| {
+        println!("\n== {title} ==");
+        let config = load();
+        async move {
+            let config = match config {
+                Ok(c) => c,
+                Err(e) => {
+                    notice(&format!("error: {e}"));
+                    return exit::CONFIG;
+                }
+            };
+            let plan_options =
+                RunOptions { plan_only: true, progress: crate::report::ProgressMode::Off, ..RunOptions::default() };
+            let code = plan(config.clone(), plan_options).await;
+            if code != exit::OK {
+                return code;
+            }
+            println!();
+            let options = RunOptions { progress_output: std::sync::Arc::new(StderrProgress), ..RunOptions::default() };
+            let stopper = crate::runner::Stopper::install(std::sync::Arc::clone(&options.stop));
+            crate::runner::start(config, options, false, &Terminal(crate::runner::Output::Text), &stopper).await.code
+        }
+    };
+    let code = sync("first sync: empty target").await;
+    if code != exit::OK {
+        return code;
+    }
+
+    let mutations = match rusqlite::Connection::open(args.dir.join("source.sqlite"))
+        .and_then(|mut c| crate::demo::mutate_source(&mut c, 7))
+    {
+        Ok(m) => m,
+        Err(e) => {
+            notice(&format!("error: changing the demo source: {e}"));
+            return exit::ABORTED;
+        }
+    };
+    println!(
+        "\n== source changed: {} rows added, {} updated, {} updated without a new modify_id, {} deleted, {} products moved to another type ==",
+        mutations.added, mutations.updated, mutations.silent_updates, mutations.deleted, mutations.moved
+    );
+    let code = sync("second sync").await;
+    if code != exit::OK {
+        return code;
+    }
+
+    // Every row compared through the connectors (`db-sync verify`).
+    let config = match load() {
+        Ok(c) => c,
+        Err(e) => {
+            notice(&format!("error: {e}"));
+            return exit::CONFIG;
+        }
+    };
+    let engine = match crate::engine::Engine::connect(config, RunOptions::default()).await {
+        Ok(e) => e,
+        Err(e) => {
+            notice(&format!("error: {e}"));
+            return engine_exit(&e);
+        }
+    };
+    match crate::verify::compare(&engine).await {
+        Ok(diffs) if diffs.iter().all(crate::verify::TableDiff::is_equal) => {
+            let compared: u64 = diffs.iter().map(|d| d.compared).sum();
+            println!("\n== verified: all {compared} rows of the target equal the source ==");
+            exit::OK
+        }
+        Ok(diffs) => {
+            notice(&format!("demo verification failed:\n{}", crate::verify::render(&diffs)));
+            exit::COMPLETED_WITH_ERRORS
+        }
+        Err(e) => {
+            notice(&format!("error: comparing demo databases: {e}"));
+            engine_exit(&e)
+        }
     }
 }

@@ -8,11 +8,6 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, params};
 
-use crate::cli::{DemoArgs, exit};
-use crate::config::Config;
-use crate::engine::RunOptions;
-use crate::report::ProgressMode;
-
 /// Schema of the demo source.
 pub const SOURCE_SCHEMA: &str = include_str!("../fixtures/demo/source_schema.sql");
 /// Schema of the demo target (the ERP schema of `migrations/`).
@@ -363,7 +358,7 @@ pub fn build(dir: &Path, scale: f64) -> Result<(PathBuf, u64), String> {
 pub const DEMO_URL_VAR: &str = "DB_SYNC_DEMO_TARGET_URL";
 
 /// Prepares a PostgreSQL demo target: drops the demo tables and applies `migrations/`.
-async fn prepare_postgres(url: &str) -> Result<(), String> {
+pub async fn prepare_postgres(url: &str) -> Result<(), String> {
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(1)
         .connect(url)
@@ -378,125 +373,4 @@ async fn prepare_postgres(url: &str) -> Result<(), String> {
     .map_err(|e| format!("cannot reset the demo target: {e}"))?;
     sqlx::migrate!("./migrations").run(&pool).await.map_err(|e| format!("applying migrations/: {e}"))?;
     Ok(())
-}
-
-/// The `demo` command.
-pub async fn run(args: DemoArgs) -> u8 {
-    println!("== building demo databases in {} ==", args.dir.display());
-    let (config_path, rows) = match build(&args.dir, args.scale) {
-        Ok(v) => v,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return exit::ABORTED;
-        }
-    };
-    let target_url = args.target_url.clone();
-    if let Some(url) = &target_url {
-        if let Err(e) = prepare_postgres(url).await {
-            eprintln!("error: {e}");
-            return exit::CONNECTION;
-        }
-        let text = DEMO_CONFIG.replace(
-            r#""target": {"type": "sqlite", "path": "target.sqlite"}"#,
-            &format!(r#""target": {{"type": "postgres", "url": "${{{DEMO_URL_VAR}}}"}}"#),
-        );
-        if let Err(e) = std::fs::write(&config_path, text) {
-            eprintln!("error: cannot write {}: {e}", config_path.display());
-            return exit::ABORTED;
-        }
-        println!(
-            "source.sqlite: {rows} rows in 8 tables; target: PostgreSQL {} (schema from migrations/); config: {} \
-             (export {DEMO_URL_VAR} to use it)",
-            crate::config::redact_url(url),
-            config_path.display()
-        );
-    } else {
-        println!("source.sqlite: {rows} rows in 8 tables; target.sqlite: empty; config: {}", config_path.display());
-    }
-    let load = || {
-        let text = std::fs::read_to_string(&config_path).map_err(|e| e.to_string())?;
-        let env = |name: &str| {
-            if name == DEMO_URL_VAR { target_url.clone() } else { std::env::var(name).ok() }
-        };
-        Config::from_str_at(&text, &config_path, &env).map_err(|e| e.to_string())
-    };
-
-    let sync = |title: &str| {
-        println!("\n== {title} ==");
-        let config = load();
-        async move {
-            let config = match config {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return exit::CONFIG;
-                }
-            };
-            let plan = RunOptions { plan_only: true, progress: ProgressMode::Off, ..RunOptions::default() };
-            let code = crate::cli::plan(config.clone(), plan).await;
-            if code != exit::OK {
-                return code;
-            }
-            println!();
-            let options = RunOptions {
-                progress_output: std::sync::Arc::new(crate::cli::StderrProgress),
-                ..RunOptions::default()
-            };
-            let stopper = crate::runner::Stopper::install(std::sync::Arc::clone(&options.stop));
-            crate::runner::start(config, options, false, &crate::cli::Terminal(crate::runner::Output::Text), &stopper)
-                .await
-                .code
-        }
-    };
-    let code = sync("first sync: empty target").await;
-    if code != exit::OK {
-        return code;
-    }
-
-    let mutations = match Connection::open(args.dir.join("source.sqlite")).and_then(|mut c| mutate_source(&mut c, 7)) {
-        Ok(m) => m,
-        Err(e) => {
-            eprintln!("error: changing the demo source: {e}");
-            return exit::ABORTED;
-        }
-    };
-    println!(
-        "\n== source changed: {} rows added, {} updated, {} updated without a new modify_id, {} deleted, {} products moved to another type ==",
-        mutations.added, mutations.updated, mutations.silent_updates, mutations.deleted, mutations.moved
-    );
-    let code = sync("second sync").await;
-    if code != exit::OK {
-        return code;
-    }
-
-    // Every row compared through the connectors (`db-sync verify`).
-    let config = match load() {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return exit::CONFIG;
-        }
-    };
-    let engine = match crate::engine::Engine::connect(config, RunOptions::default()).await {
-        Ok(e) => e,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return crate::cli::engine_exit(&e);
-        }
-    };
-    match crate::verify::compare(&engine).await {
-        Ok(diffs) if diffs.iter().all(crate::verify::TableDiff::is_equal) => {
-            let compared: u64 = diffs.iter().map(|d| d.compared).sum();
-            println!("\n== verified: all {compared} rows of the target equal the source ==");
-            exit::OK
-        }
-        Ok(diffs) => {
-            eprintln!("demo verification failed:\n{}", crate::verify::render(&diffs));
-            exit::COMPLETED_WITH_ERRORS
-        }
-        Err(e) => {
-            eprintln!("error: comparing demo databases: {e}");
-            crate::cli::engine_exit(&e)
-        }
-    }
 }

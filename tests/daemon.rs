@@ -143,7 +143,11 @@ fn sleeping_daemon_leaves_the_store_readable_and_stops_at_once() {
     // A second daemon on the same state store is refused, naming the first.
     let second = ws.run(&["daemon"]);
     assert_eq!(second.status.code(), Some(6), "{}", text(&second));
-    assert!(text(&second).contains(&format!("another db-sync daemon (pid {})", daemon.child.id())), "{}", text(&second));
+    assert!(
+        text(&second).contains(&format!("another db-sync daemon (pid {})", daemon.child.id())),
+        "{}",
+        text(&second)
+    );
 
     let asked = Instant::now();
     daemon.signal("TERM");
