@@ -721,19 +721,32 @@ impl crate::daemon::Events for DaemonOutput {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "{line}");
         let _ = out.flush();
-        // The same news as a log event, for log collectors (`-v`, `--log-format json`).
-        tracing::info!(target: "db_sync::daemon", "{line}");
+        // The same news as a log event, for log collectors (`-v`, `--log-format json`);
+        // failures and refused reloads as warnings, seen at the default level.
+        let trouble = ["Sync failed", "Run failed", "Config not reloaded"].iter().any(|p| line.starts_with(p))
+            || line.contains(" failed (");
+        if trouble {
+            tracing::warn!(target: "db_sync::daemon", "{line}");
+        } else {
+            tracing::info!(target: "db_sync::daemon", "{line}");
+        }
     }
 
     fn run_started(&self, at: jiff::Timestamp) {
         if let Some(exporter) = &self.exporter {
             exporter.set_in_progress(Some(at.as_millisecond()));
+            exporter.set_next_run(None);
         }
     }
 
     fn run_ended(&self, outcome: &crate::runner::RunOutcome, started: jiff::Timestamp, took: std::time::Duration) {
         let Some(exporter) = &self.exporter else { return };
         exporter.set_in_progress(None);
+        if let Some(run) = &outcome.run
+            && let Some(before) = &run.before
+        {
+            exporter.baseline(run.id, before);
+        }
         let status = match &outcome.run {
             Some(run) => run.status.name().replace(' ', "_"),
             None => "failed".to_string(),

@@ -135,9 +135,12 @@ pub async fn serve(
         } else {
             "Sync failed; the next run retries it."
         };
-        // Sleep until the next start; a SIGHUP during the sleep reloads the config at the
-        // next chunk's end and the next start follows the new schedule.
+        // Sleep until the next start; a SIGHUP during the run or the sleep reloads the
+        // config (now, or at the end of the current chunk) and the next start follows the
+        // new schedule.
+        let mut head = head.to_string();
         loop {
+            reload_if_asked(&mut config, load, control, events);
             let Some(next) = config.run.schedule.next_start(ended) else {
                 // Only a config loaded before the daemon checked it can lack a schedule.
                 events.say(&format!("{head} No schedule (sleep_seconds or run_at_time): daemon done."));
@@ -145,13 +148,14 @@ pub async fn serve(
                 return outcome.code;
             };
             events.next_run(Some(next));
-            match sleep_until(next, &config, clock, control, events, head).await {
+            match sleep_until(next, &config, clock, control, events, &head).await {
                 Woke::Due => break,
                 Woke::Stopped => {
                     events.say("Stopped while sleeping; no run was in progress.");
                     return exit::OK;
                 }
-                Woke::Reload => reload_if_asked(&mut config, load, control, events),
+                // Reloaded at the top of this loop; the sleep goes on without "Sync complete."
+                Woke::Reload => head = "Sleep goes on.".to_string(),
             }
         }
     }

@@ -195,6 +195,19 @@ struct State {
 }
 
 impl State {
+    /// Marks `report` as already counted for `run_id` (work an earlier process did).
+    fn baseline(&mut self, run_id: u64, report: &RunReport) {
+        let contribution = self.contributions.entry(run_id).or_default();
+        contribution.run = contribution.run.zip(RunCounts::of(report), u64::max);
+        for table in &report.tables {
+            let seen = contribution.tables.entry(table.name.clone()).or_default();
+            *seen = seen.zip(TableCounts::of(table), u64::max);
+        }
+        while self.contributions.len() > RUNS_REMEMBERED {
+            self.contributions.pop_first();
+        }
+    }
+
     fn record(&mut self, sample: &RunSample<'_>) {
         *self.runs_by_status.entry(sample.status.to_string()).or_default() += 1;
         self.last_run = Some(LastRun {
@@ -477,6 +490,13 @@ impl Exporter {
     /// 64 run ids are remembered (a run resumed after 64 newer ones counts in full).
     pub fn record_run(&self, sample: &RunSample<'_>) {
         lock(&self.state).record(sample);
+    }
+
+    /// Tells the exporter that run `run_id` had done `report` before this process took it
+    /// over (a run resumed from an earlier process): a later [`Exporter::record_run`] of that
+    /// run adds only what goes beyond it.
+    pub fn baseline(&self, run_id: u64, report: &RunReport) {
+        lock(&self.state).baseline(run_id, report);
     }
 
     /// Sets when the next run is scheduled to start, in milliseconds since the Unix

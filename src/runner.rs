@@ -216,6 +216,9 @@ pub struct FinishedRun {
     pub status: RunStatus,
     /// Its report (counters include those of earlier attempts of a resumed run).
     pub report: RunReport,
+    /// For a resumed run, its report when this process took it over (what earlier
+    /// processes did); `None` for a run this process started.
+    pub before: Option<RunReport>,
 }
 
 /// Exit for a signal that came before the run was recorded: nothing was written.
@@ -465,6 +468,12 @@ pub async fn resume(
             sink.notice(&format!("error: {e}"));
             return exit::STATE;
         }
+        if replan && changed_config {
+            sink.notice(&format!(
+                "run {}: the config changed since it was planned; re-planned with the current config",
+                meta.id
+            ));
+        }
         sink.notice(&format!("resuming run {} at {}", meta.id, describe_position(&state)));
         execute(&store, &engine, stopper, jobs, meta, state, started, sink, &mut finished).await
     }
@@ -518,6 +527,12 @@ async fn execute(
     sink: &dyn RunSink,
     finished: &mut Option<FinishedRun>,
 ) -> u8 {
+    // What earlier processes did, for a run taken over (its counters carry over).
+    let before = meta
+        .events
+        .iter()
+        .any(|e| matches!(e.kind, EventKind::Resumed))
+        .then(|| Engine::report(&state, false, meta.active_ms));
     let identities = jobs.iter().map(|j| watermark_identity(&meta.source, &meta.target, j)).collect();
     let written = state.tables.iter().map(|t| t.verified).collect();
     let active_ms_before = meta.active_ms;
@@ -595,7 +610,7 @@ async fn execute(
             Some(format!("error: {e}\nrun {} stopped; fix the cause, then `db-sync resume` continues it", meta.id))
         }
     };
-    let run = FinishedRun { id: meta.id, status: meta.status, report };
+    let run = FinishedRun { id: meta.id, status: meta.status, report, before };
     sink.finished(&run);
     if let Some(note) = stopped_note {
         sink.notice(&note);

@@ -190,8 +190,20 @@ fn a_signal_during_a_run_checkpoints_and_the_next_daemon_resumes_it() {
     let copied = items(&ws, "target.sqlite").len();
     assert!((500..ROWS).contains(&copied), "stopped half-way: {copied} rows");
 
+    // The next daemon serves metrics: they count what it did, not the first one's rows.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let config = std::fs::read_to_string(ws.path("db-sync.json")).unwrap();
+    ws.config(&config.replacen('{', &format!("{{\n  \"metrics_listen\": \"127.0.0.1:{port}\","), 1));
     let mut second = Daemon::start(&ws, "second", &[]);
     second.wait_for("Sync complete. Sleeping 3600 seconds until next run...");
+    let metrics = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+        reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await.unwrap().text().await.unwrap()
+    });
+    let added = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("db_sync_record_count_added_total{table=\"items\"} "))
+        .unwrap_or_else(|| panic!("{metrics}"));
+    assert_eq!(added.parse::<usize>().unwrap(), ROWS - copied, "{metrics}");
     let (out, err) = second.output();
     assert!(err.contains("resuming run 1"), "{out}\n{err}");
     let listed = runs(&ws);

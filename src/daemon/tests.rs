@@ -89,6 +89,7 @@ impl Cycle for Script<'_> {
             id: self.starts.len() as u64,
             status: crate::checkpoint::RunStatus::Completed,
             report: crate::report::RunReport::default(),
+            before: None,
         });
         RunOutcome { code, run }
     }
@@ -352,4 +353,27 @@ async fn a_first_run_refused_by_config_or_schema_ends_the_daemon() {
     let events = Recorder::default();
     let code = serve_with(config(r#", "sleep_seconds": 60"#), &mut script, &clock, &events).await;
     assert_eq!((code, script.starts.len()), (exit::OK, 3));
+}
+
+/// A SIGHUP that comes during a run (before the sleep begins) sets the sleep after that
+/// run: the next start is counted from the run's end with the new schedule.
+#[tokio::test]
+async fn sighup_during_a_run_sets_the_following_sleep() {
+    let clock = ManualClock::new(at("2026-06-01T10:00:00+02:00[Europe/Paris]"));
+    let mut script = Script::new(&clock, 2);
+    script.took = Duration::from_secs(30);
+    let control = Control::new();
+    let reload = Arc::clone(&control.reload);
+    let events = Recorder {
+        on_line: Some(Box::new(move |line: &str| {
+            if line.starts_with("Run 1 completed") {
+                reload.store(true, Ordering::SeqCst);
+            }
+        })),
+        ..Recorder::default()
+    };
+    let load = || Ok(config(r#", "sleep_seconds": "9s""#));
+    serve(config(r#", "sleep_seconds": "4s""#), &load, &mut script, &clock, &control, &events).await;
+    assert_eq!(script.starts[1], at("2026-06-01T10:00:39+02:00[Europe/Paris]"), "30 s run + 9 s");
+    assert_eq!(events.lines()[1], "Config /cfg/db-sync.json read again.");
 }

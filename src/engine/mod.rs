@@ -848,8 +848,8 @@ impl Engine {
             let survey = self.survey(job, watermarks.watermark(job)?).await?;
             tracing::info!(
                 table = %job.spec.name,
-                source = survey.source_count,
-                target = survey.target_count,
+                source_rows = survey.source_count,
+                target_rows = survey.target_count,
                 changed = survey.changed.map_or_else(|| "unknown".to_string(), |n| n.to_string()),
                 plan = %survey.plan.steps_text(),
                 "plan: {}",
