@@ -476,13 +476,41 @@ async fn cmd_resume(args: ResumeArgs) -> u8 {
         .code
 }
 
-/// The run in progress that holds the store in `dir`, when the store is busy.
-fn run_in_progress(dir: &std::path::Path) -> Option<crate::checkpoint::Owner> {
-    match crate::checkpoint::Store::open(dir) {
-        Err(crate::checkpoint::StoreError::Busy(_)) => {
-            crate::checkpoint::Store::holder(dir).filter(|o| o.run_id.is_some())
+/// What `runs` and `show` find in a state store folder.
+enum Reading {
+    /// The store, opened.
+    Store(crate::checkpoint::Store),
+    /// The store is locked by the run in progress described here.
+    InProgress(crate::checkpoint::Owner),
+}
+
+/// Opens the store in `dir` once: the store, or the run in progress that holds it;
+/// reports any other problem.
+fn open_for_reading(dir: &std::path::Path) -> Result<Reading, u8> {
+    use crate::checkpoint::{Store, StoreError};
+    let sink = Terminal(crate::runner::Output::Text);
+    match Store::open(dir) {
+        Ok(store) => crate::runner::ready_store(store, &sink).map(Reading::Store),
+        Err(StoreError::Busy(message)) => match Store::holder(dir).filter(|o| o.run_id.is_some()) {
+            Some(owner) => Ok(Reading::InProgress(owner)),
+            None => {
+                notice(&format!("error: {}", StoreError::Busy(message)));
+                Err(exit::STATE)
+            }
+        },
+        Err(e) => {
+            notice(&format!("error: {e}"));
+            Err(crate::runner::store_exit(&e))
         }
-        _ => None,
+    }
+}
+
+/// Prints the run in progress: its one-line description, or `{"in_progress": ...}`.
+fn print_in_progress(owner: &crate::checkpoint::Owner, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "in_progress": owner })).expect("serializes"));
+    } else {
+        println!("{}", owner.describe());
     }
 }
 
@@ -491,21 +519,18 @@ fn cmd_runs(args: ListArgs) -> u8 {
         Ok(d) => d,
         Err(code) => return code,
     };
-    if let Some(owner) = run_in_progress(&dir) {
-        // The store is locked while a run writes it; say what the run is doing.
-        if args.json {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&serde_json::json!({ "in_progress": owner })).expect("serializes")
-            );
-        } else {
-            println!("{}", owner.describe());
-            println!("(the run history is locked while the run writes it; `db-sync runs` lists it once the run ends)");
+    let store = match open_for_reading(&dir) {
+        Ok(Reading::Store(store)) => store,
+        Ok(Reading::InProgress(owner)) => {
+            // The store is locked while a run writes it; say what the run is doing.
+            print_in_progress(&owner, args.json);
+            if !args.json {
+                println!(
+                    "(the run history is locked while the run writes it; `db-sync runs` lists it once the run ends)"
+                );
+            }
+            return exit::OK;
         }
-        return exit::OK;
-    }
-    let store = match crate::runner::open_store_at(&dir, &Terminal(crate::runner::Output::Text)) {
-        Ok(s) => s,
         Err(code) => return code,
     };
     match store.runs() {
@@ -530,23 +555,20 @@ fn cmd_show(args: ShowArgs) -> u8 {
         Ok(d) => d,
         Err(code) => return code,
     };
-    if let Some(owner) = run_in_progress(&dir) {
-        if owner.run_id == Some(args.run_id) {
-            if args.json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&serde_json::json!({ "in_progress": owner })).expect("serializes")
-                );
-            } else {
-                println!("{}", owner.describe());
-            }
+    let store = match open_for_reading(&dir) {
+        Ok(Reading::Store(store)) => store,
+        Ok(Reading::InProgress(owner)) if owner.run_id == Some(args.run_id) => {
+            print_in_progress(&owner, args.json);
             return exit::OK;
         }
-        notice(&format!("error: {}; `db-sync show {}` can read the store once it ends", owner.describe(), args.run_id));
-        return exit::STATE;
-    }
-    let store = match crate::runner::open_store_at(&dir, &Terminal(crate::runner::Output::Text)) {
-        Ok(s) => s,
+        Ok(Reading::InProgress(owner)) => {
+            notice(&format!(
+                "error: {}; `db-sync show {}` can read the store once it ends",
+                owner.describe(),
+                args.run_id
+            ));
+            return exit::STATE;
+        }
         Err(code) => return code,
     };
     match store.load_run(args.run_id) {

@@ -52,6 +52,12 @@ pub fn open_store_at(dir: &std::path::Path, sink: &dyn RunSink) -> Result<Store,
         sink.notice(&format!("error: {e}"));
         store_exit(&e)
     })?;
+    ready_store(store, sink)
+}
+
+/// A freshly opened store with the runs of dead processes marked interrupted, reporting
+/// the problem to `sink` on failure.
+pub fn ready_store(store: Store, sink: &dyn RunSink) -> Result<Store, u8> {
     store.recover_dead_runs().map_err(|e| {
         sink.notice(&format!("error: {e}"));
         store_exit(&e)
@@ -59,7 +65,8 @@ pub fn open_store_at(dir: &std::path::Path, sink: &dyn RunSink) -> Result<Store,
     Ok(store)
 }
 
-fn store_exit(e: &StoreError) -> u8 {
+/// The exit code for a state store error.
+pub fn store_exit(e: &StoreError) -> u8 {
     match e {
         StoreError::NoSuchRun(_) => exit::CONFIG,
         _ => exit::STATE,

@@ -270,6 +270,19 @@ fn postgres_connection_errors() {
 const PW_ROLE: &str = "dbsync_pw";
 const PW_SECRET: &str = "Hunter2SecretPw";
 
+/// A workspace syncing `rows` SQLite rows into a new PostgreSQL database owned by the
+/// password role, its target given in password form `form` of [`password_endpoints`],
+/// with `extra` config keys; returns it and the target's config text.
+fn password_workspace(pg: &Cluster, form: usize, rows: u64, extra: &str) -> (Workspace, String) {
+    let db = pg.create_database();
+    pg.psql(&db, &format!("{PG_ITEMS}; ALTER TABLE items OWNER TO {PW_ROLE}"));
+    let target = password_endpoints(pg, &db, PW_ROLE, PW_SECRET).swap_remove(form);
+    let ws = Workspace::new();
+    sqlite_fill(&ws, "source.sqlite", rows);
+    write_config(&ws, SQLITE_SOURCE, &target, extra);
+    (ws, target)
+}
+
 /// A target endpoint for `role` with `password` in each form a config can hold it: the
 /// URL's userinfo, `?password=`, a `password` key read from `${DB_SYNC_TEST_PGPW}`, and
 /// the userinfo beside parameters db-sync does not use (`sslpassword`, `Pwd`).
@@ -322,12 +335,7 @@ fn password_stays_out_of_output_logs_and_state() {
     let pg = need_pg!();
     pg.password_role(PW_ROLE, PW_SECRET);
     for form in 0..4 {
-        let db = pg.create_database();
-        pg.psql(&db, &format!("{PG_ITEMS}; ALTER TABLE items OWNER TO {PW_ROLE}"));
-        let target = password_endpoints(pg, &db, PW_ROLE, PW_SECRET).swap_remove(form);
-        let ws = Workspace::new();
-        sqlite_fill(&ws, "source.sqlite", 300);
-        write_config(&ws, SQLITE_SOURCE, &target, "");
+        let (ws, target) = password_workspace(pg, form, 300, "");
         let env = [("DB_SYNC_LOG", "trace"), ("DB_SYNC_TEST_PGPW", PW_SECRET)];
         let mut outputs = Vec::new();
         for args in [
@@ -958,13 +966,8 @@ fn debug_switches_show_statements_and_hide_the_password() {
     let pg = need_pg!();
     pg.password_role(PW_ROLE, PW_SECRET);
     for form in 0..4 {
-        let db = pg.create_database();
-        pg.psql(&db, &format!("{PG_ITEMS}; ALTER TABLE items OWNER TO {PW_ROLE}"));
-        let target = password_endpoints(pg, &db, PW_ROLE, PW_SECRET).swap_remove(form);
-        let ws = Workspace::new();
-        sqlite_fill(&ws, "source.sqlite", 50);
         let switches = r#", "debug_sql": true, "show_sql_values": true, "debug_connection_change": true"#;
-        write_config(&ws, SQLITE_SOURCE, &target, switches);
+        let (ws, target) = password_workspace(pg, form, 50, switches);
         let out = ws.run_env(&["run", "--progress", "off"], &[("DB_SYNC_TEST_PGPW", PW_SECRET)]);
         assert_eq!(out.status.code(), Some(0), "{target}:\n{}", text(&out));
         let stderr = String::from_utf8_lossy(&out.stderr);

@@ -431,6 +431,8 @@ fn unseal<'a>(bytes: &'a [u8], what: &str) -> Result<&'a [u8], String> {
 pub struct Store {
     db: sled::Db,
     dir: PathBuf,
+    /// When this process opened it (Unix milliseconds), for `owner.json`.
+    opened_ms: i64,
 }
 
 impl Store {
@@ -461,7 +463,7 @@ impl Store {
             }
             Err(e) => return Err(io(e.to_string())),
         };
-        let store = Store { db, dir: dir.to_path_buf() };
+        let store = Store { db, dir: dir.to_path_buf(), opened_ms: now_ms() };
         store.check_format()?;
         store.write_owner(None)?;
         Ok(store)
@@ -487,7 +489,7 @@ impl Store {
             pid: std::process::id(),
             host: host_name(),
             run_id,
-            since_ms: now_ms(),
+            since_ms: self.opened_ms,
             run_started_ms: None,
             activity: None,
             updated_ms: None,
@@ -513,12 +515,11 @@ impl Store {
 
     /// Records what the run `meta` is doing, for `runs` and `show` in other processes.
     pub fn set_owner_activity(&self, meta: &RunMeta, activity: String) -> Result<(), StoreError> {
-        let since_ms = Self::holder(&self.dir).filter(|o| o.pid == std::process::id()).map_or(now_ms(), |o| o.since_ms);
         self.put_owner(&Owner {
             pid: std::process::id(),
             host: host_name(),
             run_id: Some(meta.id),
-            since_ms,
+            since_ms: self.opened_ms,
             run_started_ms: Some(meta.started_ms),
             activity: Some(activity),
             updated_ms: Some(now_ms()),

@@ -707,17 +707,16 @@ fn schedule(file: &ConfigFile, path: &Path) -> Result<crate::schedule::Schedule,
     let Some(text) = &file.run_at_time else { return Ok(Schedule::Once) };
     let (hour, minute) = parse_hh_mm(text)
         .ok_or_else(|| invalid(path, "run_at_time", format!("`{text}` is not a time of day like \"02:00\"")))?;
-    let zone = match &file.timezone {
-        Some(name) => jiff::tz::TimeZone::get(name).map_err(|_| {
-            invalid(
-                path,
-                "timezone",
-                format!("`{name}` is not an IANA time zone name such as \"Europe/Paris\" or \"UTC\""),
-            )
-        })?,
-        None => jiff::tz::TimeZone::system(),
-    };
+    let zone = time_zone(file, path)?.unwrap_or_else(jiff::tz::TimeZone::system);
     Ok(Schedule::Daily { hour, minute, zone })
+}
+
+/// The config's `timezone`, when it names one (IANA name).
+fn time_zone(file: &ConfigFile, path: &Path) -> Result<Option<jiff::tz::TimeZone>, ConfigError> {
+    let Some(name) = &file.timezone else { return Ok(None) };
+    jiff::tz::TimeZone::get(name).map(Some).map_err(|_| {
+        invalid(path, "timezone", format!("`{name}` is not an IANA time zone name such as \"Europe/Paris\" or \"UTC\""))
+    })
 }
 
 fn check_percent(path: &Path, location: &str, value: f64) -> Result<(), ConfigError> {
@@ -1192,16 +1191,7 @@ fn table_spec(file: &ConfigFile, table: &TableFile, location: &str, path: &Path)
 
     let max_delete_percent = table.max_delete_percent.unwrap_or(file.max_delete_percent);
     check_percent(path, &format!("{location}.max_delete_percent"), max_delete_percent)?;
-    let timezone = match &file.timezone {
-        None => jiff::tz::TimeZone::UTC,
-        Some(name) => jiff::tz::TimeZone::get(name).map_err(|_| {
-            invalid(
-                path,
-                "timezone",
-                format!("`{name}` is not an IANA time zone name such as \"Europe/Paris\" or \"UTC\""),
-            )
-        })?,
-    };
+    let timezone = time_zone(file, path)?.unwrap_or(jiff::tz::TimeZone::UTC);
     let incremental_lookback = match &file.incremental_lookback {
         None => Lookback::None,
         Some(Json::Number(n)) => match n.as_i64() {

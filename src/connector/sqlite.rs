@@ -83,6 +83,22 @@ impl SqliteConnector {
     }
 
     /// Logs `sql` as the debug switches ask (with `values()` under `show_sql_values`).
+    /// `count(*)` of the scope's table under `w` (logged and counted as one read).
+    async fn count_where(&self, scope: &TableScope, w: Where) -> Result<u64, ConnectorError> {
+        let sql = format!("SELECT count(*) FROM {}{}", quote_ident(&scope.table), w.sql);
+        let logged = self.log_sql(StatementKind::Read, &sql, || values_text(&w.params));
+        self.counters.record_read(1, 8);
+        let n = self
+            .with_conn(move |conn| {
+                let mut stmt = conn.prepare_cached(&sql)?;
+                let n: i64 = stmt.query_row(params_from_iter(w.params.iter().map(Bind)), |r| r.get(0))?;
+                Ok(n as u64)
+            })
+            .await?;
+        logged.done(Rows::Returned(1));
+        Ok(n)
+    }
+
     fn log_sql(&self, kind: StatementKind, sql: &str, values: impl FnOnce() -> String) -> Logged {
         self.options.sql.statement(self.side, &self.endpoint(), kind, sql, values)
     }
@@ -532,18 +548,7 @@ impl Connector for SqliteConnector {
 
     async fn count(&self, scope: &TableScope, range: &KeyRange) -> Result<u64, ConnectorError> {
         let w = Where::new(scope, range);
-        let sql = format!("SELECT count(*) FROM {}{}", quote_ident(&scope.table), w.sql);
-        let logged = self.log_sql(StatementKind::Read, &sql, || values_text(&w.params));
-        self.counters.record_read(1, 8);
-        let n = self
-            .with_conn(move |conn| {
-                let mut stmt = conn.prepare_cached(&sql)?;
-                let n: i64 = stmt.query_row(params_from_iter(w.params.iter().map(Bind)), |r| r.get(0))?;
-                Ok(n as u64)
-            })
-            .await?;
-        logged.done(Rows::Returned(1));
-        Ok(n)
+        self.count_where(scope, w).await
     }
 
     async fn key_at(&self, scope: &TableScope, range: &KeyRange, offset: u64) -> Result<Option<Key>, ConnectorError> {
@@ -715,35 +720,13 @@ impl Connector for SqliteConnector {
             Some(m) => w.and(format!("{modify} > ?"), [m.clone()]),
             None => w.and(format!("{modify} IS NOT NULL"), []),
         };
-        let sql = format!("SELECT count(*) FROM {}{}", quote_ident(&scope.table), w.sql);
-        let logged = self.log_sql(StatementKind::Read, &sql, || values_text(&w.params));
-        self.counters.record_read(1, 8);
-        let n = self
-            .with_conn(move |conn| {
-                let mut stmt = conn.prepare_cached(&sql)?;
-                let n: i64 = stmt.query_row(params_from_iter(w.params.iter().map(Bind)), |r| r.get(0))?;
-                Ok(n as u64)
-            })
-            .await?;
-        logged.done(Rows::Returned(1));
-        Ok(n)
+        self.count_where(scope, w).await
     }
 
     async fn count_null_modify(&self, scope: &TableScope) -> Result<u64, ConnectorError> {
         let Some(column) = scope.modify_column() else { return Ok(0) };
         let w = Where::new(scope, &KeyRange::all()).and(format!("{} IS NULL", quote_ident(column)), []);
-        let sql = format!("SELECT count(*) FROM {}{}", quote_ident(&scope.table), w.sql);
-        let logged = self.log_sql(StatementKind::Read, &sql, || values_text(&w.params));
-        self.counters.record_read(1, 8);
-        let n = self
-            .with_conn(move |conn| {
-                let mut stmt = conn.prepare_cached(&sql)?;
-                let n: i64 = stmt.query_row(params_from_iter(w.params.iter().map(Bind)), |r| r.get(0))?;
-                Ok(n as u64)
-            })
-            .await?;
-        logged.done(Rows::Returned(1));
-        Ok(n)
+        self.count_where(scope, w).await
     }
 
     async fn max_modify(&self, scope: &TableScope) -> Result<Option<Value>, ConnectorError> {
