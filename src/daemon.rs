@@ -309,28 +309,30 @@ impl Cycle for RunnerCycle {
             stop: Arc::clone(&stopper.stop),
             ..crate::engine::RunOptions::default()
         };
-        let unfinished = match crate::runner::open_store(config, &*self.sink) {
-            Ok(store) => match store.unfinished_run() {
-                Ok(run) => run.map(|r| (r.meta.id, r.meta.config_fingerprint)),
-                Err(e) => {
-                    tracing::error!("{e}");
-                    return exit::STATE.into();
-                }
-            },
+        let store = match crate::runner::open_store(config, &*self.sink) {
+            Ok(store) => store,
             Err(code) => return code.into(),
         };
+        let unfinished = match store.unfinished_run() {
+            Ok(run) => run.map(|r| (r.meta.id, r.meta.config_fingerprint)),
+            Err(e) => {
+                self.sink.notice(&format!("error: {e}"));
+                return crate::runner::store_exit(&e).into();
+            }
+        };
+        let sink = &*self.sink;
         match unfinished {
             Some((id, fingerprint)) => {
                 let replan = self.replan_next || fingerprint != config.fingerprint;
                 self.replan_next = false;
                 let outcome =
-                    crate::runner::resume(config.clone(), options, Some(id), replan, &*self.sink, stopper).await;
+                    crate::runner::resume_in(store, config.clone(), options, Some(id), replan, sink, stopper).await;
                 if outcome.code == exit::CONFIG && !replan {
                     self.replan_next = true;
                 }
                 outcome
             }
-            None => crate::runner::start(config.clone(), options, false, &*self.sink, stopper).await,
+            None => crate::runner::start_in(store, config.clone(), options, false, sink, stopper).await,
         }
     }
 }

@@ -266,6 +266,22 @@ fn describe_position(state: &RunState) -> String {
 /// `db-sync run`: plans a new run, stores it, executes it.
 pub async fn start(
     config: Config,
+    options: RunOptions,
+    abandon: bool,
+    sink: &dyn RunSink,
+    stopper: &Stopper,
+) -> RunOutcome {
+    match open_store(&config, sink) {
+        Ok(store) => start_in(store, config, options, abandon, sink, stopper).await,
+        Err(code) => code.into(),
+    }
+}
+
+/// [`start`] in a store the caller opened (the daemon's cycle, which looks for an
+/// unfinished run first, opens it once).
+pub async fn start_in(
+    store: Store,
+    config: Config,
     mut options: RunOptions,
     abandon: bool,
     sink: &dyn RunSink,
@@ -273,10 +289,6 @@ pub async fn start(
 ) -> RunOutcome {
     options.create_tables = true;
     options.stop = Arc::clone(&stopper.stop);
-    let store = match open_store(&config, sink) {
-        Ok(s) => s,
-        Err(code) => return code.into(),
-    };
     match store.unfinished_run() {
         Ok(Some(mut run)) => {
             if !abandon {
@@ -372,6 +384,22 @@ pub async fn start(
 /// checkpoint with the same plan, or re-plans it with `replan`.
 pub async fn resume(
     config: Config,
+    options: RunOptions,
+    run_id: Option<u64>,
+    replan: bool,
+    sink: &dyn RunSink,
+    stopper: &Stopper,
+) -> RunOutcome {
+    match open_store(&config, sink) {
+        Ok(store) => resume_in(store, config, options, run_id, replan, sink, stopper).await,
+        Err(code) => code.into(),
+    }
+}
+
+/// [`resume`] in a store the caller opened.
+pub async fn resume_in(
+    store: Store,
+    config: Config,
     mut options: RunOptions,
     run_id: Option<u64>,
     replan: bool,
@@ -380,10 +408,6 @@ pub async fn resume(
 ) -> RunOutcome {
     options.create_tables = replan;
     options.stop = Arc::clone(&stopper.stop);
-    let store = match open_store(&config, sink) {
-        Ok(s) => s,
-        Err(code) => return code.into(),
-    };
     let run = match run_id {
         Some(id) => store.load_run(id).map(Some),
         None => store.unfinished_run(),
