@@ -499,6 +499,40 @@ fn sessions_licences_and_page_caps() {
     assert!(busy.stats().refused_402 >= 4, "retried: {:?}", busy.stats());
 }
 
+/// `debug_connection_change` shows the 4D REST session's life at the default log level: the
+/// login (naming the user), the new login after a 401, the logout; never the password or
+/// the session cookie. Without the switch none of these lines appear.
+#[test]
+fn debug_connection_change_shows_the_rest_session() {
+    let ws = fourd_workspace(300);
+    ws.db("target.sqlite", SQLITE_ITEMS);
+    let emu = start(&ws, settings());
+    let table = r#"{"name": "Items", "primary_key_field": "ID"}"#;
+    let source = fourd_connection(&emu.url());
+    config(&ws, &source, &sqlite_connection("target.sqlite"), table, r#", "debug_connection_change": true"#);
+    // The session expires at the second read of Items: one new login mid-run.
+    emu.inject(Fault { path_contains: "/rest/Items".into(), kind: FaultKind::ExpireSession, skip: 1, times: 1 });
+    let out = run(&ws, &["run", "--progress", "off"]);
+    let log = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    assert!(log.contains("recordCountAllAdded=300"), "{log}");
+    let source_lines: Vec<&str> = log.lines().filter(|l| l.contains("side=\"source\"")).collect();
+    let position = |needle: &str| {
+        source_lines.iter().position(|l| l.contains(needle)).unwrap_or_else(|| panic!("no `{needle}`:\n{log}"))
+    };
+    let opened = position("4D REST session opened (login of user `sync`)");
+    let expired = position("4D REST session expired (HTTP 401); logging in again");
+    let closed = position("4D REST session closed (logout)");
+    assert!(opened < expired && expired < closed, "{log}");
+    assert_eq!(source_lines.iter().filter(|l| l.contains("4D REST session opened")).count(), 2, "{log}");
+    assert!(!log.contains("4DSID") && !log.contains("WASID4D"), "a session cookie was logged:\n{log}");
+    assert_secret_absent(PASSWORD, &[&out], &ws.path(".db-sync"));
+
+    config(&ws, &source, &sqlite_connection("target.sqlite"), table, "");
+    let quiet = sync(&ws, 0);
+    assert!(!quiet.contains("4D REST session"), "{quiet}");
+}
+
 /// Killed inside a write to 4D and after a checkpoint, `db-sync resume` finishes the run and
 /// 4D holds exactly the source's rows.
 #[test]

@@ -393,6 +393,37 @@ fn crash_and_resume_with_the_sql_server() {
     eprintln!("crash_and_resume_with_the_sql_server: {:?}", started.elapsed());
 }
 
+/// `debug_connection_change` shows the 4D SQL sessions' life at the default log level: each
+/// login (naming the user, counting the pool's open sessions) and the close (LOGOUT, QUIT),
+/// never the password; without the switch none of these lines appear.
+#[test]
+fn debug_connection_change_shows_the_sql_sessions() {
+    let (ws, emulator) = fourd_workspace();
+    fill(&rusqlite::Connection::open(ws.path("fourd.sqlite")).unwrap(), 1, 300, true);
+    ws.db("target.sqlite", SQLITE_ITEMS);
+    let switch = r#", "debug_connection_change": true"#;
+    config(&ws, &fourd_sql(emulator.port()), &sqlite("target.sqlite"), switch);
+    let out = ws.run_env(&["run", "--progress", "off"], &[("FOURD_PASSWORD", PASSWORD)]);
+    let log = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    assert_eq!(counts(&log), (300, 0, 0), "{log}");
+    let source: Vec<&str> = log.lines().filter(|l| l.contains("side=\"source\"")).collect();
+    let position = |needle: &str| {
+        source.iter().position(|l| l.contains(needle)).unwrap_or_else(|| panic!("no `{needle}`:\n{log}"))
+    };
+    let opened = position("4D SQL session opened (login of user `sync`; 1 open)");
+    let closed = position("closed (LOGOUT, QUIT)");
+    assert!(opened < closed, "{log}");
+    assert!(source.iter().all(|l| l.contains("endpoint=4d 127.0.0.1:")), "{log}");
+    assert!(!log.contains(PASSWORD), "{log}");
+    assert_eq!(emulator.stats().open_sessions, 0, "every session logged out");
+
+    config(&ws, &fourd_sql(emulator.port()), &sqlite("target.sqlite"), "");
+    let out = ws.run_env(&["run", "--progress", "off"], &[("FOURD_PASSWORD", PASSWORD)]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(!text(&out).contains("4D SQL session"), "{}", text(&out));
+}
+
 /// SIGKILL while a 4D SQL write transaction is open: the proxy in front of the emulator
 /// holds the COMMIT of the second batch of 200 (its INSERTs ran), the test kills db-sync,
 /// the proxy resets its connection so 4D rolls back; 4D keeps exactly the first batch,

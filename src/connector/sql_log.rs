@@ -129,8 +129,11 @@ impl SqlLog {
 
     /// Logs a connection change (`event`: "connected", "disconnected", "reconnecting",
     /// "session opened", …) of the redacted `endpoint` when `debug_connection_change` is on.
+    /// The `endpoint` field never repeats the side (`source 4d http://…` is logged as
+    /// `4d http://…` with `side="source"`), so every line of one connection names it alike.
     pub fn connection(&self, side: Side, endpoint: &str, event: &str) {
         if self.debug_connection_change {
+            let endpoint = endpoint.strip_prefix(side.name()).and_then(|e| e.strip_prefix(' ')).unwrap_or(endpoint);
             tracing::info!(target: CONNECTION_TARGET, side = side.name(), endpoint = %endpoint, "{event}");
         }
     }

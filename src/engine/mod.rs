@@ -390,6 +390,8 @@ pub struct Engine {
     /// Both sides' row counts of tables counted with nothing written since (by table index,
     /// with when they were taken); never checkpointed. See [`Engine::take_fresh_counts`].
     fresh_counts: std::sync::Mutex<std::collections::HashMap<usize, (u64, u64, Instant)>>,
+    /// Set by the first [`Engine::close`]; later calls do nothing.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 /// How long row counts taken with nothing written since stand in for a new count at the
@@ -501,7 +503,16 @@ impl Engine {
             }
         };
         let policy = ErrorPolicy::new(&config);
-        Ok(Engine { config, source, target, options, policy, journal, fresh_counts: Default::default() })
+        Ok(Engine {
+            config,
+            source,
+            target,
+            options,
+            policy,
+            journal,
+            fresh_counts: Default::default(),
+            closed: Default::default(),
+        })
     }
 
     /// An engine over connectors opened elsewhere (tests, embedding).
@@ -520,6 +531,7 @@ impl Engine {
             policy,
             journal: Arc::new(NetworkJournal::default()),
             fresh_counts: Default::default(),
+            closed: Default::default(),
         }
     }
 
@@ -1163,8 +1175,12 @@ impl Engine {
     ///
     /// Bounded by [`CLOSE_GRACE`]: a connection stuck on a stalled link (a pool waits for it
     /// to come back) must not hold the exit after a signal; the server ends such sessions
-    /// itself.
+    /// itself. Once: a second call (the runner closes after the run and again on its way
+    /// out) does nothing.
     pub async fn close(&self) {
+        if self.closed.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
         let both = async { futures::join!(self.source.close(), self.target.close()) };
         if tokio::time::timeout(CLOSE_GRACE, both).await.is_err() {
             tracing::debug!("closing the connections took longer than {CLOSE_GRACE:?}; left to the servers");

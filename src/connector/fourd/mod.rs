@@ -101,7 +101,7 @@ impl FourDRest {
         let http = HttpClient::new(base, described.clone(), connect_timeout)?;
         let unit = if raw.time_unit.as_deref() == Some("s") { TimeUnit::Seconds } else { TimeUnit::Millis };
         let connector = FourDRest {
-            session: Session::new(http, raw.user.clone(), raw.password.clone()),
+            session: Session::new(http, raw.user.clone(), raw.password.clone(), options.sql, side),
             endpoint: described,
             side,
             options,

@@ -3,7 +3,9 @@
 //! `WASID4D`, `WebServer/sessions.md`, `REST/authUsers.md`) sent back on every request by
 //! the HTTP layer's cookie jar, one new login when a request answers 401 (an expired
 //! session), logout at the end (`REST/$directory_logout.md`), and 4D's answers mapped to
-//! [`ConnectorError`]s (`docs/4d-rest.md` §5).
+//! [`ConnectorError`]s (`docs/4d-rest.md` §5). With `debug_connection_change`, each login,
+//! new login after a 401, reconnection and logout is a connection line
+//! ([`SqlLog::connection`]); the cookie and the password never are.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -11,8 +13,9 @@ use reqwest::Method;
 use serde_json::Value as Json;
 use tokio::sync::Mutex;
 
-use crate::connector::ConnectorError;
 use crate::connector::http::{HttpClient, Query, Response};
+use crate::connector::sql_log::SqlLog;
+use crate::connector::{ConnectorError, Side};
 
 /// 4D's error codes that say an attribute or dataclass is unknown (1500 then 1804, as 4D's
 /// ORDA engine reports an unknown attribute; `docs/4d-rest.md` §5).
@@ -29,6 +32,9 @@ pub struct Session {
     generation: AtomicU64,
     /// Set once the session is logged out.
     closed: std::sync::atomic::AtomicBool,
+    /// The debug switches (`debug_connection_change` logs the session's changes).
+    log: SqlLog,
+    side: Side,
 }
 
 /// One error of an `__ERROR` array.
@@ -62,8 +68,9 @@ pub fn describe_errors(errors: &[FourDError]) -> String {
 }
 
 impl Session {
-    /// A session on `http` for `user` (no login when `None`: a guest session).
-    pub fn new(http: HttpClient, user: Option<String>, password: Option<String>) -> Session {
+    /// A session on `http` for `user` (no login when `None`: a guest session); `log` and
+    /// `side` say whether and how its changes are logged.
+    pub fn new(http: HttpClient, user: Option<String>, password: Option<String>, log: SqlLog, side: Side) -> Session {
         Session {
             http,
             user,
@@ -71,7 +78,14 @@ impl Session {
             logins: Mutex::new(0),
             generation: AtomicU64::new(0),
             closed: std::sync::atomic::AtomicBool::new(false),
+            log,
+            side,
         }
+    }
+
+    /// A connection line (`debug_connection_change`) about this session.
+    fn event(&self, event: &str) {
+        self.log.connection(self.side, &self.endpoint(), event);
     }
 
     /// The HTTP layer (for its counters).
@@ -91,7 +105,9 @@ impl Session {
         if *self.logins.lock().await == 0 {
             return self.login().await;
         }
-        self.http.reset_connections()
+        self.http.reset_connections()?;
+        self.event("new connections, same 4D REST session (its cookie)");
+        Ok(())
     }
 
     /// Starts a new session: empty cookie jar, then a login when a user is configured.
@@ -103,6 +119,14 @@ impl Session {
         Ok(())
     }
 
+    /// The connection line of a session just opened.
+    fn opened(&self) {
+        match &self.user {
+            Some(user) => self.event(&format!("4D REST session opened (login of user `{user}`)")),
+            None => self.event("4D REST guest session (no login: no `user` configured)"),
+        }
+    }
+
     /// True when the connection has a user, so [`Session::login`] opens a session.
     pub fn logs_in(&self) -> bool {
         self.user.is_some()
@@ -111,13 +135,17 @@ impl Session {
     async fn login_locked(&self) -> Result<(), ConnectorError> {
         self.http.reset_session()?;
         self.closed.store(false, Ordering::SeqCst);
-        let Some(user) = &self.user else { return Ok(()) };
+        let Some(user) = &self.user else {
+            self.opened();
+            return Ok(());
+        };
         let password = self.password.as_deref().unwrap_or("");
         let headers = [("username-4D", user.as_str()), ("password-4D", password)];
         let answer = self.http.send(Method::POST, "/rest/$directory/login", &Query::new(), &headers, None).await?;
         let accepted =
             answer.status == 200 && answer.json().and_then(|j| j.get("result").and_then(Json::as_bool)) == Some(true);
         if accepted {
+            self.opened();
             return Ok(());
         }
         match answer.status {
@@ -144,12 +172,14 @@ impl Session {
         }
         let query = Query::new();
         let logout = self.http.send(Method::GET, "/rest/$directory/logout", &query, &[], None);
-        match tokio::time::timeout(std::time::Duration::from_secs(5), logout).await {
-            Ok(Ok(r)) if r.status == 200 => tracing::debug!(endpoint = %self.endpoint(), "4D session closed"),
-            Ok(Ok(r)) => tracing::debug!(endpoint = %self.endpoint(), status = r.status, "4D logout refused"),
-            Ok(Err(e)) => tracing::debug!(endpoint = %self.endpoint(), "4D logout failed: {e}"),
-            Err(_) => tracing::debug!(endpoint = %self.endpoint(), "4D logout got no answer within 5 s"),
-        }
+        let event = match tokio::time::timeout(std::time::Duration::from_secs(5), logout).await {
+            Ok(Ok(r)) if r.status == 200 => "4D REST session closed (logout)".to_string(),
+            Ok(Ok(r)) => format!("4D REST logout refused (HTTP {}); the session idles out on the server", r.status),
+            Ok(Err(e)) => format!("4D REST logout failed ({e}); the session idles out on the server"),
+            Err(_) => "4D REST logout got no answer within 5 s; the session idles out on the server".to_string(),
+        };
+        tracing::debug!(endpoint = %self.endpoint(), "{event}");
+        self.event(&event);
     }
 
     /// Sends one request and returns its JSON answer (`Null` for an empty body). A 401
@@ -184,6 +214,7 @@ impl Session {
                 // Another request may have logged in meanwhile: then just send again.
                 if *logins == generation {
                     tracing::info!(endpoint = %self.endpoint(), "4D session expired (HTTP 401); logging in again");
+                    self.event("4D REST session expired (HTTP 401); logging in again");
                     self.login_locked().await?;
                     *logins += 1;
                     self.generation.store(*logins, Ordering::SeqCst);

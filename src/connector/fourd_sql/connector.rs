@@ -73,6 +73,11 @@ pub struct FourDSql {
     key_lists: KeyLists,
 }
 
+/// `1 4D SQL session`, `2 idle 4D SQL sessions`.
+fn sessions_text(count: usize, kind: &str) -> String {
+    format!("{count} {kind}4D SQL session{}", if count == 1 { "" } else { "s" })
+}
+
 /// A session taken from the pool; back to the pool when dropped after its exchange
 /// finished with the stream in step. A lease dropped mid-exchange (a call cancelled by its
 /// deadline) drops its session: the rest of that reply would come first on the stream.
@@ -90,7 +95,8 @@ impl Drop for Lease<'_> {
                 self.pool.idle.lock().unwrap_or_else(|p| p.into_inner()).push(session);
             }
             Some(_) => {
-                self.pool.open.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                let open = self.pool.open.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) - 1;
+                self.pool.event(&format!("4D SQL session dropped: its exchange did not finish in step ({open} open)"));
             }
             None => {}
         }
@@ -167,11 +173,13 @@ impl FourDSql {
                     .await;
                     match opened {
                         Ok(session) => {
-                            self.open.fetch_add(1, Ordering::SeqCst);
+                            let open = self.open.fetch_add(1, Ordering::SeqCst) + 1;
+                            self.event(&format!("4D SQL session opened (login of user `{}`; {open} open)", self.user));
                             session
                         }
                         Err(ConnectorError::Busy { .. }) if self.open.load(Ordering::SeqCst) > 0 => {
                             tracing::info!(endpoint = %self.endpoint, "4D has no licence for another SQL session; using fewer");
+                            self.event("4D has no licence for another SQL session; the pool shrinks by one");
                             slot.forget();
                             continue;
                         }
@@ -181,6 +189,11 @@ impl FourDSql {
             };
             return Ok(Lease { pool: self, session: Some(session), finished: false, _slot: slot });
         }
+    }
+
+    /// A connection line (`debug_connection_change`) about this pool's sessions.
+    fn event(&self, event: &str) {
+        self.options.sql.connection(self.side, &self.endpoint, event);
     }
 
     /// One statement on a leased session.
@@ -545,6 +558,9 @@ impl Connector for FourDSql {
         // Sessions from before a lost connection are not trusted again.
         let old: Vec<SqlSession> = std::mem::take(&mut *self.idle.lock().unwrap_or_else(|p| p.into_inner()));
         self.open.fetch_sub(old.len(), std::sync::atomic::Ordering::SeqCst);
+        if !old.is_empty() {
+            self.event(&format!("{} from before the lost connection dropped", sessions_text(old.len(), "idle ")));
+        }
         drop(old);
         let mut lease = self.lease().await?;
         lease.finished = true;
@@ -558,7 +574,9 @@ impl Connector for FourDSql {
     async fn close(&self) {
         let sessions: Vec<SqlSession> = std::mem::take(&mut *self.idle.lock().unwrap_or_else(|p| p.into_inner()));
         self.open.fetch_sub(sessions.len(), std::sync::atomic::Ordering::SeqCst);
+        let count = sessions.len();
         futures::future::join_all(sessions.into_iter().map(SqlSession::close)).await;
+        self.event(&format!("{} closed (LOGOUT, QUIT)", sessions_text(count, "")));
     }
 
     async fn describe(&self, table: &str) -> Result<Option<TableSchema>, ConnectorError> {
