@@ -130,6 +130,7 @@ pub async fn serve(
         }
         first = false;
         events.say(&format!("{summary}."));
+        crate::release_freed_memory();
         let head = if matches!(outcome.code, exit::OK | exit::COMPLETED_WITH_ERRORS) {
             "Sync complete."
         } else {

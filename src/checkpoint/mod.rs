@@ -445,7 +445,8 @@ impl Store {
         // flusher thread lets go of it: wait up to a second before calling it busy.
         let mut attempts = 0;
         let opened = loop {
-            match sled::Config::new().path(dir.join("db")).open() {
+            // No background flusher thread: every write here is flushed before it returns.
+            match sled::Config::new().path(dir.join("db")).flush_every_ms(None).open() {
                 Err(sled::Error::Io(e)) if is_lock_error(&e) && attempts < 20 => {
                     attempts += 1;
                     std::thread::sleep(std::time::Duration::from_millis(50));
