@@ -442,7 +442,7 @@ impl Store {
         let io = |detail: String| StoreError::Io { path: dir.to_path_buf(), detail };
         std::fs::create_dir_all(dir).map_err(|e| io(format!("cannot create the folder: {e}")))?;
         // A store this process has just closed may stay locked for a moment while sled's
-        // flusher thread lets go of it: wait up to a second before calling it busy.
+        // background work lets go of it: wait up to a second before calling it busy.
         let mut attempts = 0;
         let opened = loop {
             // No background flusher thread: every write here is flushed before it returns.
