@@ -24,6 +24,9 @@ fn main() -> ExitCode {
         let switches = if cli.quiet { "" } else { ",db_sync::sql=info,db_sync::connection=info" };
         EnvFilter::new(format!("{default_level},sqlx::pool=error{sled}{switches}"))
     });
+    // The cookie jar's debug lines quote each Set-Cookie, 4D's session cookie included: a
+    // live session token stays out of the logs at every level, DB_SYNC_LOG too.
+    let filter = filter.add_directive("cookie_store=off".parse().expect("a valid directive"));
     // Colour only on a terminal, and never with NO_COLOR set (https://no-color.org).
     let colour = std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none();
     let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);

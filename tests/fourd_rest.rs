@@ -531,6 +531,16 @@ fn debug_connection_change_shows_the_rest_session() {
     config(&ws, &source, &sqlite_connection("target.sqlite"), table, "");
     let quiet = sync(&ws, 0);
     assert!(!quiet.contains("4D REST session"), "{quiet}");
+
+    // The cookie jar's own debug lines would quote the session cookie: never at any level.
+    for env in [("DB_SYNC_LOG", "trace"), ("DB_SYNC_LOG", "debug,cookie_store=trace")] {
+        let out = ws.run_env(&["run", "--progress", "off"], &[("FOURD_PASSWORD", PASSWORD), env]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        assert!(text(&out).contains("TRACE") || text(&out).contains("DEBUG"), "{env:?}: no debug lines at all");
+        assert!(!text(&out).contains("4DSID") && !text(&out).contains("WASID4D"), "{env:?}: cookie logged");
+    }
+    let out = ws.run_env(&["-vv", "run", "--progress", "off"], &[("FOURD_PASSWORD", PASSWORD)]);
+    assert!(!text(&out).contains("4DSID") && !text(&out).contains("WASID4D"), "-vv: cookie logged");
 }
 
 /// Killed inside a write to 4D and after a checkpoint, `db-sync resume` finishes the run and
