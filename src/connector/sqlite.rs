@@ -82,7 +82,6 @@ impl SqliteConnector {
         .map_err(|e| classify(&endpoint, e))
     }
 
-    /// Logs `sql` as the debug switches ask (with `values()` under `show_sql_values`).
     /// `count(*)` of the scope's table under `w` (logged and counted as one read).
     async fn count_where(&self, scope: &TableScope, w: Where) -> Result<u64, ConnectorError> {
         let sql = format!("SELECT count(*) FROM {}{}", quote_ident(&scope.table), w.sql);
@@ -99,6 +98,7 @@ impl SqliteConnector {
         Ok(n)
     }
 
+    /// Logs `sql` as the debug switches ask (with `values()` under `show_sql_values`).
     fn log_sql(&self, kind: StatementKind, sql: &str, values: impl FnOnce() -> String) -> Logged {
         self.options.sql.statement(self.side, &self.endpoint(), kind, sql, values)
     }
